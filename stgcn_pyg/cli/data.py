@@ -1,0 +1,5 @@
+"""`stgcn-pyg` subcommands: placeholder until implemented."""
+
+
+def register(subparsers) -> None:
+    pass
