@@ -1,0 +1,284 @@
+"""STGCN (Yang et al., CVPR 2020): global, temporal-graph and spatial-graph branches over a ResNet.
+
+Forward pass of a batch of tracklet graphs (STGCN.md steps 1-7):
+
+1. the backbone runs on every frame: maps [B*T, C, h, w];
+2. each map is cut into P horizontal stripes and average-pooled: patch nodes
+   [B*T*P, C], node ``t*P + p`` of each tracklet;
+3. the **temporal** branch runs M affinity-GCN layers over the temporal
+   topology (all patches of the tracklet) and max-pools over the nodes;
+4. the **spatial** branch runs K layers over the per-frame topology, max-pools
+   each frame's patches and fuses the frames (mean or max);
+5. the **global** branch averages each map and then the frames;
+6. each branch has a BN neck and a classifier; the descriptor f_all is the
+   concatenation of the BN-normalised branch features.
+
+Graph layers run in the layer's *static* mode whenever every tracklet of the
+batch has the same T (the usual case): patch features are viewed as [B, T*P, C]
+and share the topology's single-graph ``edge_index``. Otherwise they run on
+the batch's offset edge sets (PyG's disjoint-union batching); both give the
+same result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.utils import scatter
+
+from ..errors import ConfigError
+from ..graphs import build_edge_index, load_topology
+from ..nn import AffinityGCNConv, to_dense_affinity
+from .backbone import build_backbone
+from .heads import BNNeckHead
+
+__all__ = ["STGCN", "STGCNOutput", "GraphBranch"]
+
+
+@dataclass
+class STGCNOutput:
+    """What :class:`STGCN` returns for a batch of B tracklets.
+
+    features: branch name -> [B, D_branch], before the BN neck (triplet loss);
+    logits: branch name (or "all") -> [B, C], only in training mode;
+    descriptor: [B, D_all], f_all = concatenated BN-normalised features.
+    """
+
+    features: dict[str, torch.Tensor]
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)
+    descriptor: torch.Tensor | None = None
+
+
+class _NodeNorm(nn.Module):
+    """Batch norm over all nodes of the batch (any leading shape), layer norm, or nothing."""
+
+    def __init__(self, kind: str, dim: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "batch":
+            self.norm = nn.BatchNorm1d(dim)
+        elif kind == "layer":
+            self.norm = nn.LayerNorm(dim)
+        else:
+            self.norm = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "batch" and x.dim() != 2:
+            return self.norm(x.reshape(-1, x.size(-1))).view_as(x)
+        return self.norm(x)
+
+
+class GraphBranch(nn.Module):
+    """A stack of graph layers, each followed by a norm layer and LeakyReLU.
+
+    ``layer="gcn"``: :class:`~stgcn_pyg.nn.AffinityGCNConv`; with
+    ``affinity="shared"`` the first layer computes the normalised affinity
+    from the branch's input patches and the others reuse it (passed back as
+    ``edge_weight``); with ``"per-layer"`` each layer learns its own.
+    ``layer="fc"`` is the paper's ablation: same depth and widths, a Linear
+    applied to each node on its own (no graph). ``residual`` adds each layer's
+    input to its output where the widths agree.
+    """
+
+    def __init__(self, in_channels: int, width: int, num_layers: int, *, layer: str = "gcn",
+                 affinity: str = "shared", residual: bool = False, norm: str = "batch",
+                 negative_slope: float = 0.1):
+        super().__init__()
+        self.layer, self.affinity, self.residual = layer, affinity, residual
+        dims = [in_channels] + [width] * num_layers
+        make = (lambda i, o: AffinityGCNConv(i, o)) if layer == "gcn" else (lambda i, o: nn.Linear(i, o))
+        self.convs = nn.ModuleList(make(dims[i], dims[i + 1]) for i in range(num_layers))
+        self.norms = nn.ModuleList(_NodeNorm(norm, width) for _ in range(num_layers))
+        self.act = nn.LeakyReLU(negative_slope)
+        self.out_channels = width
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """x [N, F] (batch mode) or [B, N, F] (static mode) -> same leading shape, width out_channels."""
+        shared_index, shared_weight = None, None
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            if self.layer == "fc":
+                h = conv(x)
+            elif self.affinity == "per-layer":
+                h = conv(x, edge_index)
+            elif i == 0:
+                h, (shared_index, shared_weight) = conv(x, edge_index, return_attention_weights=True)
+            else:
+                h = conv(x, shared_index, edge_weight=shared_weight)
+            h = self.act(norm(h))
+            if self.residual and h.shape == x.shape:
+                h = h + x
+            x = h
+        return x
+
+    def affinity_weights(self, x: torch.Tensor, edge_index: torch.Tensor):
+        """The first layer's normalised affinity: ``(edge_index_with_self_loops, weight)``."""
+        if self.layer != "gcn":
+            raise ConfigError('model.graph_layer: the "fc" ablation has no affinity to show')
+        _, (index, weight) = self.convs[0](x, edge_index, return_attention_weights=True)
+        return index, weight
+
+
+class STGCN(nn.Module):
+    """The STGCN model built from a :class:`~stgcn_pyg.training.config.ModelConfig`.
+
+    ``model(batch)`` takes a PyG ``Batch`` of :class:`~stgcn_pyg.data.TrackletData`
+    (``frames`` [B*T, 3, H, W], ``num_frames``, ``temporal_edge_index``,
+    ``spatial_edge_index``) and returns an :class:`STGCNOutput`.
+    ``model.encode(clips)`` maps clips [B, T, 3, H, W] to descriptors.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        if not cfg.branches:
+            raise ConfigError("model.branches: at least one branch is needed")
+        self.branches = list(cfg.branches)
+        self.num_stripes = cfg.num_stripes
+        self.backbone = build_backbone(cfg.backbone, cfg.weights, cfg.last_stride)
+        C = self.backbone.out_channels
+        # Topologies are resolved now so a bad name fails at construction, not mid-epoch.
+        self.temporal_topology = load_topology(cfg.temporal_topology)
+        self.spatial_topology = load_topology(cfg.spatial_topology)
+        common = dict(layer=cfg.graph_layer, affinity=cfg.affinity, residual=cfg.residual, norm=cfg.norm,
+                      negative_slope=cfg.negative_slope)
+        dims = {"global": C}
+        if "temporal" in self.branches:
+            self.temporal = GraphBranch(C, cfg.temporal_width or C, cfg.temporal_layers, **common)
+            dims["temporal"] = self.temporal.out_channels
+        if "spatial" in self.branches:
+            self.spatial = GraphBranch(C, cfg.spatial_width or C, cfg.spatial_layers, **common)
+            dims["spatial"] = self.spatial.out_channels
+        self.ce_on_all = cfg.classifier == "all"
+        per_branch_classes = 0 if self.ce_on_all else cfg.num_classes
+        self.heads = nn.ModuleDict({b: BNNeckHead(dims[b], per_branch_classes) for b in self.branches})
+        self.feature_dims = {b: dims[b] for b in self.branches}
+        self.descriptor_dim = sum(self.feature_dims.values())
+        self.all_classifier = None
+        if self.ce_on_all and cfg.num_classes > 0:
+            self.all_classifier = nn.Linear(self.descriptor_dim, cfg.num_classes, bias=False)
+            nn.init.normal_(self.all_classifier.weight, std=0.001)
+        self._edge_cache: dict = {}
+
+    # ------------------------------------------------------------------ graphs
+    def _static_edges(self, topology, T: int, device: torch.device) -> torch.Tensor:
+        key = (topology.name, topology.source, T, self.num_stripes, str(device))
+        ei = self._edge_cache.get(key)
+        if ei is None:
+            ei = build_edge_index(topology, T, self.num_stripes).to(device)
+            self._edge_cache[key] = ei
+        return ei
+
+    def _patches(self, maps: torch.Tensor) -> torch.Tensor:
+        """[B*T, C, h, w] -> [B*T*P, C]: P horizontal stripes, average-pooled, node t*P + p."""
+        if maps.size(2) < self.num_stripes:
+            raise ConfigError(
+                f"model.num_stripes: {self.num_stripes} stripes need feature maps at least that tall, "
+                f"got {maps.size(2)} rows (use taller images or fewer stripes)"
+            )
+        stripes = F.adaptive_avg_pool2d(maps, (self.num_stripes, 1)).flatten(2)  # [B*T, C, P]
+        return stripes.transpose(1, 2).reshape(-1, maps.size(1))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch) -> STGCNOutput:
+        frames = batch.frames
+        B = int(batch.num_graphs)
+        num_frames = batch.num_frames
+        if isinstance(num_frames, torch.Tensor):
+            nf = num_frames.reshape(-1).tolist()
+        else:
+            nf = [int(num_frames)] * B
+        P = batch.num_stripes
+        P = int(P.reshape(-1)[0]) if isinstance(P, torch.Tensor) else int(P)
+        if P != self.num_stripes:
+            raise ConfigError(
+                f"model.num_stripes: the batch was built with {P} stripes, the model uses {self.num_stripes}"
+            )
+        static = len(set(nf)) == 1 and frames.size(0) == B * nf[0]
+        return self._run(frames, B, nf, static, batch)
+
+    def encode(self, clips: torch.Tensor) -> torch.Tensor:
+        """Descriptors f_all [B, D_all] of clips [B, T, 3, H, W] (tracklet graphs built here)."""
+        B, T = clips.shape[:2]
+        out = self._run(clips.reshape(B * T, *clips.shape[2:]), B, [T] * B, True, None, with_logits=False)
+        return out.descriptor
+
+    def _run(self, frames, B, nf, static, batch, with_logits=None) -> STGCNOutput:
+        device = next(self.parameters()).device
+        frames = frames.to(device, non_blocking=True)
+        if device.type == "cuda" and getattr(self, "channels_last", False):
+            frames = frames.contiguous(memory_format=torch.channels_last)
+        maps = self.backbone(frames)  # [sum T, C, h, w]
+        C = maps.size(1)
+        features: dict[str, torch.Tensor] = {}
+        if static:
+            T = nf[0]
+            if "global" in self.branches:
+                features["global"] = maps.mean((2, 3)).view(B, T, C).mean(1)
+            if "temporal" in self.branches or "spatial" in self.branches:
+                nodes = self._patches(maps).view(B, T * self.num_stripes, C)
+            if "temporal" in self.branches:
+                ei = self._static_edges(self.temporal_topology, T, device)
+                features["temporal"] = self.temporal(nodes, ei).amax(1)
+            if "spatial" in self.branches:
+                ei = self._static_edges(self.spatial_topology, T, device)
+                h = self.spatial(nodes, ei)  # [B, T*P, F]
+                per_frame = h.view(B, T, self.num_stripes, -1).amax(2)
+                fused = per_frame.mean(1) if self.cfg.frame_fusion == "mean" else per_frame.amax(1)
+                features["spatial"] = fused
+        else:
+            counts = torch.tensor(nf, device=device)
+            frame_graph = torch.repeat_interleave(torch.arange(B, device=device), counts)
+            if "global" in self.branches:
+                features["global"] = scatter(maps.mean((2, 3)), frame_graph, 0, dim_size=B, reduce="mean")
+            if "temporal" in self.branches or "spatial" in self.branches:
+                nodes = self._patches(maps)
+                node_frame = torch.arange(nodes.size(0), device=device) // self.num_stripes
+                node_graph = frame_graph[node_frame]
+            if "temporal" in self.branches:
+                h = self.temporal(nodes, batch.temporal_edge_index.to(device))
+                features["temporal"] = scatter(h, node_graph, 0, dim_size=B, reduce="max")
+            if "spatial" in self.branches:
+                h = self.spatial(nodes, batch.spatial_edge_index.to(device))
+                per_frame = scatter(h, node_frame, 0, dim_size=frames.size(0), reduce="max")
+                reduce = "mean" if self.cfg.frame_fusion == "mean" else "max"
+                features["spatial"] = scatter(per_frame, frame_graph, 0, dim_size=B, reduce=reduce)
+        if with_logits is None:
+            with_logits = self.training
+        logits: dict[str, torch.Tensor] = {}
+        normed = []
+        for name in self.branches:
+            bn, lg = self.heads[name](features[name], with_logits=with_logits)
+            normed.append(bn)
+            if lg is not None:
+                logits[name] = lg
+        descriptor = torch.cat(normed, dim=1)
+        if with_logits and self.all_classifier is not None:
+            logits["all"] = self.all_classifier(descriptor)
+        return STGCNOutput(features=features, logits=logits, descriptor=descriptor)
+
+    # ------------------------------------------------------------------ inspection
+    @torch.no_grad()
+    def temporal_affinity(self, clips: torch.Tensor) -> torch.Tensor:
+        """Dense normalised temporal affinity [N, N] (N = T*P) of one clip [1, T, 3, H, W] (or [T, 3, H, W])."""
+        if "temporal" not in self.branches:
+            raise ConfigError("model.branches: this model has no temporal branch")
+        if clips.dim() == 4:
+            clips = clips.unsqueeze(0)
+        if clips.size(0) != 1:
+            raise ValueError(f"temporal_affinity takes one clip [1, T, 3, H, W], got {tuple(clips.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            T = clips.size(1)
+            maps = self.backbone(clips[0].to(device))
+            nodes = self._patches(maps).view(1, T * self.num_stripes, -1)
+            ei = self._static_edges(self.temporal_topology, T, device)
+            index, weight = self.temporal.affinity_weights(nodes, ei)
+            dense = to_dense_affinity(index, weight.reshape(1, -1), T * self.num_stripes)
+        finally:
+            self.train(was_training)
+        return dense.reshape(T * self.num_stripes, T * self.num_stripes)

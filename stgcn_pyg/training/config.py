@@ -1,0 +1,429 @@
+"""The training configuration: a tree of dataclasses read from TOML.
+
+Every value has a default here; a TOML file (``stgcn_pyg/configs/*.toml`` or a
+user's file) overrides some of them, and ``--set section.key=value`` on the
+command line overrides again. Unknown keys and values of the wrong type or
+outside their allowed set raise :class:`~stgcn_pyg.errors.ConfigError` naming
+the key, so a typo never silently trains the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import copy
+import sys
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "LossConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "Config",
+    "builtin_configs",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "apply_overrides",
+    "parse_override",
+    "dump_toml",
+]
+
+
+@dataclass
+class ModelConfig:
+    """The network (STGCN.md, forward pass steps 1-7) and its ablation options."""
+
+    backbone: str = "resnet50"
+    """torchvision ResNet: resnet18, resnet34 or resnet50."""
+    weights: str = "imagenet"
+    """"imagenet" (torchvision download/cache), "none", or a path to a local state-dict file."""
+    last_stride: int = 1
+    """Stride of the last ResNet stage; 1 doubles the feature map (16x8 at 256x128)."""
+    num_stripes: int = 4
+    """P: horizontal stripes (patch nodes) per frame."""
+    num_classes: int = 0
+    """Classifier outputs; 0 = number of training identities, filled in by the trainer."""
+    branches: list[str] = field(default_factory=lambda: ["global", "temporal", "spatial"])
+    """Enabled branches, in descriptor order (any non-empty subset, for ablations)."""
+    temporal_layers: int = 3
+    """M: graph layers of the temporal branch."""
+    spatial_layers: int = 2
+    """K: graph layers of the spatial branch."""
+    temporal_width: int = 0
+    """Output width of the temporal layers; 0 = the backbone's channels (2048 for ResNet-50)."""
+    spatial_width: int = 0
+    """Output width of the spatial layers; 0 = the backbone's channels."""
+    temporal_topology: str = "temporal-complete"
+    """Topology name or .toml file of the temporal graph."""
+    spatial_topology: str = "spatial-frame-complete"
+    """Topology name or .toml file of the spatial graph."""
+    affinity: str = "shared"
+    """"shared": one affinity per branch from its input patches; "per-layer": each layer its own."""
+    graph_layer: str = "gcn"
+    """"gcn" (affinity graph convolution) or "fc" (the paper's ablation: a Linear per node, no graph)."""
+    residual: bool = False
+    """Add each layer's input to its output (when the widths agree) against over-smoothing."""
+    norm: str = "batch"
+    """Normalisation after each graph layer: batch, layer or none."""
+    negative_slope: float = 0.1
+    """Slope of the LeakyReLU after each graph layer."""
+    frame_fusion: str = "mean"
+    """How the spatial branch fuses its per-frame features: mean or max."""
+    classifier: str = "branch"
+    """"branch": BN + classifier (and cross-entropy) per branch; "all": one classifier on f_all."""
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, and how training clips are sampled."""
+
+    dataset: str = "synthetic"
+    """mars, dukemtmc-videoreid, ilids-vid, prid2011, folder or synthetic."""
+    root: str = ""
+    """Dataset root; "" for the synthetic set (generated into the cache on first use)."""
+    protocol: str = "standard"
+    """Evaluation protocol passed to the dataset reader: standard or official."""
+    seq_len: int = 8
+    """T: frames per training clip (restricted random sampling)."""
+    image_size: list[int] = field(default_factory=lambda: [256, 128])
+    """[height, width] of the resized frames."""
+    num_ids: int = 16
+    """Identities per batch (P of the P x K sampler)."""
+    num_instances: int = 4
+    """Tracklets per identity in a batch (K of the P x K sampler)."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    random_erasing: bool = False
+    """Random erasing augmentation (on top of resize + horizontal flip)."""
+
+
+@dataclass
+class LossConfig:
+    """Batch-hard triplet + cross-entropy, per branch (STGCN.md, Training)."""
+
+    margin: float = 0.3
+    """Margin of the batch-hard triplet loss."""
+    triplet_weight: float = 1.0
+    ce_weight: float = 1.0
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy (0 = none, the paper's setting)."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule."""
+
+    optimizer: str = "adam"
+    """adam, adamw or sgd."""
+    lr: float = 3e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    """Momentum (sgd only)."""
+    step_size: int = 200
+    """Divide the learning rate by 1/gamma every step_size epochs."""
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    """Linear warm-up from lr/10 over this many epochs (0 = none)."""
+
+
+@dataclass
+class TrainConfig:
+    """The training run."""
+
+    epochs: int = 800
+    output: str = "runs/stgcn"
+    """Output folder: config, log, metrics CSV, checkpoints."""
+    device: str = "auto"
+    """auto (cuda when available), cpu, cuda, cuda:N."""
+    seed: int = 0
+    deterministic: bool = False
+    """Deterministic algorithms (slower on the GPU; CPU runs are reproducible anyway)."""
+    amp: str = "auto"
+    """Mixed precision: auto (bf16 on CUDA, off on CPU), bf16 or off."""
+    channels_last: bool = True
+    """channels_last memory format on CUDA."""
+    eval_every: int = 0
+    """Evaluate every N epochs (0 = only at the end)."""
+    max_steps_per_epoch: int = 0
+    """Cap on optimisation steps per epoch (0 = a full pass of the sampler); for smoke runs."""
+    log_every: int = 10
+    """Steps between log lines."""
+    progress: bool = True
+    """rich progress bars (off for logs piped to files)."""
+
+
+@dataclass
+class EvalConfig:
+    """Test-time descriptors and ranking."""
+
+    seq_len: int = 8
+    mode: str = "all"
+    """all: every frame in consecutive clips (dense); evenly: one clip per tracklet."""
+    metric: str = "euclidean"
+    rerank: bool = False
+    batch_size: int = 32
+    """Clips per forward pass."""
+    num_workers: int = 0
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "Config":
+        """Check values against their allowed sets and ranges; raise ConfigError naming the key."""
+        m, d, lo, o, t, e = self.model, self.data, self.loss, self.optim, self.train, self.eval
+        _choice("model.backbone", m.backbone, ("resnet18", "resnet34", "resnet50"))
+        _choice("model.affinity", m.affinity, ("shared", "per-layer"))
+        _choice("model.graph_layer", m.graph_layer, ("gcn", "fc"))
+        _choice("model.norm", m.norm, ("batch", "layer", "none"))
+        _choice("model.frame_fusion", m.frame_fusion, ("mean", "max"))
+        _choice("model.classifier", m.classifier, ("branch", "all"))
+        _choice("model.last_stride", m.last_stride, (1, 2))
+        if not m.branches:
+            raise ConfigError("model.branches: at least one branch is needed")
+        for b in m.branches:
+            _choice("model.branches", b, ("global", "temporal", "spatial"))
+        if len(set(m.branches)) != len(m.branches):
+            raise ConfigError(f"model.branches: repeated branch in {m.branches}")
+        _positive("model.num_stripes", m.num_stripes)
+        _positive("model.temporal_layers", m.temporal_layers)
+        _positive("model.spatial_layers", m.spatial_layers)
+        _non_negative("model.num_classes", m.num_classes)
+        _non_negative("model.temporal_width", m.temporal_width)
+        _non_negative("model.spatial_width", m.spatial_width)
+        if not m.weights:
+            raise ConfigError('model.weights: give "imagenet", "none" or a path to a weights file')
+        _positive("data.seq_len", d.seq_len)
+        if len(d.image_size) != 2 or any(s < 16 for s in d.image_size):
+            raise ConfigError(f"data.image_size: expected [height, width], each >= 16, got {d.image_size}")
+        _positive("data.num_ids", d.num_ids)
+        _positive("data.num_instances", d.num_instances)
+        _non_negative("data.num_workers", d.num_workers)
+        _choice("data.protocol", d.protocol, ("standard", "official"))
+        if lo.margin <= 0:
+            raise ConfigError(f"loss.margin: must be positive, got {lo.margin}")
+        if not 0 <= lo.label_smoothing < 1:
+            raise ConfigError(f"loss.label_smoothing: must be in [0, 1), got {lo.label_smoothing}")
+        if lo.triplet_weight < 0 or lo.ce_weight < 0 or lo.triplet_weight + lo.ce_weight == 0:
+            raise ConfigError("loss.triplet_weight / loss.ce_weight: non-negative and not both zero")
+        _choice("optim.optimizer", o.optimizer, ("adam", "adamw", "sgd"))
+        if o.lr <= 0:
+            raise ConfigError(f"optim.lr: must be positive, got {o.lr}")
+        _positive("optim.step_size", o.step_size)
+        if not 0 < o.gamma <= 1:
+            raise ConfigError(f"optim.gamma: must be in (0, 1], got {o.gamma}")
+        _non_negative("optim.warmup_epochs", o.warmup_epochs)
+        _positive("train.epochs", t.epochs)
+        _choice("train.amp", t.amp, ("auto", "bf16", "off"))
+        if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
+            raise ConfigError(f"train.device: expected auto, cpu, cuda or cuda:N, got {t.device!r}")
+        _non_negative("train.eval_every", t.eval_every)
+        _non_negative("train.max_steps_per_epoch", t.max_steps_per_epoch)
+        _positive("train.log_every", t.log_every)
+        _positive("eval.seq_len", e.seq_len)
+        _choice("eval.mode", e.mode, ("all", "evenly"))
+        _choice("eval.metric", e.metric, ("euclidean", "cosine"))
+        _positive("eval.batch_size", e.batch_size)
+        return self
+
+
+def _choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+
+
+def _positive(key: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{key}: must be a positive integer, got {value}")
+
+
+def _non_negative(key: str, value: int) -> None:
+    if value < 0:
+        raise ConfigError(f"{key}: must be >= 0, got {value}")
+
+
+# --------------------------------------------------------------------- parsing
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check (and lightly convert) one value against its dataclass annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item_type is str:
+            # "--set model.branches=global" or a comma list: accept a bare string.
+            value = [v.strip() for v in str(value).split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported annotation {annotation!r} for {key}")  # pragma: no cover
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls, vars(sys.modules[__name__]))
+
+
+def _merge_section(obj: Any, raw: Any, prefix: str, source: str) -> None:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{prefix}] must be a table, got {raw!r}")
+    hints = _hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in raw.items():
+        if key not in hints:
+            raise ConfigError(
+                f"{source}: unknown key '{prefix}.{key}'; keys of [{prefix}]: {', '.join(names)}"
+            )
+        try:
+            setattr(obj, key, _coerce(f"{prefix}.{key}", value, hints[key]))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+
+def config_from_dict(raw: dict, source: str = "<config>", base: Config | None = None) -> Config:
+    """A validated :class:`Config` from a nested dict (TOML tables), over ``base`` or the defaults."""
+    cfg = _copy(base) if base is not None else Config()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a table of sections")
+    sections = [f.name for f in dataclasses.fields(cfg)]
+    for name, table in raw.items():
+        if name not in sections:
+            raise ConfigError(f"{source}: unknown section '{name}'; sections: {', '.join(sections)}")
+        _merge_section(getattr(cfg, name), table, name, source)
+    try:
+        return cfg.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict of str/int/float/bool/list (TOML-, JSON- and weights_only-safe)."""
+    return dataclasses.asdict(cfg)
+
+
+def _copy(cfg: Config) -> Config:
+    return copy.deepcopy(cfg)
+
+
+def builtin_configs() -> dict[str, Path]:
+    """Name -> path of the configs shipped in ``stgcn_pyg/configs``."""
+    folder = Path(str(resources.files("stgcn_pyg") / "configs"))
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a config by built-in name (``synthetic``, ``mars``, ``duke``) or path, then apply overrides.
+
+    ``None`` means the built-in ``synthetic`` config (the default run).
+    """
+    name_or_path = "synthetic" if name_or_path is None else name_or_path
+    text = str(name_or_path)
+    builtin = builtin_configs()
+    if text in builtin:
+        path = builtin[text]
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(
+                f"{text}: no such config file (built-in configs: {', '.join(builtin) or 'none'})"
+            )
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    cfg = config_from_dict(raw, source=str(path))
+    return apply_overrides(cfg, overrides or [])
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"optim.lr=1e-4"`` -> ``("optim", "lr", 1e-4)``; the value is read as TOML, else as a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, value_text = text.split("=", 1)
+    key = key.strip()
+    if key.count(".") != 1:
+        raise ConfigError(f"--set {text!r}: the key must be section.key (e.g. optim.lr), got {key!r}")
+    section, name = key.split(".")
+    value_text = value_text.strip()
+    try:
+        value = tomllib.loads(f"v = {value_text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = value_text  # bare words: resnet18, none, a path
+    return section, name, value
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings in order; returns a new validated Config."""
+    raw: dict[str, dict[str, Any]] = {}
+    for text in overrides:
+        section, name, value = parse_override(text)
+        raw.setdefault(section, {})[name] = value
+    if not raw:
+        return cfg
+    return config_from_dict(raw, source="--set", base=cfg)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
+
+
+def dump_toml(cfg: Config | dict) -> str:
+    """The config as TOML text (what ``resolved_config.toml`` holds; loadable by load_config)."""
+    data = config_to_dict(cfg) if isinstance(cfg, Config) else cfg
+    lines: list[str] = []
+    for section, table in data.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+        lines.append("")
+    return "\n".join(lines)
+
