@@ -1,0 +1,58 @@
+"""Dense batched-matmul reference of :class:`AffinityGCNConv`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import Linear, Module, Parameter
+
+from .functional import dense_affinity_gcn
+
+
+class DenseAffinityGCN(Module):
+    r"""The learned-affinity GCN layer of STGCN on dense batches [B, N, F].
+
+    .. math::
+        \mathbf{X}' = \hat{\mathbf{A}} \mathbf{X} \mathbf{W}^\top + \mathbf{b}, \quad
+        \hat{\mathbf{A}} = \mathbf{D}^{-1/2} (\mathbf{A} + \mathbf{I}) \mathbf{D}^{-1/2}, \quad
+        \mathbf{A} = \mathrm{softmax}_{\text{row}}\big(\phi(\mathbf{X}) \phi(\mathbf{X})^\top\big)
+        \text{ over the allowed neighbours.}
+
+    Same parameters and ``state_dict`` keys as
+    :class:`~stgcn_pyg.nn.AffinityGCNConv` (``phi.weight``, ``lin.weight``,
+    ``bias``), so weights move freely between the two.
+
+    ``forward(x, adj=None, adj_norm=None, return_adjacency=False)``: ``adj`` is a
+    boolean [N, N] or [B, N, N] mask of allowed neighbours (``None`` = complete
+    graph without self-loops); ``adj_norm`` a normalised adjacency to reuse.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.phi = Linear(in_channels, in_channels, bias=False)
+        self.lin = Linear(in_channels, out_channels, bias=False)
+        self.bias = Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.phi.reset_parameters()
+        self.lin.reset_parameters()
+        if self.bias is not None:
+            torch.nn.init.zeros_(self.bias)
+
+    def forward(
+        self,
+        x: Tensor,
+        adj: Tensor | None = None,
+        adj_norm: Tensor | None = None,
+        return_adjacency: bool = False,
+    ):
+        if x.dim() != 3:
+            raise ValueError(f"x must be [B, N, F], got shape {tuple(x.shape)}")
+        out, adj_norm = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, self.bias, adj, adj_norm)
+        return (out, adj_norm) if return_adjacency else out
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"
