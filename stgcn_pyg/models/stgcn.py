@@ -71,6 +71,23 @@ class _NodeNorm(nn.Module):
         return self.norm(x)
 
 
+class _ReusedAffinity(nn.Module):
+    """Stands in for ``phi`` in the layers that reuse their branch's shared affinity.
+
+    Those layers are always called with ``edge_weight`` and never compute an
+    affinity, so a learned ``phi`` there would be a parameter without a
+    gradient (dead weight, and an error under DDP).
+    """
+
+    weight = None
+
+    def reset_parameters(self) -> None:
+        pass
+
+    def forward(self, x):  # pragma: no cover - guards misuse
+        raise RuntimeError("this layer reuses its branch's shared affinity: call it with edge_weight")
+
+
 class GraphBranch(nn.Module):
     """A stack of graph layers, each followed by a norm layer and LeakyReLU.
 
@@ -91,6 +108,9 @@ class GraphBranch(nn.Module):
         dims = [in_channels] + [width] * num_layers
         make = (lambda i, o: AffinityGCNConv(i, o)) if layer == "gcn" else (lambda i, o: nn.Linear(i, o))
         self.convs = nn.ModuleList(make(dims[i], dims[i + 1]) for i in range(num_layers))
+        if layer == "gcn" and affinity == "shared":
+            for conv in list(self.convs)[1:]:
+                conv.phi = _ReusedAffinity()
         self.norms = nn.ModuleList(_NodeNorm(norm, width) for _ in range(num_layers))
         self.act = nn.LeakyReLU(negative_slope)
         self.out_channels = width
@@ -161,6 +181,10 @@ class STGCN(nn.Module):
             self.all_classifier = nn.Linear(self.descriptor_dim, cfg.num_classes, bias=False)
             nn.init.normal_(self.all_classifier.weight, std=0.001)
         self._edge_cache: dict = {}
+        # "auto": static mode when all tracklets share T; "batched": always the
+        # batch's offset edge sets (for tests and benchmarks of the two paths).
+        self.graph_mode = "auto"
+        self.channels_last = False
 
     # ------------------------------------------------------------------ graphs
     def _static_edges(self, topology, T: int, device: torch.device) -> torch.Tensor:
@@ -196,7 +220,7 @@ class STGCN(nn.Module):
             raise ConfigError(
                 f"model.num_stripes: the batch was built with {P} stripes, the model uses {self.num_stripes}"
             )
-        static = len(set(nf)) == 1 and frames.size(0) == B * nf[0]
+        static = self.graph_mode == "auto" and len(set(nf)) == 1 and frames.size(0) == B * nf[0]
         return self._run(frames, B, nf, static, batch)
 
     def encode(self, clips: torch.Tensor) -> torch.Tensor:
@@ -208,7 +232,7 @@ class STGCN(nn.Module):
     def _run(self, frames, B, nf, static, batch, with_logits=None) -> STGCNOutput:
         device = next(self.parameters()).device
         frames = frames.to(device, non_blocking=True)
-        if device.type == "cuda" and getattr(self, "channels_last", False):
+        if self.channels_last and device.type == "cuda":
             frames = frames.contiguous(memory_format=torch.channels_last)
         maps = self.backbone(frames)  # [sum T, C, h, w]
         C = maps.size(1)

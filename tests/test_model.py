@@ -1,0 +1,232 @@
+"""The STGCN model: shapes, gradients, graph modes, options and errors (tiny ResNet-18 inputs)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from stgcn_pyg.data import tracklet_batch
+from stgcn_pyg.errors import ConfigError, TopologyError
+from stgcn_pyg.models import STGCN, STGCNLoss
+from stgcn_pyg.models.backbone import ResNetBackbone
+from stgcn_pyg.training.config import ModelConfig
+
+H, W = 64, 32
+
+
+def tiny_cfg(**kw) -> ModelConfig:
+    base = dict(backbone="resnet18", weights="none", num_classes=3, temporal_width=64, spatial_width=32)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def make_batch(B=6, T=3, seed=0, P=4, **kw):
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randn(B, T, 3, H, W, generator=g)
+    pids = [i // 2 for i in range(B)]
+    return tracklet_batch(frames, pids=pids, num_stripes=P, **kw), torch.tensor(pids), frames
+
+
+def test_output_shapes_and_descriptor_is_concatenated_bn_features():
+    torch.manual_seed(0)
+    model = STGCN(tiny_cfg())
+    batch, labels, frames = make_batch()
+    out = model(batch)
+    assert {k: tuple(v.shape) for k, v in out.features.items()} == {
+        "global": (6, 512), "temporal": (6, 64), "spatial": (6, 32)}
+    assert {k: tuple(v.shape) for k, v in out.logits.items()} == {k: (6, 3) for k in out.features}
+    assert out.descriptor.shape == (6, 512 + 64 + 32) == (6, model.descriptor_dim)
+    model.eval()
+    out = model(batch)
+    assert out.logits == {}
+    expected = torch.cat([model.heads[b].bn(out.features[b]) for b in ("global", "temporal", "spatial")], 1)
+    torch.testing.assert_close(out.descriptor, expected)
+    # encode() builds the graphs itself and gives the same descriptor as a batch of TrackletData.
+    torch.testing.assert_close(model.encode(frames), out.descriptor)
+
+
+def test_last_stride_one_doubles_the_feature_map():
+    x = torch.randn(1, 3, H, W)
+    assert ResNetBackbone("resnet18", "none", last_stride=1).eval()(x).shape == (1, 512, 4, 2)
+    assert ResNetBackbone("resnet18", "none", last_stride=2).eval()(x).shape == (1, 512, 2, 1)
+    assert ResNetBackbone("resnet50", "none", last_stride=1).eval()(x).shape == (1, 2048, 4, 2)
+
+
+def test_global_branch_is_mean_of_frame_averages():
+    torch.manual_seed(0)
+    model = STGCN(tiny_cfg(branches=["global"])).eval()
+    batch, _, frames = make_batch(B=2)
+    maps = model.backbone(frames.flatten(0, 1))
+    expected = maps.mean((2, 3)).view(2, 3, -1).mean(1)
+    torch.testing.assert_close(model(batch).features["global"], expected)
+
+
+def test_temporal_branch_matches_hand_computation():
+    """One shared-affinity layer + batch norm + LeakyReLU + max over nodes, by dense math."""
+    torch.manual_seed(0)
+    model = STGCN(tiny_cfg(branches=["temporal"], temporal_layers=2, norm="none")).eval()
+    batch, _, frames = make_batch(B=2, T=2)
+    maps = model.backbone(frames.flatten(0, 1))  # [4, 512, 4, 2]
+    # node t*P + p = stripe p of frame t: the mean over the stripe's rows (4 rows / 4 stripes = 1 row each).
+    nodes = maps.mean(3).transpose(1, 2).reshape(2, 8, 512)
+    conv0, conv1 = model.temporal.convs
+    phi = nodes @ conv0.phi.weight.t()
+    scores = phi @ phi.transpose(1, 2)
+    scores = scores.masked_fill(torch.eye(8, dtype=torch.bool), float("-inf"))
+    a = scores.softmax(-1) + torch.eye(8)
+    d = a.sum(-1).rsqrt()
+    a_hat = d[:, :, None] * a * d[:, None, :]
+    act = torch.nn.LeakyReLU(0.1)
+    h = act(a_hat @ conv0.lin(nodes) + conv0.bias)
+    h = act(a_hat @ conv1.lin(h) + conv1.bias)  # the second layer reuses the first layer's affinity
+    torch.testing.assert_close(model(batch).features["temporal"], h.amax(1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.temporal_affinity(frames[:1]), a_hat[0], rtol=1e-4, atol=1e-6)
+
+
+OPTIONS = [
+    {},
+    {"affinity": "per-layer"},
+    {"residual": True, "temporal_width": 0, "spatial_width": 0},
+    {"norm": "layer"},
+    {"norm": "none", "frame_fusion": "max"},
+    {"graph_layer": "fc"},
+    {"classifier": "all"},
+    {"branches": ["temporal"]},
+    {"branches": ["spatial", "global"], "temporal_topology": "temporal-adjacent"},
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_every_parameter_gets_a_gradient(options):
+    torch.manual_seed(0)
+    model = STGCN(tiny_cfg(**options))
+    batch, labels, _ = make_batch()
+    loss, parts = STGCNLoss()(model(batch), labels)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert missing == []
+    if options.get("classifier") == "all":
+        assert set(k for k in parts if k.startswith("ce_")) == {"ce_all"}
+    else:
+        assert {k for k in parts if k.startswith("ce_")} == {f"ce_{b}" for b in model.branches}
+
+
+def test_shared_affinity_layers_have_no_own_phi_but_per_layer_do():
+    shared = STGCN(tiny_cfg(temporal_layers=3))
+    per_layer = STGCN(tiny_cfg(temporal_layers=3, affinity="per-layer"))
+    count = lambda m: sum(1 for n, _ in m.temporal.named_parameters() if ".phi." in n)  # noqa: E731
+    assert count(shared) == 1 and count(per_layer) == 3
+
+
+def test_fc_ablation_ignores_the_graph():
+    """With graph_layer="fc" a node's output depends only on that node: shuffling frames across tracklets in
+    the temporal graph changes nothing but the order, so per-node features equal a plain MLP."""
+    torch.manual_seed(0)
+    model = STGCN(tiny_cfg(graph_layer="fc", norm="none", branches=["temporal"])).eval()
+    batch, _, frames = make_batch(B=2, T=2)
+    maps = model.backbone(frames.flatten(0, 1))
+    nodes = maps.mean(3).transpose(1, 2).reshape(2, 8, 512)
+    act = torch.nn.LeakyReLU(0.1)
+    h = nodes
+    for lin in model.temporal.convs:
+        h = act(lin(h))
+    torch.testing.assert_close(model(batch).features["temporal"], h.amax(1))
+
+
+@pytest.mark.parametrize("topologies", [
+    ("temporal-complete", "spatial-frame-complete"), ("temporal-same-stripe", "spatial-frame-complete")])
+def test_static_mode_equals_batched_graphs(topologies):
+    torch.manual_seed(0)
+    t_top, s_top = topologies
+    model = STGCN(tiny_cfg(temporal_topology=t_top, affinity="shared"))
+    batch, labels, _ = make_batch(temporal_topology=t_top, spatial_topology=s_top)
+    for train in (True, False):
+        model.train(train)
+        model.graph_mode = "auto"
+        a = model(batch)
+        model.graph_mode = "batched"
+        b = model(batch)
+        for k in a.features:
+            torch.testing.assert_close(a.features[k], b.features[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a.descriptor, b.descriptor, rtol=1e-4, atol=1e-5)
+
+
+def test_tracklets_of_different_lengths_fall_back_to_batched_graphs():
+    """A batch mixing T=2 and T=4 (eval mode) gives each tracklet the descriptor it gets on its own."""
+    from torch_geometric.data import Batch
+
+    from stgcn_pyg.data import TrackletData
+
+    torch.manual_seed(0)
+    model = STGCN(tiny_cfg(frame_fusion="mean")).eval()
+    clips = [torch.randn(2, 3, H, W), torch.randn(4, 3, H, W), torch.randn(3, 3, H, W)]
+    batch = Batch.from_data_list([TrackletData.from_frames(c, num_stripes=4) for c in clips])
+    mixed = model(batch).descriptor
+    alone = torch.cat([model.encode(c[None]) for c in clips])
+    torch.testing.assert_close(mixed, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
+    torch.manual_seed(0)
+    model = STGCN(tiny_cfg(num_classes=3))
+    batch, labels, _ = make_batch(B=6, T=2)
+    crit = STGCNLoss(margin=0.3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        opt.zero_grad()
+        loss, _ = crit(model(batch), labels)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_bad_inputs_raise_config_errors():
+    with pytest.raises(TopologyError, match="unknown topology 'no-such-graph'"):
+        STGCN(tiny_cfg(temporal_topology="no-such-graph"))
+    with pytest.raises(ConfigError, match="model.branches"):
+        STGCN(tiny_cfg(branches=[]))
+    model = STGCN(tiny_cfg())
+    batch, _, _ = make_batch(P=2)
+    with pytest.raises(ConfigError, match="built with 2 stripes"):
+        model(batch)
+    with pytest.raises(ConfigError, match="no temporal branch"):
+        STGCN(tiny_cfg(branches=["global"])).temporal_affinity(torch.randn(1, 2, 3, H, W))
+    with pytest.raises(ConfigError, match="num_stripes"):
+        STGCN(tiny_cfg(num_stripes=8)).eval().encode(torch.randn(1, 2, 3, H, W))
+
+
+def test_weights_local_file_and_errors(tmp_path, monkeypatch):
+    import torchvision
+
+    torch.manual_seed(1)
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, path)
+    bb = ResNetBackbone("resnet18", str(path))
+    torch.testing.assert_close(bb.layer3[0].conv1.weight, ref.layer3[0].conv1.weight)
+    with pytest.raises(ConfigError, match="does not fit"):
+        ResNetBackbone("resnet34", str(path))
+    with pytest.raises(ConfigError, match="no such file"):
+        ResNetBackbone("resnet18", str(tmp_path / "missing.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot read"):
+        ResNetBackbone("resnet18", str(tmp_path / "junk.pth"))
+    # ImageNet weights offline: an empty hub cache and no network -> a clear error, quickly.
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    import stgcn_pyg.models.backbone as backbone
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    with pytest.raises(ConfigError, match="model.weights=none"):
+        backbone.ResNetBackbone("resnet18", "imagenet")
+
+
+def test_config_dataclass_round_trip():
+    cfg = tiny_cfg(branches=["global"])
+    assert ModelConfig(**dataclasses.asdict(cfg)) == cfg
