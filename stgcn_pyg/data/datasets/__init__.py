@@ -1,0 +1,79 @@
+"""Dataset readers: ``load_dataset(name, root)`` -> :class:`ReIDDataset`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...errors import DatasetError
+from .base import PROTOCOLS, ReIDDataset
+from .mars import load_mars
+
+__all__ = ["load_dataset", "ReIDDataset", "DATASETS", "PROTOCOLS"]
+
+
+def _synthetic(root, protocol="standard", **kwargs) -> ReIDDataset:
+    from ..synth import ensure_synthetic
+
+    path = ensure_synthetic(root, **kwargs)
+    ds = load_mars(path, protocol=protocol, name="synthetic")
+    ds.notes.append("built-in synthetic pedestrians, MARS layout")
+    return ds
+
+
+def _loaders() -> dict:
+    table = {"mars": load_mars, "synthetic": _synthetic}
+    try:
+        from .duke import load_duke
+
+        table["dukemtmc-videoreid"] = load_duke
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from .ilidsvid import load_ilidsvid
+        from .prid import load_prid2011
+
+        table["ilids-vid"] = load_ilidsvid
+        table["prid2011"] = load_prid2011
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from .folder import load_folder
+
+        table["folder"] = load_folder
+    except ImportError:  # pragma: no cover
+        pass
+    return table
+
+
+_ALIASES = {"duke": "dukemtmc-videoreid", "dukemtmc": "dukemtmc-videoreid", "dukemtmc-vidreid": "dukemtmc-videoreid",
+            "ilidsvid": "ilids-vid", "prid": "prid2011", "prid-2011": "prid2011", "synth": "synthetic"}
+
+DATASETS = ("mars", "dukemtmc-videoreid", "ilids-vid", "prid2011", "folder", "synthetic")
+
+
+def load_dataset(name: str, root=None, protocol: str = "standard", **kwargs) -> ReIDDataset:
+    """Read dataset ``name`` from ``root``.
+
+    Names: "mars", "dukemtmc-videoreid", "ilids-vid", "prid2011", "folder"
+    and "synthetic" (the built-in set; ``root=None`` uses the cache folder and
+    generates it on first use; keyword arguments go to
+    :func:`~stgcn_pyg.data.ensure_synthetic`). ``protocol`` is "standard"
+    (default) or "official" (MARS and the synthetic set; see the README).
+    Other keyword arguments go to the reader (e.g. ``split_id`` for iLIDS-VID
+    and PRID2011).
+    """
+    key = str(name).lower()
+    key = _ALIASES.get(key, key)
+    table = _loaders()
+    if key not in table:
+        raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(table))}")
+    if protocol not in PROTOCOLS:
+        raise DatasetError(f"unknown evaluation protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    if key != "synthetic" and root is None:
+        raise DatasetError(f"dataset {key!r} needs a root folder (--root)")
+    try:
+        return table[key](root if root is None else Path(root), protocol=protocol, **kwargs)
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise DatasetError(f"dataset {key!r}: {exc}") from None
+        raise

@@ -1,0 +1,234 @@
+"""Training and test loaders: tracklet tables -> batches on their way to the model.
+
+Training batches are :class:`~torch_geometric.data.Batch` objects of
+:class:`TrackletData` from :class:`torch_geometric.loader.DataLoader`
+(P x K identities, restricted random frame sampling); test batches are plain
+``(clips [b, T, 3, H, W], tracklet_index [b])`` pairs, whose clips cover every
+frame ("all") or one evenly spaced clip per tracklet ("evenly").
+
+A corrupt or missing frame met while loading is replaced by a readable frame
+of the same tracklet, with a warning; the loaders count these
+(``loader.num_skipped_frames``). A tracklet with no readable frame raises
+:class:`~stgcn_pyg.errors.DatasetError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, DatasetError
+from .sampling import RandomIdentitySampler, all_clips, evenly, restricted_random
+from .tracklet import TrackletData
+from .transforms import CorruptFrameError, TrackletTransform, read_frame
+
+__all__ = ["build_train_loader", "build_test_loader", "load_tracklet_frames", "TrainLoader", "TestLoader",
+           "TrackletTrainSet", "ClipTestSet"]
+
+log = logging.getLogger("stgcn_pyg.data")
+
+
+def load_tracklet_frames(paths: list[str], indices) -> tuple[list[torch.Tensor], list[str]]:
+    """Decode ``paths[i]`` for i in ``indices`` (each distinct frame once).
+
+    A frame that cannot be decoded is replaced by the nearest readable frame
+    of the tracklet; returns the frames and the paths that were skipped.
+    """
+    cache: dict[int, torch.Tensor | None] = {}
+    skipped: list[str] = []
+
+    def get(i: int):
+        if i not in cache:
+            try:
+                cache[i] = read_frame(paths[i])
+            except CorruptFrameError as exc:
+                cache[i] = None
+                skipped.append(paths[i])
+                warnings.warn(f"skipping a frame: {exc}", RuntimeWarning, stacklevel=3)
+        return cache[i]
+
+    out = []
+    for i in indices:
+        i = int(i)
+        img = get(i)
+        if img is None:
+            # Nearest readable frame, searching outwards in time.
+            for d in range(1, len(paths)):
+                for j in (i - d, i + d):
+                    if 0 <= j < len(paths) and get(j) is not None:
+                        img = cache[j]
+                        break
+                if img is not None:
+                    break
+            if img is None:
+                raise DatasetError(f"no readable frame in the tracklet of {paths[0]} ({len(paths)} frames)")
+        out.append(img)
+    return out, skipped
+
+
+def _frames_column(df: pd.DataFrame) -> list[list[str]]:
+    if not isinstance(df, pd.DataFrame) or "frames" not in df.columns:
+        raise ConfigError("expected a tracklet table (a DataFrame with a 'frames' column)")
+    frames = [list(f) for f in df["frames"]]
+    for r, f in enumerate(frames):
+        if not f:
+            name = df["tracklet"].iloc[r] if "tracklet" in df.columns else r
+            raise DatasetError(f"tracklet {name} has no frames")
+    return frames
+
+
+class TrackletTrainSet(Dataset):
+    """Training tracklets; item ``(row, draw_seed)`` -> a :class:`TrackletData`.
+
+    The draw seed fixes the restricted random frames and the augmentation.
+    Extra attributes: ``label`` (pid relabelled 0..C-1), ``skipped`` (frames
+    replaced because unreadable).
+    """
+
+    def __init__(self, df: pd.DataFrame, seq_len: int, transform: TrackletTransform, num_stripes: int,
+                 temporal_topology, spatial_topology):
+        self.frames = _frames_column(df)
+        self.pids = df["pid"].to_numpy(np.int64)
+        self.camids = df["camid"].to_numpy(np.int64)
+        uniq = sorted(set(self.pids.tolist()))
+        self.pid2label = {p: i for i, p in enumerate(uniq)}
+        self.labels = np.array([self.pid2label[p] for p in self.pids.tolist()], np.int64)
+        self.seq_len, self.transform, self.num_stripes = seq_len, transform, num_stripes
+        self.temporal_topology, self.spatial_topology = temporal_topology, spatial_topology
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, item) -> TrackletData:
+        row, seed = item if isinstance(item, tuple) else (item, 0)
+        paths = self.frames[row]
+        rng = np.random.default_rng(seed)
+        idx = restricted_random(len(paths), self.seq_len, rng)
+        imgs, skipped = load_tracklet_frames(paths, idx)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        x = self.transform(imgs, gen)
+        return TrackletData.from_frames(
+            x, int(self.pids[row]), int(self.camids[row]), self.num_stripes,
+            self.temporal_topology, self.spatial_topology,
+            label=torch.tensor([int(self.labels[row])]), skipped=torch.tensor([len(skipped)]),
+        )
+
+
+class TrainLoader:
+    """Iterable over training batches; ``len()`` batches per epoch, ``set_epoch()`` to reshuffle.
+
+    Each batch is a :class:`~torch_geometric.data.Batch` with ``frames``
+    [B*T, 3, H, W], ``pid``, ``camid``, ``label`` [B], the two offset edge sets
+    and ``skipped`` [B]. ``num_skipped_frames`` counts unreadable frames met.
+    """
+
+    def __init__(self, loader, sampler: RandomIdentitySampler, dataset: TrackletTrainSet):
+        self.loader, self.sampler, self.dataset = loader, sampler, dataset
+        self.num_skipped_frames = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset.pid2label)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for batch in self.loader:
+            n = int(batch.skipped.sum())
+            if n:
+                self.num_skipped_frames += n
+                log.warning("skipped %d unreadable frame(s) in this batch (%d so far)", n, self.num_skipped_frames)
+            yield batch
+
+
+def _pin(pin_memory):
+    return torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+
+
+def build_train_loader(df: pd.DataFrame, *, seq_len: int = 8, num_ids: int = 16, num_instances: int = 4,
+                       image_size=(256, 128), num_stripes: int = 4, temporal_topology="temporal-complete",
+                       spatial_topology="spatial-frame-complete", num_workers: int = 0, seed: int = 0,
+                       random_erasing: bool = False, rank: int = 0, world_size: int = 1,
+                       pin_memory=None, flip_prob: float = 0.5, prefetch_factor: int = 4) -> TrainLoader:
+    """P x K identity batches of tracklet graphs from a training table (``dataset.train``)."""
+    from torch_geometric.loader import DataLoader
+
+    if seq_len < 1:
+        raise ConfigError(f"seq_len must be >= 1, got {seq_len}")
+    transform = TrackletTransform(image_size, train=True, flip_prob=flip_prob, random_erasing=random_erasing)
+    ds = TrackletTrainSet(df, seq_len, transform, num_stripes, temporal_topology, spatial_topology)
+    sampler = RandomIdentitySampler(ds.pids, num_instances, num_ids, seed, rank, world_size)
+    extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if num_workers > 0 else {}
+    loader = DataLoader(ds, batch_sampler=sampler, num_workers=num_workers, pin_memory=_pin(pin_memory), **extra)
+    return TrainLoader(loader, sampler, ds)
+
+
+class ClipTestSet(Dataset):
+    """Test clips; item i -> ``(clip [T, 3, H, W], tracklet index)``."""
+
+    def __init__(self, df: pd.DataFrame, seq_len: int, mode: str, transform: TrackletTransform):
+        self.frames = _frames_column(df)
+        if mode == "all":
+            self.clips = [(t, c) for t, f in enumerate(self.frames) for c in all_clips(len(f), seq_len)]
+        elif mode == "evenly":
+            self.clips = [(t, evenly(len(f), seq_len)) for t, f in enumerate(self.frames)]
+        else:
+            raise ConfigError(f"unknown test sampling mode {mode!r}: use 'all' or 'evenly'")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int):
+        t, idx = self.clips[i]
+        imgs, skipped = load_tracklet_frames(self.frames[t], idx)
+        return self.transform(imgs), t, len(skipped)
+
+
+class TestLoader:
+    """Iterable of ``(clips [b, T, 3, H, W], tracklet_index [b])``; ``num_skipped_frames`` as in training."""
+
+    def __init__(self, loader, dataset: ClipTestSet):
+        self.loader, self.dataset = loader, dataset
+        self.num_skipped_frames = 0
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def num_tracklets(self) -> int:
+        return len(self.dataset.frames)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for clips, index, skipped in self.loader:
+            n = int(skipped.sum())
+            if n:
+                self.num_skipped_frames += n
+                log.warning("skipped %d unreadable frame(s) (%d so far)", n, self.num_skipped_frames)
+            yield clips, index
+
+
+def build_test_loader(df: pd.DataFrame, *, seq_len: int = 8, mode: str = "all", image_size=(256, 128),
+                      batch_size: int = 32, num_workers: int = 0, pin_memory=None,
+                      prefetch_factor: int = 4) -> TestLoader:
+    """Clips of a query or gallery table in tracklet order (memory bounded by ``batch_size``)."""
+    if seq_len < 1 or batch_size < 1:
+        raise ConfigError(f"seq_len and batch_size must be >= 1, got {seq_len}, {batch_size}")
+    ds = ClipTestSet(df, seq_len, mode, TrackletTransform(image_size, train=False))
+    extra = {"prefetch_factor": prefetch_factor} if num_workers > 0 else {}
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         pin_memory=_pin(pin_memory), **extra)
+    return TestLoader(loader, ds)

@@ -1,0 +1,136 @@
+"""Frame sampling within a tracklet, and the P x K identity batch sampler.
+
+Frame sampling (``n`` frames -> indices):
+
+* :func:`restricted_random` (training): cut the tracklet into ``T`` equal
+  chunks and take one random frame of each, so every part of the walk is
+  represented; a tracklet shorter than ``T`` repeats its frames in order.
+* :func:`evenly` (testing, fast): ``T`` evenly spaced frames.
+* :func:`all_clips` (testing, dense): every frame, in consecutive clips of
+  ``T``; the last clip is completed by repeating its own frames.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+__all__ = ["restricted_random", "evenly", "all_clips", "RandomIdentitySampler"]
+
+
+def _check(n: int, T: int) -> None:
+    if n < 1:
+        raise ValueError(f"a tracklet needs at least one frame, got {n}")
+    if T < 1:
+        raise ConfigError(f"sequence length must be >= 1, got {T}")
+
+
+def restricted_random(n: int, T: int, rng: np.random.Generator) -> np.ndarray:
+    """One random frame from each of ``T`` equal chunks of ``range(n)`` (sorted)."""
+    _check(n, T)
+    if n < T:
+        return (np.arange(T) * n) // T  # 0,0,1,1,2,2,... repetition in temporal order
+    bounds = (np.arange(T + 1) * n) // T
+    return bounds[:-1] + (rng.random(T) * (bounds[1:] - bounds[:-1])).astype(np.int64)
+
+
+def evenly(n: int, T: int) -> np.ndarray:
+    """``T`` evenly spaced frames (the centres of ``T`` equal chunks)."""
+    _check(n, T)
+    return ((2 * np.arange(T) + 1) * n) // (2 * T)
+
+
+def all_clips(n: int, T: int) -> list[np.ndarray]:
+    """Every frame in consecutive clips of ``T``; the last one padded by cycling its frames."""
+    _check(n, T)
+    clips = []
+    for s in range(0, n, T):
+        idx = np.arange(s, min(s + T, n))
+        if len(idx) < T:
+            idx = idx[np.arange(T) % len(idx)]
+        clips.append(idx)
+    return clips
+
+
+class RandomIdentitySampler(torch.utils.data.Sampler):
+    """Batches of ``num_ids`` identities x ``num_instances`` tracklets (P x K).
+
+    Per epoch (seeded by ``seed`` and the epoch given to :meth:`set_epoch`):
+    each identity's tracklets are shuffled and cut into groups of K (an
+    identity with fewer than K tracklets is sampled with replacement, up to
+    K); batches then take P random identities that still have a group left.
+    Each batch item is ``(row, draw_seed)``: the seed of its frame sampling and
+    augmentation, so a batch is the same whatever the loader's workers.
+
+    Under DistributedDataParallel every rank builds the same global list of
+    batches and takes every ``world_size``-th one from ``rank``; all ranks get
+    ``len(self)`` batches, a global batch being ``world_size`` x P x K.
+    """
+
+    def __init__(self, pids, num_instances: int = 4, num_ids: int = 16, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        pids = np.asarray(pids)
+        if num_instances < 1 or num_ids < 1:
+            raise ConfigError(f"need num_ids >= 1 and num_instances >= 1, got {num_ids} x {num_instances}")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} outside world size {world_size}")
+        self.index = defaultdict(list)
+        for i, p in enumerate(pids.tolist()):
+            self.index[p].append(i)
+        self.pids = sorted(self.index)
+        if len(self.pids) < num_ids:
+            raise ConfigError(f"a P x K batch needs {num_ids} identities but the training split has "
+                              f"{len(self.pids)}: lower num_ids")
+        self.K, self.P, self.seed = int(num_instances), int(num_ids), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch = 0
+        groups = sum(max(1, len(v) // self.K) for v in self.index.values())
+        # An epoch is as many batches as the groups of K fill: fixed by the counts alone.
+        self._len = (groups // self.P) // self.world_size
+        if self._len == 0:
+            raise ConfigError(f"the training split gives no complete {self.P} x {self.K} batch per rank "
+                              f"({len(self.pids)} identities, {groups} groups of {self.K}, "
+                              f"world size {self.world_size})")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle deterministically for ``epoch`` (call it on every rank)."""
+        self.epoch = int(epoch)
+
+    def _groups(self, rng: np.random.Generator) -> dict[int, list[list[int]]]:
+        groups = {}
+        for p in self.pids:
+            idx = np.asarray(self.index[p])
+            idx = rng.choice(idx, self.K, replace=True) if len(idx) < self.K else rng.permutation(idx)
+            n = len(idx) // self.K
+            groups[p] = [idx[g * self.K:(g + 1) * self.K].tolist() for g in range(n)]
+        return groups
+
+    def global_batches(self, epoch: int | None = None) -> list[list[tuple[int, int]]]:
+        """All ranks' batches of an epoch, as lists of ``(row, draw_seed)``."""
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch)])
+        target = self._len * self.world_size
+        batches: list[list[tuple[int, int]]] = []
+        groups = self._groups(rng)
+        while len(batches) < target:
+            avail = [p for p in self.pids if groups[p]]
+            if len(avail) < self.P:
+                # Identities with many tracklets outlast the others: start a fresh round of groups.
+                fresh = self._groups(rng)
+                for p in self.pids:
+                    groups[p] = groups[p] + fresh[p]
+                continue
+            batch = []
+            for c in rng.choice(len(avail), self.P, replace=False):
+                batch.extend(groups[avail[c]].pop())
+            batches.append([(int(i), int(rng.integers(2**62))) for i in batch])
+        return batches
+
+    def __iter__(self):
+        yield from self.global_batches()[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        return self._len

@@ -1,0 +1,101 @@
+"""Frame decoding (torchvision.io) and tracklet transforms (torchvision.transforms.v2).
+
+A tracklet is transformed as a whole: one resize to ``image_size`` (batched
+when its frames share a size), one horizontal flip decision for all its
+frames (a person does not turn around between frames), ImageNet
+normalisation, and, as an option, random erasing per frame. Randomness comes
+from a ``torch.Generator`` the caller seeds, so a batch is reproducible
+whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+import torchvision.transforms.v2.functional as F
+from torchvision.io import ImageReadMode, decode_image
+
+from ..errors import DatasetError
+
+__all__ = ["CorruptFrameError", "read_frame", "TrackletTransform", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CorruptFrameError(DatasetError):
+    """An image file that is missing, truncated or not an image."""
+
+
+def _clean(msg: str) -> str:
+    # torchvision prefixes its messages with "function, /path/to/file.cpp:123, ".
+    return re.sub(r"^[\w_]+, [^,]*\.cpp:\d+, ", "", str(msg)).strip()
+
+
+def read_frame(path: str) -> torch.Tensor:
+    """Decode one image to a uint8 RGB tensor [3, H, W]; CorruptFrameError names the file."""
+    try:
+        return decode_image(path, mode=ImageReadMode.RGB)
+    except RuntimeError as exc:
+        msg = _clean(exc)
+        if "No such file" in msg:
+            raise CorruptFrameError(f"image not found: {path}") from None
+        if "truncated" in msg or "incomplete" in msg:
+            raise CorruptFrameError(f"truncated image file: {path} ({msg})") from None
+        raise CorruptFrameError(f"corrupt or unsupported image file: {path} ({msg})") from None
+    except OSError as exc:
+        raise CorruptFrameError(f"cannot read image file: {path} ({exc})") from None
+
+
+class TrackletTransform:
+    """uint8 frames (list of [3, h, w]) -> float [T, 3, H, W], normalised.
+
+    ``train=True`` adds the random horizontal flip (``flip_prob``) and, when
+    ``random_erasing`` is set, erases a random rectangle of each frame with
+    probability ``erasing_prob`` (area 2-40 %, aspect 0.3-3.3, filled with 0,
+    the normalised mean), as in Zhong et al. 2020.
+    """
+
+    def __init__(self, image_size=(256, 128), train: bool = False, flip_prob: float = 0.5,
+                 random_erasing: bool = False, erasing_prob: float = 0.5,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.size = (int(image_size[0]), int(image_size[1]))
+        self.train = train
+        self.flip_prob = flip_prob
+        self.random_erasing = random_erasing
+        self.erasing_prob = erasing_prob
+        self.mean, self.std = list(mean), list(std)
+
+    def resize(self, frames: list[torch.Tensor]) -> torch.Tensor:
+        shapes = {tuple(f.shape) for f in frames}
+        if len(shapes) == 1:
+            x = torch.stack(frames)
+            if x.shape[-2:] != self.size:
+                x = F.resize(x, list(self.size), antialias=True)
+            return x
+        return torch.stack([f if tuple(f.shape[-2:]) == self.size else F.resize(f, list(self.size), antialias=True)
+                            for f in frames])
+
+    def __call__(self, frames: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        x = self.resize(frames)
+        if self.train and torch.rand((), generator=generator).item() < self.flip_prob:
+            x = F.horizontal_flip(x)
+        x = F.normalize(x.float().div_(255.0), self.mean, self.std, inplace=True)
+        if self.train and self.random_erasing:
+            H, W = self.size
+            for t in range(x.size(0)):
+                if torch.rand((), generator=generator).item() >= self.erasing_prob:
+                    continue
+                for _ in range(10):
+                    u = torch.rand(3, generator=generator).tolist()
+                    area = H * W * (0.02 + 0.38 * u[0])
+                    aspect = math.exp(math.log(0.3) + (math.log(1 / 0.3) - math.log(0.3)) * u[1])
+                    h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+                    if h < H and w < W:
+                        i = int(torch.randint(0, H - h + 1, (), generator=generator))
+                        j = int(u[2] * (W - w + 1))
+                        x[t] = F.erase(x[t], i, j, h, w, torch.zeros(1, 1, 1))
+                        break
+        return x
