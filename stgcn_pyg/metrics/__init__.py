@@ -1,0 +1,7 @@
+"""Retrieval metrics: CMC / mAP / mINP under two protocols, distances, k-reciprocal re-ranking."""
+
+from .distance import METRICS, compute_distance
+from .rank import PROTOCOLS, EvaluationError, evaluate_rank
+from .reranking import re_ranking
+
+__all__ = ["evaluate_rank", "compute_distance", "re_ranking", "EvaluationError", "PROTOCOLS", "METRICS"]
