@@ -109,6 +109,12 @@ class DataConfig:
     """DataLoader worker processes."""
     random_erasing: bool = False
     """Random erasing augmentation (on top of resize + horizontal flip)."""
+    synthetic_ids: int = 100
+    """Identities of the built-in synthetic set (dataset = "synthetic")."""
+    synthetic_frames: list[int] = field(default_factory=lambda: [8, 24])
+    """[min, max] frames per synthetic tracklet."""
+    synthetic_image_size: list[int] = field(default_factory=lambda: [128, 64])
+    """[height, width] of the synthetic frames as generated (before data.image_size resizing)."""
 
 
 @dataclass
@@ -219,6 +225,12 @@ class Config:
         _positive("data.num_ids", d.num_ids)
         _positive("data.num_instances", d.num_instances)
         _non_negative("data.num_workers", d.num_workers)
+        if d.synthetic_ids < 2:
+            raise ConfigError(f"data.synthetic_ids: at least 2 identities, got {d.synthetic_ids}")
+        if len(d.synthetic_frames) != 2 or not 1 <= d.synthetic_frames[0] <= d.synthetic_frames[1]:
+            raise ConfigError(f"data.synthetic_frames: expected [min, max] with 1 <= min <= max, got {d.synthetic_frames}")
+        if len(d.synthetic_image_size) != 2 or any(s < 16 for s in d.synthetic_image_size):
+            raise ConfigError(f"data.synthetic_image_size: expected [height, width], each >= 16, got {d.synthetic_image_size}")
         _choice("data.protocol", d.protocol, ("standard", "official"))
         if lo.margin <= 0:
             raise ConfigError(f"loss.margin: must be positive, got {lo.margin}")

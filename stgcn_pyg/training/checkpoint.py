@@ -1,0 +1,130 @@
+"""Checkpoints: plain dicts of tensors and Python values, written atomically.
+
+A checkpoint holds ``format``, ``config`` (the resolved config as a plain
+dict), ``model`` (state dict), ``optimizer``, ``scheduler``, ``epoch`` (epochs
+completed), ``step``, ``best`` (best mAP so far), ``metrics`` and ``rng``
+(CPU/CUDA/numpy/python generator states as tensors and ints), so that
+``torch.load(path, weights_only=True)`` reads it without unpickling code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, ConfigError
+
+__all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "load_checkpoint", "get_rng_state", "set_rng_state",
+           "model_config_diff"]
+
+FORMAT = "stgcn-pyg/checkpoint-1"
+
+
+def get_rng_state() -> dict:
+    """Every global generator a training step may touch, in weights_only-safe types."""
+    state = {"torch": torch.get_rng_state(), "python": _py_state_to_plain(random.getstate())}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state["numpy"] = {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_plain_to_py_state(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _py_state_to_plain(st) -> dict:
+    version, internal, gauss = st
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
+
+
+def _plain_to_py_state(d: dict):
+    return (d["version"], tuple(int(v) for v in d["internal"].tolist()), d["gauss"])
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` to ``path`` atomically (a temporary file in the same folder, then os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save({"format": FORMAT, **payload}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """The checkpoint dict (weights_only load), or one clear CheckpointError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, pickle with code, not a torch file
+        raise CheckpointError(f"{path}: cannot read as a checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path}: not an stgcn-pyg training checkpoint (no '{FORMAT}' format tag)")
+    return ckpt
+
+
+def model_config_diff(a: dict, b: dict) -> list[str]:
+    """Model keys whose values differ (``num_classes`` compared as well: the classifier's shape)."""
+    keys = sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def load_state_into(model: torch.nn.Module, state: dict, source: str) -> None:
+    """``model.load_state_dict`` with a one-line CheckpointError when it does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(f"shape mismatch in {', '.join(wrong[:3])}")
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+        raise CheckpointError(f"{source}: the checkpoint is of another model ({'; '.join(parts)})")
+    model.load_state_dict(state)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu"):
+    """``(model, config_dict)``: the STGCN of a checkpoint (eval mode) and its full config dict.
+
+    ``config_dict`` is the run's resolved config (sections model, data, loss,
+    optim, train, eval), e.g. ``config_dict["data"]["image_size"]`` for
+    evaluation. The model is built with no pretrained weights (they are in the
+    checkpoint), so this never downloads anything.
+    """
+    from ..models import STGCN
+    from .config import config_from_dict
+
+    ckpt = read_checkpoint(path, map_location)
+    raw = ckpt["config"]
+    try:
+        cfg = config_from_dict({**raw, "model": {**raw.get("model", {}), "weights": "none"}}, source=str(path))
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its config is not valid here ({exc})") from None
+    model = STGCN(cfg.model)
+    load_state_into(model, ckpt["model"], str(path))
+    model.eval()
+    return model, raw
