@@ -1,0 +1,7 @@
+"""Pictures of the results (PNG, headless): ranked-results grids, CMC curves, affinity heatmaps."""
+
+from .affinity import plot_affinity
+from .cmc import plot_cmc
+from .ranked_grid import plot_ranked_results, ranked_grid_size
+
+__all__ = ["plot_cmc", "plot_ranked_results", "ranked_grid_size", "plot_affinity"]
