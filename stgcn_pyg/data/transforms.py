@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import torch
 import torchvision.transforms.v2.functional as F
@@ -20,6 +21,11 @@ from torchvision.io import ImageReadMode, decode_image
 from ..errors import DatasetError
 
 __all__ = ["CorruptFrameError", "read_frame", "TrackletTransform", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+# torchvision 0.29 flags its decoders as deprecated in favour of TorchCodec, on every call;
+# they remain the decoders this project uses (CPU and GPU), so the notice is silenced.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,7 +43,9 @@ def _clean(msg: str) -> str:
 def read_frame(path: str) -> torch.Tensor:
     """Decode one image to a uint8 RGB tensor [3, H, W]; CorruptFrameError names the file."""
     try:
-        return decode_image(path, mode=ImageReadMode.RGB)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_image(path, mode=ImageReadMode.RGB)
     except RuntimeError as exc:
         msg = _clean(exc)
         if "No such file" in msg:

@@ -1,0 +1,172 @@
+"""Train/test loaders: batch shapes, graph offsets, frame content, determinism, corrupt frames."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from stgcn_pyg.data import (CorruptFrameError, TrackletTransform, build_test_loader, build_train_loader,
+                            load_dataset, read_frame)
+from stgcn_pyg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from stgcn_pyg.errors import DatasetError
+from stgcn_pyg.graphs import build_edge_index
+
+from data_fixtures import MARS_TEST, frame_color, write_image, write_mars
+
+SIZE = (16, 8)
+
+
+@pytest.fixture(scope="module")
+def mars(tmp_path_factory):
+    return load_dataset("mars", write_mars(tmp_path_factory.mktemp("mars")))
+
+
+def _pixels(frames):
+    """Back to 0..255 colours, one per frame (the fixture images are uniform)."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((frames * std + mean) * 255).mean(dim=(2, 3))
+
+
+def _train_loader(df, **kw):
+    args = dict(seq_len=4, num_ids=2, num_instances=2, image_size=SIZE, num_stripes=2, seed=0)
+    args.update(kw)
+    return build_train_loader(df, **args)
+
+
+def test_train_batch_shapes_labels_and_graph_offsets(mars):
+    loader = _train_loader(mars.train)
+    assert len(loader) == 1 and loader.num_classes == 2  # groups of K=2: pid 1 one, pid 3 one -> 2 // P=2
+    batch = next(iter(loader))
+    B, T, P = 4, 4, 2
+    assert batch.num_graphs == B
+    assert batch.frames.shape == (B * T, 3, *SIZE)
+    assert batch.pid.shape == batch.camid.shape == batch.label.shape == (B,)
+    # Labels relabel pids 1, 3 -> 0, 1; K=2 consecutive items share an identity.
+    assert batch.label.tolist() == [{1: 0, 3: 1}[p] for p in batch.pid.tolist()]
+    assert batch.pid[0] == batch.pid[1] and batch.pid[2] == batch.pid[3] and batch.pid[0] != batch.pid[2]
+    for key, topo in (("temporal_edge_index", "temporal-complete"), ("spatial_edge_index", "spatial-frame-complete")):
+        single = build_edge_index(topo, T, P)
+        ei = getattr(batch, key)
+        assert ei.shape == (2, B * single.size(1))
+        for g in range(B):
+            part = ei[:, g * single.size(1):(g + 1) * single.size(1)]
+            assert torch.equal(part, single + g * T * P)
+    assert batch.num_frames.tolist() == [T] * B and batch.num_stripes.tolist() == [P] * B
+    # Every frame comes from a tracklet of the batch item's identity and camera.
+    colours = _pixels(batch.frames).view(B, T, 3)
+    for b in range(B):
+        pid, cam = int(batch.pid[b]), int(batch.camid[b])
+        assert torch.allclose(colours[b, :, 0], torch.full((T,), float(frame_color(pid, cam, 1, 0)[0])), atol=4)
+
+
+def test_train_loader_is_deterministic_and_reshuffles(mars):
+    def epoch(loader, e):
+        loader.set_epoch(e)
+        return [(b.pid.clone(), b.frames.clone()) for b in loader]
+
+    a, b = _train_loader(mars.train), _train_loader(mars.train)
+    ea, eb = epoch(a, 0), epoch(b, 0)
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(ea, eb))
+    e1 = epoch(a, 1)
+    assert any(not torch.equal(x[1], y[1]) for x, y in zip(ea, e1))
+    # The same batches come out of worker processes.
+    w = _train_loader(mars.train, num_workers=1)
+    ew = epoch(w, 0)
+    assert all(torch.equal(x[1], y[1]) for x, y in zip(ea, ew))
+
+
+def test_random_erasing_and_flip():
+    frames = [torch.full((3, 16, 8), 200, dtype=torch.uint8) for _ in range(6)]
+    t = TrackletTransform(SIZE, train=True, random_erasing=True, erasing_prob=1.0)
+    x = t(frames, torch.Generator().manual_seed(0))
+    assert x.shape == (6, 3, *SIZE)
+    erased = (x == 0).all(dim=1)  # erased pixels are 0 in every channel
+    assert all(erased[i].any() for i in range(6))
+    assert not erased.all()
+    plain = TrackletTransform(SIZE, train=False)(frames)
+    assert not (plain == 0).any()
+    # A flip applies to the whole tracklet: frames with a left-bright half all flip together.
+    half = torch.zeros(3, 16, 8, dtype=torch.uint8)
+    half[:, :, :4] = 255
+    flips = set()
+    for s in range(20):
+        y = TrackletTransform(SIZE, train=True)([half] * 4, torch.Generator().manual_seed(s))
+        left = (y[:, 0, :, :4].mean(dim=(1, 2)) > y[:, 0, :, 4:].mean(dim=(1, 2))).tolist()
+        assert len(set(left)) == 1
+        flips.add(left[0])
+    assert flips == {True, False}
+
+
+def test_resize_to_image_size(tmp_path):
+    write_image(tmp_path / "a.jpg", size=(30, 50))
+    write_image(tmp_path / "b.jpg", size=(8, 16))
+    x = TrackletTransform((32, 16))([read_frame(str(tmp_path / "a.jpg")), read_frame(str(tmp_path / "b.jpg"))])
+    assert x.shape == (2, 3, 32, 16)
+
+
+def test_test_loader_all_and_evenly(mars):
+    T = 2
+    loader = build_test_loader(mars.gallery, seq_len=T, mode="all", image_size=SIZE, batch_size=3)
+    n = mars.gallery.num_frames.tolist()
+    assert loader.num_clips == sum(-(-k // T) for k in n) and loader.num_tracklets == len(n)
+    idx, clips = [], []
+    for c, i in loader:
+        assert c.shape[1:] == (T, 3, *SIZE) and c.shape[0] <= 3
+        idx.append(i)
+        clips.append(c)
+    idx, clips = torch.cat(idx), torch.cat(clips)
+    assert idx.tolist() == [t for t, k in enumerate(n) for _ in range(-(-k // T))]
+    # Clips cover the frames in order; the last one is padded by cycling (blue = 10 * frame index).
+    blue = _pixels(clips.flatten(0, 1))[:, 2].view(-1, T)
+    t0 = [b for b, t in zip(blue.tolist(), idx.tolist()) if t == 0]  # first gallery tracklet: 2 frames
+    first_len = n[0]
+    expected = [[10 * (c * T + j) if c * T + j < first_len else 10 * (c * T) for j in range(T)]
+                for c in range(-(-first_len // T))]
+    assert np.allclose(t0, expected, atol=4)
+    ev = build_test_loader(mars.query, seq_len=4, mode="evenly", image_size=SIZE, batch_size=8)
+    (c, i), = list(ev)
+    assert c.shape == (len(mars.query), 4, 3, *SIZE) and i.tolist() == list(range(len(mars.query)))
+    with pytest.raises(Exception, match="unknown test sampling mode 'dense'"):
+        build_test_loader(mars.query, mode="dense")
+
+
+def test_frame_errors_name_the_file(tmp_path):
+    good = tmp_path / "good.jpg"
+    write_image(good)
+    (tmp_path / "trunc.jpg").write_bytes(good.read_bytes()[:200])
+    (tmp_path / "junk.jpg").write_bytes(b"hello, not an image")
+    with pytest.raises(CorruptFrameError, match=r"truncated image file: .*trunc.jpg"):
+        read_frame(str(tmp_path / "trunc.jpg"))
+    with pytest.raises(CorruptFrameError, match=r"corrupt or unsupported image file: .*junk.jpg"):
+        read_frame(str(tmp_path / "junk.jpg"))
+    with pytest.raises(CorruptFrameError, match=r"image not found: .*missing.jpg"):
+        read_frame(str(tmp_path / "missing.jpg"))
+    assert issubclass(CorruptFrameError, DatasetError)
+
+
+def test_corrupt_frame_in_training_is_skipped_with_a_warning_and_counted(tmp_path):
+    ds = load_dataset("mars", write_mars(tmp_path))
+    bad = ds.train.frames[0][1]
+    with open(bad, "r+b") as f:
+        f.truncate(150)
+    loader = _train_loader(ds.train, seq_len=8)  # T > frames: every frame is read
+    with pytest.warns(RuntimeWarning, match=r"skipping a frame: truncated image file: .*0001C1T0001F002.jpg"):
+        for e in range(3):
+            loader.set_epoch(e)
+            batches = list(loader)
+    assert loader.num_skipped_frames > 0
+    assert all(b.frames.shape[0] == 4 * 8 for b in batches)
+    # Every frame of a tracklet unreadable: a clear error.
+    for p in ds.query.frames[0]:
+        with open(p, "wb") as f:
+            f.write(b"x")
+    tl = build_test_loader(ds.query, seq_len=2, image_size=SIZE, batch_size=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DatasetError, match=r"no readable frame in the tracklet of .*0002C1T0001F001.jpg"):
+            list(tl)
+    assert len(MARS_TEST) == 8
