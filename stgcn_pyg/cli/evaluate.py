@@ -1,5 +1,427 @@
-"""`stgcn-pyg` subcommands: placeholder until implemented."""
+"""`stgcn-pyg evaluate`, `stgcn-pyg extract` and `stgcn-pyg search`.
+
+- evaluate: rank-1/5/10/20, mAP and mINP of a checkpoint on a dataset's
+  query/gallery split (or of saved descriptors), as a table or JSON, with
+  optional re-ranking and pictures.
+- extract: write the query and gallery descriptors with their pids and
+  cameras to one file (``torch.save`` of tensors, loadable with
+  ``weights_only=True``) that ``evaluate --features`` reads back.
+- search: rank a gallery (a dataset split or a folder of tracklet folders)
+  for one query tracklet folder.
+
+Heavy imports (torch models, the checkpoint loader) happen inside the
+commands so that ``stgcn-pyg --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+FEATURES_FORMAT = "stgcn-pyg-descriptors/1"
+_FEATURE_KEYS = ("query_features", "gallery_features", "query_pids", "query_camids", "gallery_pids", "gallery_camids")
+
+
+# --------------------------------------------------------------------------- parser
+def _model_options(p: argparse.ArgumentParser, *, dataset_required: bool = False) -> None:
+    p.add_argument("--dataset", default=None,
+                   help="mars, dukemtmc-videoreid, ilids-vid, prid2011, folder or synthetic "
+                        "(default: the checkpoint's training dataset)")
+    p.add_argument("--root", default=None, help="dataset folder (default: the checkpoint's)")
+    p.add_argument("--protocol", default=None, choices=["standard", "official"],
+                   help="evaluation protocol (default: the checkpoint's, else standard)")
+    p.add_argument("--mode", default=None, choices=["all", "evenly"],
+                   help="all: every frame in consecutive clips (dense, default); evenly: one clip per tracklet")
+    p.add_argument("--seq-len", type=int, default=None, help="frames per test clip (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per forward pass")
+    p.add_argument("--num-workers", type=int, default=None, help="data loader processes")
+    p.add_argument("--flip", action="store_true", help="flip test: average with horizontally flipped clips")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
 
 def register(subparsers) -> None:
-    pass
+    ev = subparsers.add_parser(
+        "evaluate", help="rank-k, mAP and mINP of a checkpoint (or saved descriptors)",
+        description="Score a checkpoint on a dataset's query/gallery split, or descriptors saved by "
+                    "`stgcn-pyg extract`. Prints rank-1/5/10/20, mAP and mINP and names the protocol.")
+    src = ev.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a checkpoint written by `stgcn-pyg train`")
+    src.add_argument("--features", help="a descriptor file written by `stgcn-pyg extract`")
+    _model_options(ev)
+    ev.add_argument("--metric", default=None, choices=["euclidean", "cosine"], help="distance (default euclidean)")
+    ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
+    ev.add_argument("--max-rank", type=int, default=50, help="length of the CMC curve")
+    ev.add_argument("--json", action="store_true", help="print the results as JSON (for scripts)")
+    ev.add_argument("--plots", default=None, metavar="DIR",
+                    help="write cmc.png, ranked-results grids and a temporal affinity heatmap here")
+    ev.add_argument("--num-grids", type=int, default=4, help="queries drawn as ranked-results grids (with --plots)")
+    ev.add_argument("--topk", type=int, default=10, help="gallery tracklets per ranked-results grid")
+    ev.set_defaults(func=_evaluate)
+
+    ex = subparsers.add_parser(
+        "extract", help="write query/gallery descriptors with pids and cameras",
+        description="Extract the descriptors of a dataset's query and gallery tracklets with a checkpoint "
+                    "and save them (with pids and cameras) for `stgcn-pyg evaluate --features`.")
+    ex.add_argument("--checkpoint", required=True)
+    ex.add_argument("--out", required=True, help="output file (.pt)")
+    _model_options(ex)
+    ex.set_defaults(func=_extract)
+
+    se = subparsers.add_parser(
+        "search", help="rank a gallery for one query tracklet",
+        description="Rank gallery tracklets for one query tracklet (a folder of frames) with a checkpoint.")
+    se.add_argument("--checkpoint", required=True)
+    se.add_argument("--query", required=True, metavar="DIR", help="folder with the query tracklet's frames")
+    se.add_argument("--gallery", default=None, metavar="DIR",
+                    help="a folder of tracklet folders (each holding frames); or use --dataset/--root")
+    se.add_argument("--split", default="gallery", choices=["gallery", "query", "train"],
+                    help="dataset split to search with --dataset (default gallery)")
+    se.add_argument("--query-pid", type=int, default=None,
+                    help="the query's identity, to mark right (green) and wrong (red) results")
+    se.add_argument("--topk", type=int, default=10)
+    se.add_argument("--metric", default=None, choices=["euclidean", "cosine"])
+    se.add_argument("--grid", default=None, metavar="PNG", help="write the ranked-results grid here")
+    se.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    _model_options(se)
+    se.set_defaults(func=_search)
+
+
+# --------------------------------------------------------------------------- helpers
+def _section(cfg: dict, name: str) -> dict:
+    sec = cfg.get(name) if isinstance(cfg, dict) else None
+    return sec if isinstance(sec, dict) else {}
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--device: unknown device {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def _load_model(args):
+    """Model (eval mode, on the device) and the resolved options, from the checkpoint and the flags."""
+    from ..training import load_checkpoint
+
+    device = _device(args.device)
+    model, cfg = load_checkpoint(args.checkpoint, map_location="cpu")
+    model = model.to(device).eval()
+    data, ev = _section(cfg, "data"), _section(cfg, "eval")
+    opts = dict(
+        dataset=args.dataset or data.get("dataset") or "synthetic",
+        root=args.root if args.root is not None else (data.get("root") or None),
+        protocol=args.protocol or data.get("protocol") or "standard",
+        seq_len=args.seq_len or ev.get("seq_len") or data.get("seq_len") or 8,
+        mode=args.mode or ev.get("mode") or "all",
+        image_size=tuple(data.get("image_size") or (256, 128)),
+        batch_size=args.batch_size or ev.get("batch_size") or 32,
+        num_workers=args.num_workers if args.num_workers is not None else (ev.get("num_workers") or 0),
+        metric=getattr(args, "metric", None) or ev.get("metric") or "euclidean",
+        device=device,
+        flip=bool(args.flip),
+    )
+    return model, cfg, opts
+
+
+def _load_dataset(name, root, protocol):
+    from ..data import load_dataset
+
+    return load_dataset(name, root, protocol=protocol)
+
+
+def _extract_both(model, ds, opts, progress):
+    from ..evaluation import extract_split
+
+    common = {k: opts[k] for k in ("seq_len", "mode", "image_size", "device", "batch_size", "num_workers", "flip")}
+    qf = extract_split(model, ds.query, description="query descriptors", progress=progress, **common)
+    gf = extract_split(model, ds.gallery, description="gallery descriptors", progress=progress, **common)
+    return qf, gf
+
+
+def _ids(df, col):
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.array(df[col], dtype=np.int64))
+
+
+def read_features(path) -> dict:
+    """Load a descriptor file written by ``stgcn-pyg extract`` (checked, weights_only)."""
+    import torch
+
+    from ..metrics.rank import EvaluationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"descriptor file not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise EvaluationError(
+            f"{path}: not a descriptor file written by `stgcn-pyg extract` ({type(exc).__name__}: {first})"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != FEATURES_FORMAT:
+        raise EvaluationError(f"{path}: not a descriptor file written by `stgcn-pyg extract` (no {FEATURES_FORMAT!r} tag)")
+    missing = [k for k in _FEATURE_KEYS if k not in blob]
+    if missing:
+        raise EvaluationError(f"{path}: descriptor file lacks {', '.join(missing)}")
+    return blob
+
+
+def write_features(path, qf, gf, ds, opts) -> Path:
+    import torch
+
+    from ..viz._common import prepare_path
+
+    path = prepare_path(path)
+    blob = {
+        "format": FEATURES_FORMAT,
+        "query_features": qf.float().contiguous(),
+        "gallery_features": gf.float().contiguous(),
+        "query_pids": _ids(ds.query, "pid"),
+        "query_camids": _ids(ds.query, "camid"),
+        "gallery_pids": _ids(ds.gallery, "pid"),
+        "gallery_camids": _ids(ds.gallery, "camid"),
+        "dataset": str(getattr(ds, "name", "")),
+        "root": str(getattr(ds, "root", "")),
+        "protocol": str(opts["protocol"]),
+        "mode": str(opts["mode"]),
+        "seq_len": int(opts["seq_len"]),
+        "flip": bool(opts["flip"]),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
+def _kept_ranking(dist_row, q_pid, q_cam, g_pids, g_cams, protocol):
+    """Gallery indices in distance order without the query's junk (same pid and camera; pid -1 officially)."""
+    import torch
+
+    order = torch.argsort(dist_row, stable=True)
+    junk = (g_pids[order] == q_pid) & (g_cams[order] == q_cam)
+    if protocol == "official":
+        junk |= g_pids[order] == -1
+    return order[~junk]
+
+
+def _write_plots(out_dir, results, distmat, ds, model, opts, num_grids, topk, console):
+    """cmc.png, query_XXXX.png grids and affinity.png under ``out_dir``."""
+    from ..viz import plot_cmc, plot_ranked_results
+
+    out_dir = Path(out_dir)
+    written = [plot_cmc(results["cmc"], out_dir / "cmc.png",
+                        title=f"CMC ({results['protocol']} protocol, {results['num_query']} queries)")]
+    if ds is not None and distmat is not None:
+        qp, qc = _ids(ds.query, "pid"), _ids(ds.query, "camid")
+        gp, gc = _ids(ds.gallery, "pid"), _ids(ds.gallery, "camid")
+        for qi in range(min(num_grids, len(ds.query))):
+            order = _kept_ranking(distmat[qi].cpu(), qp[qi], qc[qi], gp, gc, results["protocol"])[:topk].tolist()
+            written.append(plot_ranked_results(
+                ds.query["frames"].iloc[qi],
+                [ds.gallery["frames"].iloc[g] for g in order],
+                out_dir / f"query_{qi:04d}.png",
+                matches=[bool(gp[g] == qp[qi]) for g in order],
+                captions=[f"#{r + 1} pid {int(gp[g])} c{int(gc[g])} d={float(distmat[qi, g]):.3f}"
+                          for r, g in enumerate(order)],
+                query_caption=f"query {qi}: pid {int(qp[qi])}, camera {int(qc[qi])}",
+            ))
+    if ds is not None and model is not None and hasattr(model, "temporal_affinity"):
+        path = _affinity_plot(model, ds.query.iloc[[0]], opts, out_dir / "affinity.png", console)
+        if path is not None:
+            written.append(path)
+    return written
+
+
+def _affinity_plot(model, df, opts, path, console):
+    import torch
+
+    from ..data import build_test_loader
+    from ..errors import ConfigError
+    from ..viz import plot_affinity
+
+    loader = build_test_loader(df, seq_len=opts["seq_len"], mode="evenly", image_size=opts["image_size"],
+                               batch_size=1, num_workers=0)
+    clips, _ = next(iter(loader))
+    try:
+        with torch.no_grad():
+            weights = model.temporal_affinity(clips[:1].to(opts["device"]))
+    except ConfigError as exc:  # a model without the temporal branch
+        console.print(f"[yellow]no affinity plot:[/] {exc}")
+        return None
+    T = clips.size(1)
+    P = weights.shape[-1] // T
+    return plot_affinity(weights, list(clips[0]), P, path,
+                         title=f"temporal affinity, query 0 (pid {int(df['pid'].iloc[0])})")
+
+
+# --------------------------------------------------------------------------- commands
+def _evaluate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..evaluation import evaluate_descriptors, print_results
+
+    console = Console(stderr=args.json)
+    progress = not args.json
+    model, ds, opts = None, None, {}
+    if args.features:
+        blob = read_features(args.features)
+        qf, gf = blob["query_features"], blob["gallery_features"]
+        q_pids, q_cams = blob["query_pids"], blob["query_camids"]
+        g_pids, g_cams = blob["gallery_pids"], blob["gallery_camids"]
+        protocol = args.protocol or blob.get("protocol") or "standard"
+        metric = args.metric or "euclidean"
+        device = _device(args.device)
+        title = f"descriptors {Path(args.features).name}"
+        if args.plots and blob.get("dataset") and blob.get("root"):
+            try:  # frames for the ranked-results grids
+                ds = _load_dataset(blob["dataset"], blob["root"], protocol)
+                if len(ds.query) != len(qf) or len(ds.gallery) != len(gf):
+                    ds = None
+            except Exception:  # the dataset moved: draw the CMC curve only
+                ds = None
+    else:
+        model, cfg, opts = _load_model(args)
+        ds = _load_dataset(opts["dataset"], opts["root"], opts["protocol"])
+        qf, gf = _extract_both(model, ds, opts, progress)
+        q_pids, q_cams, g_pids, g_cams = (_ids(ds.query, "pid"), _ids(ds.query, "camid"),
+                                          _ids(ds.gallery, "pid"), _ids(ds.gallery, "camid"))
+        protocol, metric, device = opts["protocol"], opts["metric"], opts["device"]
+        title = f"{Path(args.checkpoint).name} on {getattr(ds, 'name', opts['dataset'])}"
+    results = evaluate_descriptors(
+        qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric, rerank=args.rerank, protocol=protocol,
+        max_rank=args.max_rank, device=device if device.type != "cpu" else None,
+    )
+    if opts:
+        results.update(mode=opts["mode"], flip=opts["flip"], dataset=getattr(ds, "name", None))
+    if args.plots:
+        from ..metrics import compute_distance, re_ranking
+
+        distmat = None
+        if ds is not None:
+            distmat = re_ranking(qf, gf, metric=metric) if args.rerank else compute_distance(qf, gf, metric)
+        written = _write_plots(args.plots, results, distmat, ds, model, opts or {"device": device},
+                               args.num_grids, args.topk, console)
+        results["plots"] = [str(p) for p in written]
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_results(results, title=title, console=console)
+        if args.plots:
+            console.print(f"pictures: {', '.join(results['plots'])}")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    model, cfg, opts = _load_model(args)
+    ds = _load_dataset(opts["dataset"], opts["root"], opts["protocol"])
+    qf, gf = _extract_both(model, ds, opts, progress=True)
+    path = write_features(args.out, qf, gf, ds, opts)
+    Console().print(f"wrote {len(qf)} query and {len(gf)} gallery descriptors (dim {qf.shape[1]}, "
+                    f"{opts['protocol']} protocol) to {path}")
+    return 0
+
+
+def _tracklet_folders(root: Path) -> list[tuple[str, list[str]]]:
+    """Every folder under ``root`` that directly holds image files: (name, sorted frame paths)."""
+    from ..data.datasets.base import IMAGE_EXTENSIONS, natural_key
+
+    found = []
+    for d in sorted([root, *(p for p in root.rglob("*") if p.is_dir())], key=lambda p: natural_key(str(p))):
+        frames = sorted((str(f) for f in d.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS)),
+                        key=natural_key)
+        if frames:
+            found.append((str(d.relative_to(root)) if d != root else ".", frames))
+    return found
+
+
+def _search(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..errors import ConfigError, DatasetError
+    from ..evaluation import extract_split
+    from ..metrics import compute_distance
+
+    console = Console(stderr=args.json)
+    qdir = Path(args.query)
+    if not qdir.is_dir():
+        raise DatasetError(f"query folder not found: {qdir}")
+    q_tracks = [t for t in _tracklet_folders(qdir) if t[0] == "."] or _tracklet_folders(qdir)[:1]
+    if not q_tracks:
+        raise DatasetError(f"{qdir}: no image files (jpg, png) in the query folder")
+    model, cfg, opts = _load_model(args)
+    query = pd.DataFrame({"pid": [-1], "camid": [-1], "frames": [q_tracks[0][1]],
+                          "num_frames": [len(q_tracks[0][1])]})
+    if args.gallery:
+        gdir = Path(args.gallery)
+        if not gdir.is_dir():
+            raise DatasetError(f"gallery folder not found: {gdir}")
+        tracks = [t for t in _tracklet_folders(gdir) if t[0] != "."]
+        if not tracks:
+            raise DatasetError(f"{gdir}: no tracklet folders (sub-folders holding jpg/png frames)")
+        gallery = pd.DataFrame({"pid": [-1] * len(tracks), "camid": [-1] * len(tracks),
+                                "frames": [f for _, f in tracks], "num_frames": [len(f) for _, f in tracks],
+                                "name": [n for n, _ in tracks]})
+    elif args.dataset or opts["dataset"]:
+        ds = _load_dataset(opts["dataset"], opts["root"], opts["protocol"])
+        gallery = getattr(ds, args.split).reset_index(drop=True)
+        gallery = gallery.assign(name=[str(Path(f[0]).parent.name) + "/" + Path(f[0]).stem for f in gallery["frames"]])
+    else:  # pragma: no cover - dataset always resolves to a default
+        raise ConfigError("search: give --gallery DIR or --dataset NAME")
+    common = {k: opts[k] for k in ("seq_len", "mode", "image_size", "device", "batch_size", "num_workers", "flip")}
+    qf = extract_split(model, query, description="query", progress=not args.json, **common)
+    gf = extract_split(model, gallery, description="gallery", progress=not args.json, **common)
+    dist = compute_distance(qf, gf, opts["metric"])[0]
+    k = min(args.topk, len(gallery))
+    order = torch.argsort(dist, stable=True)[:k].tolist()
+    known = args.query_pid is not None
+    rows = [{"rank": r + 1, "distance": float(dist[g]), "tracklet": str(gallery["name"].iloc[g]),
+             "pid": int(gallery["pid"].iloc[g]), "camid": int(gallery["camid"].iloc[g]),
+             "num_frames": int(gallery["num_frames"].iloc[g]),
+             "match": (int(gallery["pid"].iloc[g]) == args.query_pid) if known else None}
+            for r, g in enumerate(order)]
+    if args.grid:
+        from ..viz import plot_ranked_results
+
+        plot_ranked_results(query["frames"].iloc[0], [gallery["frames"].iloc[g] for g in order], args.grid,
+                            matches=[r["match"] for r in rows],
+                            captions=[f"#{r['rank']} d={r['distance']:.3f}" + (f" pid {r['pid']}" if r["pid"] != -1 else "")
+                                      for r in rows],
+                            query_caption=f"query: {qdir.name}")
+    if args.json:
+        json.dump({"query": str(qdir), "metric": opts["metric"], "results": rows}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    table = Table(title=f"top {k} of {len(gallery)} gallery tracklets for {qdir.name} ({opts['metric']})")
+    for col in ("rank", "distance", "tracklet", "pid", "camera", "frames"):
+        table.add_column(col, justify="left" if col == "tracklet" else "right")
+    for r in rows:
+        style = None if r["match"] is None else ("green" if r["match"] else "red")
+        table.add_row(str(r["rank"]), f"{r['distance']:.4f}", r["tracklet"],
+                      str(r["pid"]) if r["pid"] != -1 else "-", str(r["camid"]) if r["camid"] != -1 else "-",
+                      str(r["num_frames"]), style=style)
+    console.print(table)
+    if args.grid:
+        console.print(f"grid: {args.grid}")
+    return 0
