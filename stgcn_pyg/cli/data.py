@@ -59,14 +59,14 @@ def _info(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     for note in ds.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     if args.verify:
         from ..data.verify import verify_dataset
 
         bad = verify_dataset(ds)
         if bad:
             for path, msg in bad[:20]:
-                console.print(f"[red]unreadable[/]: {msg}", highlight=False)
+                console.print(f"[red]unreadable[/]: {msg}", highlight=False, soft_wrap=True)
             console.print(f"{len(bad)} unreadable frame(s)")
             return 1
         console.print("all frames decode")

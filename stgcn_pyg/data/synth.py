@@ -598,9 +598,16 @@ def _run_jobs(plan: _Plan, jobs: list[tuple[int, list[str]]], workers: int, prog
                     bar.advance(task, n)
 
 
-def _write_mars(plan: _Plan, out: Path, workers: int, progress: bool) -> None:
+def _savemat(path: Path, key: str, value: np.ndarray) -> None:
+    """A MATLAB v5 file, byte-identical for identical data (scipy stamps the time in its header)."""
     import scipy.io
 
+    scipy.io.savemat(str(path), {key: value}, format="5")
+    with open(path, "r+b") as f:
+        f.write(b"MATLAB 5.0 MAT-file, written by stgcn-pyg synth".ljust(116, b" "))
+
+
+def _write_mars(plan: _Plan, out: Path, workers: int, progress: bool) -> None:
     root = out / "mars"
     info = root / "info"
     info.mkdir(parents=True, exist_ok=True)
@@ -618,10 +625,8 @@ def _write_mars(plan: _Plan, out: Path, workers: int, progress: bool) -> None:
     for split in ("train", "test"):
         (info / f"{split}_name.txt").write_text("\n".join(names[split]) + "\n")
         # MARS ships these tables as doubles in MATLAB v5 files.
-        scipy.io.savemat(str(info / f"tracks_{split}_info.mat"),
-                         {f"track_{split}_info": np.asarray(tables[split], np.float64)}, format="5")
-    scipy.io.savemat(str(info / "query_IDX.mat"),
-                     {"query_IDX": (np.asarray(plan.query, np.float64) + 1)[None, :]}, format="5")
+        _savemat(info / f"tracks_{split}_info.mat", f"track_{split}_info", np.asarray(tables[split], np.float64))
+    _savemat(info / "query_IDX.mat", "query_IDX", (np.asarray(plan.query, np.float64) + 1)[None, :])
     _run_jobs(plan, jobs, workers, progress, "synth (MARS layout)")
 
 

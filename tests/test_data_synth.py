@@ -1,0 +1,136 @@
+"""The synthetic generator: layout, splits, determinism, look-alikes, caching, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stgcn_pyg.cli import main
+from stgcn_pyg.data import SynthConfig, ensure_synthetic, generate_synthetic, load_dataset
+from stgcn_pyg.data.synth import _VARIANT_ATTRS, _random_identity, _vary, plan_synthetic
+from stgcn_pyg.errors import DatasetError
+
+TINY = dict(num_ids=4, num_cameras=3, min_frames=2, max_frames=3, height=32, width=16, junk_fraction=0.2,
+            distractor_fraction=0.3)
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha1()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "synth.json":
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    generate_synthetic(out, SynthConfig(**TINY), layout="both", workers=1, progress=False)
+    return out
+
+
+def test_mars_layout_splits_and_queries(tiny):
+    ds = load_dataset("mars", tiny)
+    official = load_dataset("mars", tiny, protocol="official")
+    train_ids, test_ids = set(ds.train.pid), set(official.gallery.pid) - {0, -1}
+    assert train_ids and test_ids and not train_ids & test_ids
+    assert len(train_ids | test_ids) == 4 and ds.num_train_pids == len(train_ids)
+    # Query: exactly one tracklet per (test id, camera), MARS-style.
+    pairs = list(zip(ds.query.pid, ds.query.camid))
+    assert len(pairs) == len(set(pairs))
+    test_pairs = {(p, c) for p, c in zip(official.gallery.pid, official.gallery.camid) if p > 0}
+    assert set(pairs) == test_pairs
+    # Each query has a same-id gallery tracklet in another camera (so the standard protocol scores it).
+    g = ds.gallery
+    for p, c in pairs:
+        assert ((g.pid == p) & (g.camid != c)).any()
+    # Junk (-1) only in the official gallery, distractors (0) in both.
+    assert (official.gallery.pid == -1).any() and not (ds.gallery.pid == -1).any()
+    assert (ds.gallery.pid == 0).any()
+    assert set(ds.train.camid) <= {1, 2, 3}
+    assert ds.train.num_frames.between(2, 3).all()
+    from PIL import Image
+
+    assert Image.open(ds.train.frames[0][0]).size == (16, 32)
+
+
+def test_duke_layout(tiny):
+    mars = load_dataset("mars", tiny)
+    duke = load_dataset("dukemtmc-videoreid", tiny)
+    assert sorted(duke.train.pid) == sorted(mars.train.pid)
+    # One query per test identity; distractors are identities of their own, gallery only.
+    assert len(duke.query) == duke.query.pid.nunique() == len(set(mars.query.pid))
+    extra = set(duke.gallery.pid) - set(duke.query.pid)
+    n_distractors = int((mars.gallery.pid == 0).sum())
+    assert len(extra) == n_distractors
+    assert all(duke.gallery.pid.tolist().count(p) == 1 for p in extra)
+
+
+def test_deterministic_by_seed_whatever_the_workers(tiny, tmp_path):
+    cfg = SynthConfig(**TINY)
+    generate_synthetic(tmp_path / "a", cfg, layout="both", workers=2, progress=False)
+    assert _digest(tmp_path / "a") == _digest(tiny)
+    generate_synthetic(tmp_path / "b", SynthConfig(**{**TINY, "seed": 1}), layout="mars", workers=1, progress=False)
+    assert _digest(tmp_path / "b") != _digest(tmp_path / "a" / "mars")
+
+
+def test_lookalikes_differ_in_exactly_one_attribute():
+    rng = np.random.default_rng(0)
+    base = _random_identity(rng)
+    gait_keys = {"cadence", "stride", "arm_swing"}
+    for attr in _VARIANT_ATTRS:
+        v = _vary(base, attr, np.random.default_rng(1))
+        changed = {k for k in base if str(base[k]) != str(v[k]).replace("[", "(").replace("]", ")")}
+        assert changed, attr
+        if attr == "gait":
+            assert changed == gait_keys
+        elif attr == "accessory":
+            assert changed <= {"accessory", "accessory_color"} and "accessory" in changed
+        elif attr == "pattern_color":
+            assert changed <= {"pattern", "pattern_color"} and "pattern_color" in changed
+        elif attr == "hair":
+            assert changed == {"hair"}
+        else:
+            assert changed == {attr}
+    # The plan builds groups of look-alikes: some identities share the torso colour exactly.
+    plan = plan_synthetic(SynthConfig(num_ids=30))
+    tops = [str(i["top_color"]) for i in plan.identities]
+    assert len(set(tops)) < len(tops)
+
+
+def test_ensure_synthetic_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("STGCN_PYG_CACHE", str(tmp_path / "cache"))
+    small = {k: v for k, v in TINY.items() if k != "num_ids"}
+    root = ensure_synthetic(num_ids=3, progress=False, workers=1, **small)
+    assert root.parent == tmp_path / "cache" and root.name.startswith("synthetic-")
+    stamp = (root / "mars" / "info" / "query_IDX.mat").stat().st_mtime_ns
+    assert ensure_synthetic(num_ids=3, progress=False, workers=1, **small) == root
+    assert (root / "mars" / "info" / "query_IDX.mat").stat().st_mtime_ns == stamp
+    ds = load_dataset("synthetic", num_ids=3, progress=False, workers=1, **small)
+    assert ds.name == "synthetic" and ds.root == root / "mars"
+    assert not [p for p in (tmp_path / "cache").iterdir() if ".tmp-" in p.name]
+    with pytest.raises(DatasetError, match="bad synthetic dataset option"):
+        ensure_synthetic(num_ids=3, colour="red")
+    with pytest.raises(DatasetError, match="at least 2 identities"):
+        ensure_synthetic(num_ids=1)
+
+
+def test_cli_synth_and_info(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["synth", "--out", str(out), "--num-ids", "3", "--num-cameras", "2", "--min-frames", "2",
+                 "--max-frames", "2", "--height", "32", "--width", "16", "--workers", "1"]) == 0
+    assert main(["data", "info", "--dataset", "mars", "--root", str(out), "--verify"]) == 0
+    text = capsys.readouterr().out
+    assert "train" in text and "gallery" in text and "all frames decode" in text
+    assert main(["data", "info", "--dataset", "mars", "--root", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "dataset root not found" in err and "Traceback" not in err
+    # --verify reports an unreadable frame by name.
+    victim = sorted((out / "mars" / "bbox_train").rglob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    assert main(["data", "info", "--dataset", "mars", "--root", str(out), "--verify"]) == 1
+    assert victim.name in capsys.readouterr().out
