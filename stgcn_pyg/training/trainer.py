@@ -373,6 +373,13 @@ class Trainer:
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_amp else contextlib.nullcontext()
         was_training = self.model.training
         self.model.eval()
+        if self.ctx.enabled:
+            # BN running statistics drift apart on each rank between DDP's buffer broadcasts: evaluate
+            # every shard with rank 0's (the ones the checkpoint stores).
+            import torch.distributed as dist
+
+            for buf in self.model.buffers():
+                dist.broadcast(buf.data, src=0)
         try:
             with amp:
                 if not self.ctx.enabled:

@@ -1,0 +1,78 @@
+"""The config tree: built-in files, overrides, TOML round trip and error messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from stgcn_pyg.errors import ConfigError
+from stgcn_pyg.training.config import (Config, apply_overrides, builtin_configs, config_from_dict, config_to_dict,
+                                       dump_toml, load_config, parse_override)
+
+
+def test_builtin_configs_load_and_paper_settings():
+    assert {"synthetic", "mars", "duke"} <= set(builtin_configs())
+    for name, dataset in (("mars", "mars"), ("duke", "dukemtmc-videoreid")):
+        c = load_config(name)
+        assert c.data.dataset == dataset
+        assert (c.model.backbone, c.model.weights, c.model.last_stride) == ("resnet50", "imagenet", 1)
+        assert c.data.image_size == [256, 128] and c.data.seq_len == 8
+        assert (c.data.num_ids, c.data.num_instances) == (16, 4)
+        assert (c.optim.optimizer, c.optim.lr, c.optim.step_size, c.optim.gamma) == ("adam", 3e-4, 200, 0.1)
+        assert c.train.epochs == 800 and c.loss.margin == 0.3
+        assert (c.model.temporal_layers, c.model.spatial_layers, c.model.num_stripes) == (3, 2, 4)
+    default = load_config(None)
+    assert default.data.dataset == "synthetic" and default.model.weights == "none"
+    assert default.model.branches == ["global", "temporal", "spatial"]
+
+
+def test_overrides_are_typed():
+    c = load_config("synthetic", ["model.backbone=resnet34", "optim.lr=1e-4", "train.deterministic=true",
+                                  "data.image_size=[64, 32]", "model.branches=global,spatial", "train.epochs=3"])
+    assert c.model.backbone == "resnet34" and c.optim.lr == 1e-4 and c.train.deterministic is True
+    assert c.data.image_size == [64, 32] and c.model.branches == ["global", "spatial"] and c.train.epochs == 3
+    assert parse_override("model.weights=/tmp/x y.pth") == ("model", "weights", "/tmp/x y.pth")
+    assert parse_override("optim.lr = 2") == ("optim", "lr", 2)
+    assert apply_overrides(c, ["optim.lr=2"]).optim.lr == 2.0  # an int where a float is expected
+
+
+def test_toml_round_trip(tmp_path):
+    c = load_config("mars", ["model.residual=true", 'data.root="/d a/t\\\\a"'])
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(c))
+    assert load_config(str(path)) == c
+    assert config_from_dict(config_to_dict(c)) == c
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.bakcbone=resnet18", "unknown key 'model.bakcbone'"),
+    ("modle.backbone=resnet18", "unknown section 'modle'"),
+    ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
+    ("optim.lr=-1", "optim.lr: must be positive"),
+    ("model.norm=group", "model.norm: 'group' is not one of"),
+    ("model.branches=global,graph", "model.branches: 'graph' is not one of"),
+    ("train.epochs=1.5", "train.epochs: expected an integer"),
+    ("train.deterministic=1", "train.deterministic: expected true or false"),
+    ("data.image_size=[64]", "data.image_size: expected [height, width]"),
+    ("optim.lr", "expected section.key=value"),
+    ("lr=1", "the key must be section.key"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(str(tmp_path / "nope.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\nbackbone=1")
+    with pytest.raises(ConfigError, match="malformed TOML"):
+        load_config(str(bad))
+    bad.write_text("[train]\nepocs = 3\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: unknown key 'train.epocs'"):
+        load_config(str(bad))
+
+
+def test_defaults_are_valid():
+    Config().validate()

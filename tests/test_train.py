@@ -1,0 +1,157 @@
+"""Training runs end to end on a tiny synthetic set: outputs, checkpoints, exact resume, CLI, errors."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from stgcn_pyg.cli import main
+from stgcn_pyg.data import ensure_synthetic
+from stgcn_pyg.errors import CheckpointError, ConfigError, DatasetError
+from stgcn_pyg.models import STGCNLoss
+from stgcn_pyg.training import Trainer, load_checkpoint, load_config, train
+from stgcn_pyg.training.checkpoint import FORMAT
+
+# Tiny everything: ResNet-18 at 64x32, T=2, 2 ids x 2 tracklets per batch, 1 step per epoch.
+TINY = [
+    "model.temporal_width=32", "model.spatial_width=32",
+    "data.image_size=[64, 32]", "data.seq_len=2", "data.num_ids=2", "data.num_instances=2",
+    "data.synthetic_ids=6", "data.synthetic_frames=[4, 6]", "data.synthetic_image_size=[64, 32]",
+    "train.max_steps_per_epoch=1", "train.progress=false", "train.deterministic=true",
+    "eval.seq_len=2", "eval.mode=evenly", "eval.batch_size=16",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """A 6-identity synthetic set in MARS layout, generated once for this module."""
+    return ensure_synthetic(tmp_path_factory.mktemp("synth"), num_ids=6, min_frames=4, max_frames=6, height=64,
+                            width=32, progress=False)
+
+
+def tiny_cfg(root, output, *extra):
+    return load_config("synthetic", TINY + [f'data.root="{root}"', f'train.output="{output}"', *extra])
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_run_writes_outputs_and_checkpoint_round_trips(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, tmp_path / "run", "train.epochs=2", "train.eval_every=1")
+    trainer = Trainer(cfg)
+    results = trainer.fit()
+    out = tmp_path / "run"
+    assert {"config.toml", "train.log", "metrics.csv", "last.pt", "best.pt"} <= {p.name for p in out.iterdir()}
+    rows = read_csv(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["mAP"] != "" for r in rows)
+    assert 0 <= results["mAP"] <= 100 and results["num_query"] > 0
+    assert float(rows[-1]["mAP"]) == pytest.approx(results["mAP"], abs=1e-3)
+    # The resolved config reloads to the same run settings (num_classes filled in from the data).
+    assert load_config(str(out / "config.toml")).model.num_classes == trainer.loader.num_classes
+    raw = torch.load(out / "last.pt", weights_only=True)
+    assert raw["format"] == FORMAT and raw["epoch"] == 2 and raw["step"] == 2
+    assert set(raw) >= {"config", "model", "optimizer", "scheduler", "rng", "best"}
+    model, config = load_checkpoint(out / "last.pt")
+    assert config["model"]["backbone"] == "resnet18" and not model.training
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    clips = torch.randn(2, 3, 3, 64, 32)
+    trainer.model.eval()
+    torch.testing.assert_close(model.encode(clips), trainer.model.encode(clips))
+    # best.pt holds the epoch with the best mAP.
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["best"] == max(float(r["mAP"]) for r in rows)
+    # A second run into the same folder never overwrites it.
+    assert Trainer(tiny_cfg(tiny_root, out, "train.epochs=1")).output == tmp_path / "run-2"
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_root, tmp_path, monkeypatch):
+    train(tiny_cfg(tiny_root, tmp_path / "straight", "train.epochs=2"))
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+
+    # Interrupt the second run during its second epoch (at its second step).
+    calls = {"n": 0}
+    original = STGCNLoss.forward
+
+    def interrupting(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(STGCNLoss, "forward", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(tiny_root, tmp_path / "broken", "train.epochs=2"))
+    monkeypatch.setattr(STGCNLoss, "forward", original)
+    assert torch.load(tmp_path / "broken" / "last.pt", weights_only=True)["epoch"] == 1
+
+    train(tiny_cfg(tiny_root, tmp_path / "broken", "train.epochs=2"), resume=tmp_path / "broken" / "last.pt")
+    resumed = torch.load(tmp_path / "broken" / "last.pt", weights_only=True)
+    assert resumed["epoch"] == 2 and resumed["step"] == straight["step"] == 2
+    for k, v in straight["model"].items():
+        assert torch.equal(resumed["model"][k], v), k
+    a, b = read_csv(tmp_path / "straight" / "metrics.csv"), read_csv(tmp_path / "broken" / "metrics.csv")
+    assert [r["epoch"] for r in b] == ["1", "2"]
+    for ra, rb in zip(a, b):
+        assert ra["loss"] == rb["loss"] and ra["lr"] == rb["lr"] and ra["mAP"] == rb["mAP"]
+    assert "resumed from" in (tmp_path / "broken" / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_cli_default_dataset_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+    """`stgcn-pyg train` on the built-in synthetic set (generated into a fresh cache), then --resume alone."""
+    monkeypatch.setenv("STGCN_PYG_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "cli-run"
+    args = ["train", "--epochs", "1", "--output", str(out)]
+    for s in TINY:
+        args += ["--set", s]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "rank-1" in printed and "mAP" in printed and "synthetic" in printed
+    assert (out / "last.pt").is_file() and any((tmp_path / "cache").iterdir())
+    # Continue the same run for one more epoch: the config comes from the checkpoint, --epochs on top.
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert [r["epoch"] for r in read_csv(out / "metrics.csv")] == ["1", "2"]
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_bad_input_gives_one_clear_message(tiny_root, tmp_path, capsys):
+    def fails(argv):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err
+        return " ".join(err.split())
+
+    assert "unknown key 'optim.lrr'" in fails(["train", "--set", "optim.lrr=1"])
+    assert "model.backbone: 'resnet999' is not one of" in fails(["train", "--set", "model.backbone=resnet999"])
+    assert "dataset root folder not found" in fails(["train", "--dataset", "mars", "--root", str(tmp_path / "nope")])
+    assert "needs its root folder" in fails(["train", "--dataset", "mars"])
+    assert "no such checkpoint" in fails(["train", "--resume", str(tmp_path / "missing.pt")])
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"garbage")
+    assert "cannot read as a checkpoint" in fails(["train", "--resume", str(junk)])
+
+    # A checkpoint of another model: resuming it with a config that asks for resnet34 fails before training.
+    train(tiny_cfg(tiny_root, tmp_path / "r18", "train.epochs=1"))
+    other = tmp_path / "other.toml"
+    other.write_text((tmp_path / "r18" / "config.toml").read_text().replace('"resnet18"', '"resnet34"'))
+    msg = fails(["train", "--config", str(other), "--resume", str(tmp_path / "r18" / "last.pt")])
+    assert "another model" in msg and "backbone: 'resnet18' vs 'resnet34'" in msg
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not an stgcn-pyg training checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    # A state dict that does not fit the model in the config (tampered checkpoint).
+    ckpt = torch.load(tmp_path / "r18" / "last.pt", weights_only=True)
+    ckpt["config"]["model"]["temporal_width"] = 64
+    torch.save(ckpt, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="of another model.*shape mismatch"):
+        load_checkpoint(tmp_path / "tampered.pt")
+    with pytest.raises(DatasetError):
+        train(tiny_cfg(tmp_path / "empty-root", tmp_path / "x", "data.dataset=mars"))
+    with pytest.raises(ConfigError, match="fewer than"):
+        Trainer(tiny_cfg(tiny_root, tmp_path / "y", "model.num_classes=1"))
