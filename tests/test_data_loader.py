@@ -170,3 +170,13 @@ def test_corrupt_frame_in_training_is_skipped_with_a_warning_and_counted(tmp_pat
         with pytest.raises(DatasetError, match=r"no readable frame in the tracklet of .*0002C1T0001F001.jpg"):
             list(tl)
     assert len(MARS_TEST) == 8
+
+
+def test_device_path_normalises_after_transfer_with_identical_values(mars):
+    # uint8 frames through the workers, normalised (and erased) on the device: same batch as the float path.
+    a = _train_loader(mars.train, random_erasing=True)
+    b = _train_loader(mars.train, random_erasing=True, device="cpu")
+    for x, y in zip(a, b):
+        assert y.frames.dtype == torch.float32 and "erase" not in y
+        assert torch.allclose(x.frames, y.frames, atol=1e-6)
+        assert torch.equal(x.temporal_edge_index, y.temporal_edge_index) and torch.equal(x.label, y.label)

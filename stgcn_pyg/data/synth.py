@@ -187,9 +187,10 @@ def _vary(base: dict, attr: str, rng: np.random.Generator) -> dict:
 
 def _random_camera(rng: np.random.Generator, index: int) -> dict:
     return {
-        "gain": [float(g) for g in rng.uniform(0.7, 1.25, size=3)],
-        "offset": float(rng.uniform(-25, 25)),
-        "contrast": float(rng.uniform(0.7, 1.15)),
+        # Colour cast (per channel) times exposure (shared), as uncalibrated cameras do.
+        "gain": [float(g) for g in rng.uniform(0.88, 1.12, size=3) * rng.uniform(0.75, 1.2)],
+        "offset": float(rng.uniform(-12, 12)),
+        "contrast": float(rng.uniform(0.8, 1.1)),
         "noise": float(rng.uniform(2, 9)),
         "lowres": float(rng.choice([1.0, 1.0, 0.6, 0.45])),
         "scale": float(rng.uniform(0.7, 0.95)),

@@ -20,7 +20,8 @@ from torchvision.io import ImageReadMode, decode_image
 
 from ..errors import DatasetError
 
-__all__ = ["CorruptFrameError", "read_frame", "TrackletTransform", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["CorruptFrameError", "read_frame", "TrackletTransform", "normalize_frames", "erasing_params",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
 
 # torchvision 0.29 flags its decoders as deprecated in favour of TorchCodec, on every call;
 # they remain the decoders this project uses (CPU and GPU), so the notice is silenced.
@@ -57,13 +58,56 @@ def read_frame(path: str) -> torch.Tensor:
         raise CorruptFrameError(f"cannot read image file: {path} ({exc})") from None
 
 
+def erasing_params(T: int, size: tuple[int, int], prob: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Random-erasing rectangles for ``T`` frames: LongTensor [T, 4] of (top, left, height, width).
+
+    A frame is erased with probability ``prob`` (height 0 = untouched); area
+    2-40 % of the image, aspect ratio 0.3-3.3 (log-uniform), as in Zhong et
+    al. 2020. Drawn on the CPU so that the erasing can run anywhere.
+    """
+    H, W = size
+    out = torch.zeros(T, 4, dtype=torch.long)
+    for t in range(T):
+        if torch.rand((), generator=generator).item() >= prob:
+            continue
+        for _ in range(10):
+            u = torch.rand(4, generator=generator).tolist()
+            area = H * W * (0.02 + 0.38 * u[0])
+            aspect = math.exp(math.log(0.3) + (math.log(1 / 0.3) - math.log(0.3)) * u[1])
+            h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if 0 < h < H and 0 < w < W:
+                out[t] = torch.tensor([int(u[2] * (H - h + 1)), int(u[3] * (W - w + 1)), h, w])
+                break
+    return out
+
+
+def normalize_frames(x: torch.Tensor, erase: torch.Tensor | None = None, mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 frames [N, 3, H, W] -> float, ImageNet-normalised, with rectangles ``erase`` [N, 4] set to 0.
+
+    Runs on whatever device ``x`` is on (the training loader can hand uint8
+    frames to the GPU, a quarter of the float32 bytes, and normalise there).
+    """
+    y = F.normalize(x.float().div_(255.0), list(mean), list(std), inplace=True)
+    if erase is not None and bool((erase[:, 2] > 0).any()):
+        erase = erase.to(y.device)
+        H, W = y.shape[-2:]
+        rows = torch.arange(H, device=y.device).view(1, H, 1)
+        cols = torch.arange(W, device=y.device).view(1, 1, W)
+        top, left, h, w = (erase[:, k].view(-1, 1, 1) for k in range(4))
+        mask = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+        y = y.masked_fill(mask.unsqueeze(1), 0.0)
+    return y
+
+
 class TrackletTransform:
     """uint8 frames (list of [3, h, w]) -> float [T, 3, H, W], normalised.
 
     ``train=True`` adds the random horizontal flip (``flip_prob``) and, when
     ``random_erasing`` is set, erases a random rectangle of each frame with
-    probability ``erasing_prob`` (area 2-40 %, aspect 0.3-3.3, filled with 0,
-    the normalised mean), as in Zhong et al. 2020.
+    probability ``erasing_prob`` (see :func:`erasing_params`; erased pixels
+    are 0, the normalised mean). :meth:`geometric` is the uint8 part alone
+    (resize and flip), for pipelines that normalise later on the GPU.
     """
 
     def __init__(self, image_size=(256, 128), train: bool = False, flip_prob: float = 0.5,
@@ -86,24 +130,16 @@ class TrackletTransform:
         return torch.stack([f if tuple(f.shape[-2:]) == self.size else F.resize(f, list(self.size), antialias=True)
                             for f in frames])
 
-    def __call__(self, frames: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+    def geometric(self, frames: list[torch.Tensor], generator: torch.Generator | None = None):
+        """Resize and (training) flip: ``(uint8 [T, 3, H, W], erase [T, 4] or None)``."""
         x = self.resize(frames)
         if self.train and torch.rand((), generator=generator).item() < self.flip_prob:
             x = F.horizontal_flip(x)
-        x = F.normalize(x.float().div_(255.0), self.mean, self.std, inplace=True)
+        erase = None
         if self.train and self.random_erasing:
-            H, W = self.size
-            for t in range(x.size(0)):
-                if torch.rand((), generator=generator).item() >= self.erasing_prob:
-                    continue
-                for _ in range(10):
-                    u = torch.rand(3, generator=generator).tolist()
-                    area = H * W * (0.02 + 0.38 * u[0])
-                    aspect = math.exp(math.log(0.3) + (math.log(1 / 0.3) - math.log(0.3)) * u[1])
-                    h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
-                    if h < H and w < W:
-                        i = int(torch.randint(0, H - h + 1, (), generator=generator))
-                        j = int(u[2] * (W - w + 1))
-                        x[t] = F.erase(x[t], i, j, h, w, torch.zeros(1, 1, 1))
-                        break
-        return x
+            erase = erasing_params(x.size(0), self.size, self.erasing_prob, generator)
+        return x, erase
+
+    def __call__(self, frames: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        x, erase = self.geometric(frames, generator)
+        return normalize_frames(x, erase, self.mean, self.std)
