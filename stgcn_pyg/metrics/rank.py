@@ -91,6 +91,17 @@ def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids):
     return distmat, ids["q_pids"], ids["g_pids"], ids["q_camids"], ids["g_camids"]
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _sort_pool(n: int) -> ThreadPoolExecutor:
+    """A process-wide pool for the row sorts (created once, grown when torch's thread count grows)."""
+    global _POOL
+    if _POOL is None or _POOL._max_workers < n:
+        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="stgcn-pyg-sort")
+    return _POOL
+
+
 def _sort_rows(d: torch.Tensor) -> torch.Tensor:
     """Each row of ``d`` sorted ascending (values only; NaN last).
 
@@ -113,8 +124,7 @@ def _sort_rows(d: torch.Tensor) -> torch.Tensor:
         def work(i):
             out[bounds[i] : bounds[i + 1]] = np.sort(a[bounds[i] : bounds[i + 1]], axis=1)
 
-        with ThreadPoolExecutor(n_threads) as pool:
-            list(pool.map(work, range(n_threads)))
+        list(_sort_pool(n_threads).map(work, range(n_threads)))
     return torch.from_numpy(out)
 
 
