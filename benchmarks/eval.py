@@ -50,7 +50,7 @@ def make_problem(num_q, num_g, seed=0, num_ids=625, num_cams=6):
     """
     rng = np.random.default_rng(seed)
     ranks = rng.permuted(np.broadcast_to(np.arange(num_g, dtype=np.int32), (num_q, num_g)), axis=1)
-    distmat = ((ranks + np.float32(0.5)) / np.float32(num_g)).astype(np.float32)
+    distmat = ((ranks + np.float32(0.5)) / np.float32(num_g)).astype(np.float32, order="C")
     del ranks
     q_pids = rng.integers(1, num_ids + 1, num_q)
     g_pids = rng.integers(1, num_ids + 1, num_g)

@@ -243,6 +243,24 @@ def test_numpy_and_tensor_inputs_agree():
     assert isinstance(a[1], float)
 
 
+def test_strided_and_read_only_inputs_are_not_copied_and_agree():
+    d, qp, gp, qc, gc = random_problem(11)
+    ref = evaluate_rank(d, qp, gp, qc, gc, return_minp=True)
+    fortran = np.asfortranarray(d)
+    ro = d.copy()
+    ro.setflags(write=False)
+    for arr in (fortran, ro):
+        out = evaluate_rank(arr, qp, gp, qc, gc, return_minp=True)
+        np.testing.assert_array_equal(out[0], ref[0])
+        assert out[1:] == ref[1:]
+    # a column-strided view (every other column of a wider matrix) is read in place
+    wide = np.zeros((d.shape[0], 2 * d.shape[1]), np.float32)
+    wide[:, ::2] = d
+    out = evaluate_rank(wide[:, ::2], qp, gp, qc, gc, return_minp=True)
+    np.testing.assert_array_equal(out[0], ref[0])
+    assert out[1:] == ref[1:]
+
+
 def test_torchreid_compatible_return_and_max_rank_cut():
     d, qp, gp, qc, gc = random_problem(8, Q=5, G=20)
     out = evaluate_rank(d, qp, gp, qc, gc, max_rank=20)

@@ -55,7 +55,12 @@ def _as_tensor(x, name: str) -> torch.Tensor:
         raise EvaluationError(f"{name}: cannot be read as an array ({exc})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise EvaluationError(f"{name}: expected numbers, got an array of dtype {arr.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(arr))
+    try:  # no copy, whatever the strides: a huge distmat is only ever read chunk by chunk
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only arrays: we never write to them
+            return torch.from_numpy(arr)
+    except ValueError:  # negative strides or a read-only oddity torch cannot view
+        return torch.from_numpy(np.ascontiguousarray(arr))
 
 
 def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids):
@@ -114,7 +119,7 @@ def _sort_rows(d: torch.Tensor) -> torch.Tensor:
     if d.dtype not in (torch.float32, torch.float64):
         d = d.float()
     a = d.numpy()
-    out = np.empty_like(a)
+    out = np.empty(a.shape, a.dtype)  # C order whatever the input layout
     n_threads = max(1, min(torch.get_num_threads(), a.shape[0] // 64))
     if n_threads == 1:
         out[:] = np.sort(a, axis=1)
