@@ -147,6 +147,28 @@ class PeakRSS:
         self.extra = self.peak - self.base
 
 
+def plot_times(rows, path, title):
+    """Horizontal bars of seconds per method at MARS size (log scale)."""
+    from stgcn_pyg.viz._common import new_figure, save_figure
+
+    mars = [r for r in rows if r["size"] == rows[0]["size"]]
+    fig = new_figure(800, 60 + 50 * len(mars))
+    ax = fig.add_subplot(1, 1, 1)
+    labels = [f"{r['method']} ({r['protocol']})" for r in mars]
+    secs = [r["seconds"] for r in mars]
+    ax.barh(range(len(mars)), secs, color=["tab:green" if r["method"].startswith("stgcn") else "tab:gray" for r in mars])
+    ax.set_yticks(range(len(mars)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds (log scale)")
+    for i, v in enumerate(secs):
+        ax.text(v, i, f" {v:.3g} s", va="center", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def check_same(name, cmc, mAP, ref_cmc, ref_mAP):
     np.testing.assert_allclose(cmc[:50], ref_cmc[:50], atol=1e-6, err_msg=f"{name}: CMC differs from ours")
     assert abs(mAP - ref_mAP) < 1e-9, f"{name}: mAP {mAP} differs from ours {ref_mAP}"
@@ -261,7 +283,8 @@ def main(argv=None):
                      + (f"peak memory beyond the {large[2]:.0f} MB distance matrix: {large[1]:.0f} MB "
                         "(queries are scored in chunks)" if large[1] is not None else ""))
     md_path.write_text("\n".join(lines) + "\n")
-    print(f"wrote {csv_path} and {md_path}")
+    png_path = plot_times(rows, RESULTS / f"eval_{tag}.png", f"evaluate_rank, {Q:,} x {G:,} ({dev_name})")
+    print(f"wrote {csv_path}, {md_path} and {png_path}")
     return 0
 
 

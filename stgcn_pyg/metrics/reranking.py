@@ -185,7 +185,7 @@ def re_ranking(
     sim = torch.zeros(Q * G, device=device)
     lens = col_count[qk]
     ends = torch.cumsum(lens, 0)
-    pair_budget = max_elements
+    pair_budget = max(1, max_elements // 4)  # ~6 int64/float tensors of this length are live
     e0 = 0
     n_entries = qi.numel()
     while e0 < n_entries:
@@ -203,6 +203,7 @@ def re_ranking(
         flat = qi[e0:e1][rep] * G + (j - Q)
         sim.index_add_(0, flat[gal], contrib[gal])
         e0 = e1
+    # final = (1 - lambda) * (1 - m / (2 - m)) + lambda * original, in place
     sim = sim.view(Q, G)
-    jaccard = 1 - sim / (2 - sim)
-    return jaccard * (1 - lambda_value) + orig_qg * lambda_value
+    jac = sim.neg_().add_(2).reciprocal_().mul_(-2).add_(2)  # 1 - m/(2-m) = 2 - 2/(2-m)
+    return jac.mul_(1 - lambda_value).add_(orig_qg, alpha=lambda_value)
