@@ -63,8 +63,11 @@ def test_extract_then_evaluate_features_round_trip(setup, capsys):
     assert res["rank1"] == pytest.approx(cmc[0] * 100) and res["mAP"] == pytest.approx(mAP * 100)
     assert res["mINP"] == pytest.approx(mINP * 100) and res["protocol"] == "standard"
 
-    code, out, _ = run(capsys, ["evaluate", "--features", str(feats), "--rerank", "--metric", "cosine"])
+    code, out, _ = run(capsys, ["evaluate", "--features", str(feats), "--rerank", "--metric", "cosine",
+                                "--plots", str(tmp / "fplots"), "--num-grids", "1"])
     assert code == 0 and "rank-1" in out and "mINP" in out and "standard protocol" in out and "re-ranked" in out
+    # the frames for the grid are found through the dataset recorded in the file
+    assert {p.name for p in (tmp / "fplots").iterdir()} == {"cmc.png", "query_0000.png"}
 
 
 def test_evaluate_checkpoint_table_and_plots(setup, capsys):

@@ -120,9 +120,17 @@ def _load_model(args):
     model, cfg = load_checkpoint(args.checkpoint, map_location="cpu")
     model = model.to(device).eval()
     data, ev = _section(cfg, "data"), _section(cfg, "eval")
+    trained_on = data.get("dataset") or "synthetic"
+    dataset = args.dataset or trained_on
+    if args.root is not None:
+        root = args.root
+    elif dataset == trained_on:  # the checkpoint's root only for the dataset it was trained on
+        root = data.get("root") or None
+    else:
+        root = None
     opts = dict(
-        dataset=args.dataset or data.get("dataset") or "synthetic",
-        root=args.root if args.root is not None else (data.get("root") or None),
+        dataset=dataset,
+        root=root,
         protocol=args.protocol or data.get("protocol") or "standard",
         seq_len=args.seq_len or ev.get("seq_len") or data.get("seq_len") or 8,
         mode=args.mode or ev.get("mode") or "all",
@@ -290,7 +298,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         title = f"descriptors {Path(args.features).name}"
         if args.plots and blob.get("dataset") and blob.get("root"):
             try:  # frames for the ranked-results grids
-                ds = _load_dataset(blob["dataset"], blob["root"], protocol)
+                # the synthetic set is read back as the MARS-layout folder it was generated into
+                name = "mars" if blob["dataset"] == "synthetic" else blob["dataset"]
+                ds = _load_dataset(name, blob["root"], protocol)
                 if len(ds.query) != len(qf) or len(ds.gallery) != len(gf):
                     ds = None
             except Exception:  # the dataset moved: draw the CMC curve only
