@@ -176,6 +176,18 @@ def test_no_valid_query_is_a_clear_error():
         evaluate_rank(np.zeros((2, 3)), [1, 2], [3, 4, 5], [0, 0], [1, 1, 1], max_rank=3)
 
 
+def test_infinite_distances():
+    # matches at +inf are ranked last, after every finite negative; query 1's
+    # pid list is shorter than query 0's (padded within the block), which
+    # must not shift its match at +inf
+    d = np.array([[0.1, np.inf, 0.2, 0.3], [0.3, 0.2, np.inf, 0.1]])
+    cmc, mAP = evaluate_rank(d, [5, 6], [5, 5, 6, 7], [0, 0], [1, 1, 1, 1], max_rank=4)
+    ap0 = (1 + 2 / 4) / 2  # hits at positions 1 and 4
+    ap1 = 1 / 4  # its only match, at +inf, is last
+    assert mAP == pytest.approx((ap0 + ap1) / 2)
+    np.testing.assert_allclose(cmc, [0.5, 0.5, 0.5, 1])
+
+
 def test_ties_are_pessimistic():
     # a constant model (all distances equal) must not score 100%
     G = 10

@@ -195,6 +195,8 @@ def _chunk_ranks(d, qp, qc, gal: _Gallery, protocol: str):
     # items at a distance <= t_k, minus those that are goods or junk of the query
     le = torch.searchsorted(d_sorted, t, right=True)
     le -= torch.searchsorted(sp_d.sort(1).values.contiguous(), t, right=True)
+    # the +inf padding of the short lists was counted for a good at +inf
+    le += (t == float("inf")) * (S - cnt).unsqueeze(1)
     if gal.junk_cols is not None:
         junk_sorted = _sort_rows(d.index_select(1, gal.junk_cols)).to(dev)
         le -= torch.searchsorted(junk_sorted, t, right=True)
