@@ -204,6 +204,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="store_true", help="also time the model's training step (CUDA)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     p.add_argument("--baselines", action="store_true", help="only the hand-crafted baselines (hardness)")
+    p.add_argument("--note", default="", help="a sentence added under the table (conditions of the run)")
     p.add_argument("--out", default=None, help="output stem (default results/data_loading_<device type>)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -252,6 +253,8 @@ def main(argv=None) -> int:
         lines += [f"Model training step (STGCN, ResNet-50, bf16 autocast, Adam, random weights): "
                   f"**{demand:.0f} frames/s** consumed; supply/demand > 1 keeps the GPU fed.", ""]
     lines.append(to_markdown(df.drop(columns=["device", "cpu_cores", "batch"]), floatfmt=".2f"))
+    if args.note:
+        lines += ["", args.note]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     console.print(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.md')}")
     return 0

@@ -69,7 +69,9 @@ def test_train_loader_is_deterministic_and_reshuffles(mars):
         return [(b.pid.clone(), b.frames.clone()) for b in loader]
 
     a, b = _train_loader(mars.train), _train_loader(mars.train)
+    threads = torch.get_num_threads()
     ea, eb = epoch(a, 0), epoch(b, 0)
+    assert torch.get_num_threads() == threads  # in-process loading runs single-threaded, then restores
     assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(ea, eb))
     e1 = epoch(a, 1)
     assert any(not torch.equal(x[1], y[1]) for x, y in zip(ea, e1))
