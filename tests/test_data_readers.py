@@ -32,6 +32,7 @@ def test_duke_alias_and_root_variants(tmp_path):
 def test_duke_bad_inputs(tmp_path):
     root = write_duke(tmp_path)
     d = root / "dukemtmc-videoreid"
+    (d / "gallery" / "0009" / "0001" / "Thumbs.db").write_bytes(b"ignored")
     bad = d / "gallery" / "0009" / "0001" / "frame_01.jpg"
     write_image(bad)
     with pytest.raises(DatasetError, match=r"frame_01.jpg: frame name breaks the Duke convention"):

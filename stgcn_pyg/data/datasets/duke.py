@@ -56,6 +56,8 @@ def _read_split(droot: Path, split: str) -> list[dict]:
             frames = []
             cams = set()
             for fn in list_dir(tdir, "Duke tracklet folder"):
+                if fn.startswith(".") or not fn.lower().endswith((".jpg", ".jpeg", ".png")):
+                    continue  # stray files (Thumbs.db, .DS_Store) are not frames
                 m = DUKE_NAME_RE.match(fn)
                 if m is None:
                     raise DatasetError(f"{tdir / fn}: frame name breaks the Duke convention "
