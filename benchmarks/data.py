@@ -140,6 +140,27 @@ def _stripe_hsv(df, stripes: int, bins: int = 8, centre: bool = False):
     return np.asarray(out)
 
 
+def contact_sheet(ds, path: Path, ids: int = 8, per_id: int = 8) -> None:
+    """A picture of the set: per row one training identity, frames of its tracklets across cameras."""
+    from PIL import Image
+
+    df = ds.train
+    rows = []
+    for pid in sorted(df.pid.unique())[:ids]:
+        tr = df[df.pid == pid]
+        frames = []
+        for k in range(per_id):  # cycle over the identity's tracklets, walking through each
+            t = tr.iloc[k % len(tr)]
+            frames.append(t.frames[(k // len(tr) * 3) % len(t.frames)])
+        rows.append(frames)
+    w, h = Image.open(rows[0][0]).size
+    sheet = Image.new("RGB", (w * per_id, h * len(rows)), "white")
+    for r, frames in enumerate(rows):
+        for c, f in enumerate(frames):
+            sheet.paste(Image.open(f).convert("RGB"), (c * w, r * h))
+    sheet.save(path)
+
+
 def baselines(ds, out_stem: Path) -> pd.DataFrame:
     """Hand-crafted baselines on the synthetic set: does appearance alone solve it?
 
@@ -222,6 +243,7 @@ def main(argv=None) -> int:
     gen_s = time.perf_counter() - t0
     ds = load_dataset("mars", root)
     if args.baselines:
+        contact_sheet(ds, RESULTS / "data_synthetic_samples.png")
         df = baselines(ds, RESULTS / "data_synthetic_baselines")
         console.print(df.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
         return 0
