@@ -31,7 +31,7 @@ from .checkpoint import (get_rng_state, load_state_into, model_config_diff, read
 from .config import Config, config_from_dict, config_to_dict, dump_toml
 from .distributed import DistContext, gather_rows, init_distributed, shard_indices
 
-__all__ = ["train", "Trainer", "StepSchedule", "seed_everything", "build_optimizer"]
+__all__ = ["train", "Trainer", "train_step", "StepSchedule", "seed_everything", "build_optimizer", "load_data"]
 
 log = logging.getLogger("stgcn_pyg.train")
 
@@ -107,6 +107,22 @@ def load_data(cfg: Config, ctx: DistContext | None = None):
     return ds
 
 
+def train_step(net, criterion, optimizer, batch, device, amp=None):
+    """One optimisation step on a batch of tracklet graphs; returns ``(loss, parts)`` (not synchronised).
+
+    ``amp`` is an autocast context (or None). No host synchronisation: the caller reads the loss when it
+    needs it (and reports a non-finite one).
+    """
+    labels = batch.label.to(device, non_blocking=True)
+    with amp if amp is not None else contextlib.nullcontext():
+        out = net(batch)
+        loss, parts = criterion(out, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), parts
+
+
 class Trainer:
     """One training run; :meth:`fit` trains and returns the final evaluation results."""
 
@@ -153,6 +169,8 @@ class Trainer:
             image_size=tuple(d.image_size), num_stripes=m.num_stripes, temporal_topology=m.temporal_topology,
             spatial_topology=m.spatial_topology, num_workers=d.num_workers, seed=t.seed,
             random_erasing=d.random_erasing, rank=self.ctx.rank, world_size=self.ctx.world_size,
+            # On CUDA, uint8 frames travel from the workers and are normalised on the device.
+            device=self.device if self.device.type == "cuda" else None,
         )
         if m.num_classes == 0:
             m.num_classes = self.loader.num_classes
@@ -294,39 +312,36 @@ class Trainer:
         steps = len(self.loader) if not t.max_steps_per_epoch else min(len(self.loader), t.max_steps_per_epoch)
         task = progress.add_task(f"epoch {epoch + 1}/{t.epochs}", total=steps, info="")
         lr = self.optimizer.param_groups[0]["lr"]
-        totals = {k: 0.0 for k in ["loss"] + self.loss_keys}
+        keys = ["loss"] + self.loss_keys
+        totals = torch.zeros(len(keys), dtype=torch.float64, device=self.device)  # summed on device: no sync
         n, images, start = 0, 0, time.perf_counter()
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_amp else contextlib.nullcontext()
         for i, batch in enumerate(self.loader):
             if i >= steps:
                 break
-            tic = time.perf_counter()
-            labels = batch.label.to(self.device, non_blocking=True)
-            with amp:
-                out = self.net(batch)
-                loss, parts = self.criterion(out, labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"epoch {epoch + 1} step {i + 1}: the loss is {loss.item()}; "
-                                         f"lower optim.lr or check the data")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            loss, parts = train_step(self.net, self.criterion, self.optimizer, batch, self.device, amp)
+            totals += torch.stack([loss] + [parts[k] for k in self.loss_keys]).to(totals.dtype)
             self.step += 1
             n += 1
-            batch_images = int(batch.frames.size(0))
-            images += batch_images
-            totals["loss"] += loss.item()
-            for k in self.loss_keys:
-                totals[k] += float(parts[k])
-            rate = batch_images / max(time.perf_counter() - tic, 1e-9)
-            progress.update(task, advance=1,
-                            info=f"loss {totals['loss'] / n:.3f}  lr {lr:.2e}  {rate:.0f} img/s")
-            if self.step % t.log_every == 0:
-                self._info(f"epoch {epoch + 1} step {i + 1}/{steps}: loss {loss.item():.4f} lr {lr:.2e} {rate:.1f} img/s")
+            images += int(batch.frames.size(0))
+            last = n == steps
+            if self.step % t.log_every == 0 or last or self.device.type == "cpu":
+                mean = (totals / n).tolist()  # the one synchronisation point
+                if not math.isfinite(mean[0]):
+                    raise FloatingPointError(f"epoch {epoch + 1} step {i + 1}: the loss is not finite; "
+                                             f"lower optim.lr or check the data")
+                rate = images / max(time.perf_counter() - start, 1e-9)
+                progress.update(task, completed=n, info=f"loss {mean[0]:.3f}  lr {lr:.2e}  {rate:.0f} img/s")
+                if self.step % t.log_every == 0:
+                    self._info(f"epoch {epoch + 1} step {i + 1}/{steps}: loss {mean[0]:.4f} lr {lr:.2e} "
+                               f"{rate:.1f} img/s")
+            else:
+                progress.update(task, completed=n)
+        mean = (totals / max(n, 1)).tolist()
         progress.remove_task(task)
         seconds = time.perf_counter() - start
         row = {"epoch": epoch + 1, "step": self.step, "lr": lr}
-        row.update({k: v / max(n, 1) for k, v in totals.items()})
+        row.update(dict(zip(keys, mean)))
         row.update(seconds=round(seconds, 3), images_per_s=round(images / max(seconds, 1e-9), 2))
         return row
 
