@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -116,8 +117,16 @@ def test_cli_default_dataset_end_to_end_and_resume(tmp_path, monkeypatch, capsys
     assert (out / "last.pt").is_file() and any((tmp_path / "cache").iterdir())
     # Continue the same run for one more epoch: the config comes from the checkpoint, --epochs on top.
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
-    assert [r["epoch"] for r in read_csv(out / "metrics.csv")] == ["1", "2"]
-    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
+    rows = read_csv(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2
+    # The config records the generated set's folder, so `stgcn-pyg evaluate` scores the same split again.
+    assert ckpt["config"]["data"]["root"].startswith(str(tmp_path / "cache"))
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "last.pt"), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["mAP"] == pytest.approx(float(rows[-1]["mAP"]), abs=1e-3)
 
 
 def test_bad_input_gives_one_clear_message(tiny_root, tmp_path, capsys):

@@ -100,6 +100,13 @@ def load_data(cfg: Config, ctx: DistContext | None = None):
     if ctx is not None and ctx.enabled and not ctx.is_main:
         ctx.barrier()  # let rank 0 generate / index first
     try:
+        if kwargs and root is None:
+            from ..data import ensure_synthetic
+
+            # Resolve the cache folder now and record it, so that the saved config (and
+            # `stgcn-pyg evaluate --checkpoint`) reads exactly this set back.
+            root = str(ensure_synthetic(None, progress=ctx is None or ctx.is_main, **kwargs))
+            d.root = root
         ds = load_dataset(name, root, protocol=d.protocol, **kwargs)
     finally:
         if ctx is not None and ctx.enabled and ctx.is_main:
