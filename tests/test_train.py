@@ -41,11 +41,16 @@ def read_csv(path):
         return list(csv.DictReader(fh))
 
 
-def test_run_writes_outputs_and_checkpoint_round_trips(tiny_root, tmp_path):
-    cfg = tiny_cfg(tiny_root, tmp_path / "run", "train.epochs=2", "train.eval_every=1")
-    trainer = Trainer(cfg)
-    results = trainer.fit()
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(tiny_root, tmp_path_factory):
+    """One finished 2-epoch run (evaluated after each epoch): (trainer, results, output folder)."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    trainer = Trainer(tiny_cfg(tiny_root, out, "train.epochs=2", "train.eval_every=1"))
+    return trainer, trainer.fit(), out
+
+
+def test_run_writes_outputs_and_checkpoint_round_trips(tiny_root, trained):
+    trainer, results, out = trained
     assert {"config.toml", "train.log", "metrics.csv", "last.pt", "best.pt"} <= {p.name for p in out.iterdir()}
     rows = read_csv(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["mAP"] != "" for r in rows)
@@ -67,7 +72,7 @@ def test_run_writes_outputs_and_checkpoint_round_trips(tiny_root, tmp_path):
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["best"] == max(float(r["mAP"]) for r in rows)
     # A second run into the same folder never overwrites it.
-    assert Trainer(tiny_cfg(tiny_root, out, "train.epochs=1")).output == tmp_path / "run-2"
+    assert Trainer(tiny_cfg(tiny_root, out, "train.epochs=1")).output == out.parent / "run-2"
 
 
 @pytest.mark.slow
@@ -129,7 +134,7 @@ def test_cli_default_dataset_end_to_end_and_resume(tmp_path, monkeypatch, capsys
     assert again["mAP"] == pytest.approx(float(rows[-1]["mAP"]), abs=1e-3)
 
 
-def test_bad_input_gives_one_clear_message(tiny_root, tmp_path, capsys):
+def test_bad_input_gives_one_clear_message(tiny_root, trained, tmp_path, capsys):
     def fails(argv):
         code = main(argv)
         err = capsys.readouterr().err
@@ -146,16 +151,16 @@ def test_bad_input_gives_one_clear_message(tiny_root, tmp_path, capsys):
     assert "cannot read as a checkpoint" in fails(["train", "--resume", str(junk)])
 
     # A checkpoint of another model: resuming it with a config that asks for resnet34 fails before training.
-    train(tiny_cfg(tiny_root, tmp_path / "r18", "train.epochs=1"))
+    run = trained[2]
     other = tmp_path / "other.toml"
-    other.write_text((tmp_path / "r18" / "config.toml").read_text().replace('"resnet18"', '"resnet34"'))
-    msg = fails(["train", "--config", str(other), "--resume", str(tmp_path / "r18" / "last.pt")])
+    other.write_text((run / "config.toml").read_text().replace('"resnet18"', '"resnet34"'))
+    msg = fails(["train", "--config", str(other), "--resume", str(run / "last.pt")])
     assert "another model" in msg and "backbone: 'resnet18' vs 'resnet34'" in msg
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not an stgcn-pyg training checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
     # A state dict that does not fit the model in the config (tampered checkpoint).
-    ckpt = torch.load(tmp_path / "r18" / "last.pt", weights_only=True)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
     ckpt["config"]["model"]["temporal_width"] = 64
     torch.save(ckpt, tmp_path / "tampered.pt")
     with pytest.raises(CheckpointError, match="of another model.*shape mismatch"):

@@ -1,0 +1,34 @@
+"""benchmarks/train_gpu.py --quick runs on the CPU and writes its CSV and markdown tables."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "train_gpu.py"
+
+
+@pytest.mark.slow
+def test_train_benchmark_quick(tmp_path):
+    from stgcn_pyg.data import ensure_synthetic
+
+    root = ensure_synthetic(tmp_path / "synth", num_ids=6, min_frames=4, max_frames=6, height=64, width=32,
+                            progress=False)
+    spec = importlib.util.spec_from_file_location("train_gpu", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "results"
+    assert bench.main(["--quick", "--steps", "2", "--warmup", "0", "--loader-steps", "1", "--root", str(root),
+                       "--variants", "global-only,STGCN (all three)", "--out", str(out)]) == 0
+    with open(out / "train_gpu-quick.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["variant"] for r in rows] == ["global-only", "STGCN (all three)"]
+    for r in rows:
+        assert float(r["ms_per_step"]) > 0 and float(r["images_per_s"]) > 0
+        assert float(r["steps_per_s"]) == pytest.approx(1000 / float(r["ms_per_step"]), rel=1e-3)
+    assert float(rows[0]["overhead_vs_global_pct"]) == 0.0
+    md = (out / "train_gpu-quick.md").read_text()
+    assert "| STGCN (all three) |" in md and "target at most +15%" in md and "with the real loader" in md
