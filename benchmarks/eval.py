@@ -213,9 +213,14 @@ def main(argv=None):
     prob = make_problem(Q, G)
     size = f"{Q}x{G}"
     evaluate_rank(*prob, device=device)  # warm-up (thread pools, CUDA context)
-    t_std, (cmc, mAP) = timed(lambda: evaluate_rank(*prob, device=device), args.repeats)
+    # the two protocols alternate, so that load from other processes hits both alike
+    t_std = t_off = float("inf")
+    for _ in range(args.repeats):
+        t, (cmc, mAP) = timed(lambda: evaluate_rank(*prob, device=device), 1)
+        t_std = min(t_std, t)
+        t, (cmc_o, mAP_o) = timed(lambda: evaluate_rank(*prob, protocol="official", device=device), 1)
+        t_off = min(t_off, t)
     add(size, f"stgcn-pyg ({device.type})", "standard", t_std, cmc, mAP)
-    t_off, (cmc_o, mAP_o) = timed(lambda: evaluate_rank(*prob, protocol="official", device=device), args.repeats)
     add(size, f"stgcn-pyg ({device.type})", "official", t_off, cmc_o, mAP_o)
 
     t_loop, (lcmc, lmAP) = timed(lambda: loop_eval(*prob), args.loop_repeats)
