@@ -120,7 +120,8 @@ def _sort_rows(d: torch.Tensor) -> torch.Tensor:
         d = d.float()
     a = d.numpy()
     out = np.empty(a.shape, a.dtype)  # C order whatever the input layout
-    n_threads = max(1, min(torch.get_num_threads(), a.shape[0] // 64))
+    # split by rows when there is enough work (a 93,300-wide gallery has few rows per block)
+    n_threads = max(1, min(torch.get_num_threads(), a.shape[0], a.size // (1 << 18)))
     if n_threads == 1:
         out[:] = np.sort(a, axis=1)
     else:
