@@ -14,7 +14,7 @@ variant in the same process and on the same batches:
 The model-step timing cycles through a few batches pre-loaded onto the device,
 so that the data pipeline (JPEG decoding on the CPU) does not hide the model's
 cost; the end-to-end loader throughput is measured separately for the full
-model. Results go to ``benchmarks/results/train_gpu[-quick].{csv,md}``.
+model. Results go to ``benchmarks/results/train_gpu[_quick].{csv,md}``.
 
     python benchmarks/train_gpu.py                # on a GPU: a few hundred steps per variant
     python benchmarks/train_gpu.py --quick        # CPU smoke run with tiny sizes (checks the script)
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "train_gpu-quick" if args.quick else "train_gpu"
+    stem = "train_gpu_quick" if args.quick else "train_gpu"
     fields = ["variant", "ms_per_step", "steps_per_s", "images_per_s", "peak_mem_gib", "overhead_vs_global_pct",
               "loss_last5"]
     with open(out / f"{stem}.csv", "w", newline="") as fh:

@@ -133,11 +133,14 @@ def test_fc_ablation_ignores_the_graph():
 
 
 @pytest.mark.parametrize("topologies", [
-    ("temporal-complete", "spatial-frame-complete"), ("temporal-same-stripe", "spatial-frame-complete")])
+    ("temporal-complete", "spatial-frame-complete"),  # spatial graph run as B*T separate frame graphs
+    ("temporal-same-stripe", "temporal-adjacent"),  # sparse temporal graph; a spatial graph across frames
+])
 def test_static_mode_equals_batched_graphs(topologies):
     torch.manual_seed(0)
     t_top, s_top = topologies
-    model = STGCN(tiny_cfg(temporal_topology=t_top, affinity="shared"))
+    model = STGCN(tiny_cfg(temporal_topology=t_top, spatial_topology=s_top, affinity="shared"))
+    assert model._spatial_within_frames == (s_top == "spatial-frame-complete")
     batch, labels, _ = make_batch(temporal_topology=t_top, spatial_topology=s_top)
     for train in (True, False):
         model.train(train)
@@ -147,7 +150,8 @@ def test_static_mode_equals_batched_graphs(topologies):
         b = model(batch)
         for k in a.features:
             torch.testing.assert_close(a.features[k], b.features[k], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(a.descriptor, b.descriptor, rtol=1e-4, atol=1e-5)
+        # BN over a batch of 4 amplifies float rounding of the dense vs sparse layer paths a little.
+        torch.testing.assert_close(a.descriptor, b.descriptor, rtol=1e-3, atol=2e-4)
 
 
 def test_tracklets_of_different_lengths_fall_back_to_batched_graphs():

@@ -23,12 +23,12 @@ def test_train_benchmark_quick(tmp_path):
     out = tmp_path / "results"
     assert bench.main(["--quick", "--steps", "2", "--warmup", "0", "--loader-steps", "1", "--root", str(root),
                        "--variants", "global-only,STGCN (all three)", "--out", str(out)]) == 0
-    with open(out / "train_gpu-quick.csv", newline="") as fh:
+    with open(out / "train_gpu_quick.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["variant"] for r in rows] == ["global-only", "STGCN (all three)"]
     for r in rows:
         assert float(r["ms_per_step"]) > 0 and float(r["images_per_s"]) > 0
         assert float(r["steps_per_s"]) == pytest.approx(1000 / float(r["ms_per_step"]), rel=1e-3)
     assert float(rows[0]["overhead_vs_global_pct"]) == 0.0
-    md = (out / "train_gpu-quick.md").read_text()
+    md = (out / "train_gpu_quick.md").read_text()
     assert "| STGCN (all three) |" in md and "target at most +15%" in md and "with the real loader" in md

@@ -162,6 +162,8 @@ class STGCN(nn.Module):
         # Topologies are resolved now so a bad name fails at construction, not mid-epoch.
         self.temporal_topology = load_topology(cfg.temporal_topology)
         self.spatial_topology = load_topology(cfg.spatial_topology)
+        # True for the paper's per-frame graph (and any topology linking only patches of one frame).
+        self._spatial_within_frames = self.spatial_topology.frame_gap in (("max", 0), ("set", frozenset({0})))
         common = dict(layer=cfg.graph_layer, affinity=cfg.affinity, residual=cfg.residual, norm=cfg.norm,
                       negative_slope=cfg.negative_slope)
         dims = {"global": C}
@@ -247,9 +249,15 @@ class STGCN(nn.Module):
                 ei = self._static_edges(self.temporal_topology, T, device)
                 features["temporal"] = self.temporal(nodes, ei).amax(1)
             if "spatial" in self.branches:
-                ei = self._static_edges(self.spatial_topology, T, device)
-                h = self.spatial(nodes, ei)  # [B, T*P, F]
-                per_frame = h.view(B, T, self.num_stripes, -1).amax(2)
+                if self._spatial_within_frames:
+                    # No edge crosses frames: the same graph as B*T separate P-node graphs, which keeps
+                    # the layer on its small dense path instead of a sparse block-diagonal one.
+                    ei = self._static_edges(self.spatial_topology, 1, device)
+                    h = self.spatial(nodes.reshape(B * T, self.num_stripes, C), ei)
+                else:
+                    ei = self._static_edges(self.spatial_topology, T, device)
+                    h = self.spatial(nodes, ei)  # [B, T*P, F]
+                per_frame = h.reshape(B, T, self.num_stripes, -1).amax(2)
                 fused = per_frame.mean(1) if self.cfg.frame_fusion == "mean" else per_frame.amax(1)
                 features["spatial"] = fused
         else:

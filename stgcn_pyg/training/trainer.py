@@ -258,9 +258,12 @@ class Trainer:
             log.removeHandler(handler)
             handler.close()
 
-    def _info(self, text: str) -> None:
+    def _info(self, text: str, echo: bool = False) -> None:
+        """A line for train.log (rank 0); ``echo`` also prints it on the console."""
         if self.ctx.is_main:
             log.info(text)
+            if echo:
+                self.console.print(text, highlight=False, markup=False)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict | None:
@@ -271,14 +274,15 @@ class Trainer:
         t = self.cfg.train
         self._open_outputs()
         try:
-            self._info(f"output folder {self.output}")
+            self._info(f"output folder {self.output}", echo=True)
             self._info(f"dataset {self.dataset.name}: {len(self.dataset.train)} training tracklets, "
                        f"{self.loader.num_classes} identities; {len(self.loader)} batches per epoch"
                        f" on rank {self.ctx.rank} of {self.ctx.world_size}")
             if self.start_epoch:
-                self._info(f"resumed from {self._resumed_from} after epoch {self.start_epoch}")
+                self._info(f"resumed from {self._resumed_from} after epoch {self.start_epoch}", echo=True)
             if self.start_epoch >= t.epochs:
-                self._info(f"nothing to train: {self.start_epoch} epochs done, train.epochs = {t.epochs}")
+                self._info(f"nothing to train: {self.start_epoch} epochs done, train.epochs = {t.epochs} "
+                           f"(raise it with --epochs)", echo=True)
             progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
@@ -300,7 +304,7 @@ class Trainer:
                     progress.update(epochs_task, advance=1,
                                     info=f"loss {row['loss']:.3f}" + (f"  mAP {row['mAP']:.1f}" if "mAP" in row else ""))
         except KeyboardInterrupt:
-            self._info(f"interrupted; continue with: stgcn-pyg train --resume {self.output / 'last.pt'}")
+            self._info(f"interrupted; continue with: stgcn-pyg train --resume {self.output / 'last.pt'}", echo=True)
             raise
         finally:
             self._close_outputs()
