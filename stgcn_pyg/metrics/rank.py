@@ -107,7 +107,7 @@ def _sort_pool(n: int) -> ThreadPoolExecutor:
     return _POOL
 
 
-def _sort_rows(d: torch.Tensor) -> torch.Tensor:
+def _sort_rows(d: torch.Tensor, n_threads: int | None = None) -> torch.Tensor:
     """Each row of ``d`` sorted ascending (values only; NaN last).
 
     On the CPU numpy's vectorised sort is several times faster than
@@ -121,7 +121,7 @@ def _sort_rows(d: torch.Tensor) -> torch.Tensor:
     a = d.numpy()
     out = np.empty(a.shape, a.dtype)  # C order whatever the input layout
     # split by rows when there is enough work (a 93,300-wide gallery has few rows per block)
-    n_threads = max(1, min(torch.get_num_threads(), a.shape[0], a.size // (1 << 18)))
+    n_threads = max(1, min(n_threads or torch.get_num_threads(), a.shape[0], a.size // (1 << 18)))
     if n_threads == 1:
         out[:] = np.sort(a, axis=1)
     else:
@@ -137,7 +137,8 @@ def _sort_rows(d: torch.Tensor) -> torch.Tensor:
 class _Gallery:
     """Gallery ids on the compute device, grouped by pid for sparse look-ups."""
 
-    def __init__(self, g_pids, g_camids, device, protocol):
+    def __init__(self, g_pids, g_camids, device, protocol, sort_threads=None):
+        self.sort_threads = sort_threads
         self.pids, self.camids = g_pids.to(device), g_camids.to(device)
         self.order = torch.argsort(self.pids, stable=True)
         self.uniq, counts = torch.unique_consecutive(self.pids[self.order], return_counts=True)
@@ -187,7 +188,7 @@ def _chunk_ranks(d, qp, qc, gal: _Gallery, protocol: str):
         good &= (qp != -1).unsqueeze(1)
     n_good = good.sum(1)
     K = int(n_good.max())
-    d_sorted = _sort_rows(d).to(dev)
+    d_sorted = _sort_rows(d, gal.sort_threads).to(dev)
     _check_nan(d_sorted[:, -1].isnan())  # NaN sorts last
     if K == 0:
         empty = torch.zeros(c, 0, dtype=torch.long, device=dev)
@@ -199,12 +200,57 @@ def _chunk_ranks(d, qp, qc, gal: _Gallery, protocol: str):
     # the +inf padding of the short lists was counted for a good at +inf
     le += (t == float("inf")) * (S - cnt).unsqueeze(1)
     if gal.junk_cols is not None:
-        junk_sorted = _sort_rows(d.index_select(1, gal.junk_cols)).to(dev)
+        junk_sorted = _sort_rows(d.index_select(1, gal.junk_cols), gal.sort_threads).to(dev)
         le -= torch.searchsorted(junk_sorted, t, right=True)
     k = torch.arange(K, device=dev)
     rank = k.unsqueeze(0) + le
     valid = k.unsqueeze(0) < n_good.unsqueeze(1)
     return rank, valid, n_good
+
+
+def _score_chunks(distmat, q_pids, q_camids, gal, protocol, device, chunk_size, max_rank, return_per_query):
+    """AP, INP and first-hit histogram of every query, a chunk of queries at a time."""
+    num_q, num_g = distmat.shape
+    first_counts = torch.zeros(max_rank + 1, dtype=torch.float64, device=device)
+    aps, inps, firsts, valids = [], [], [], []
+    for start in range(0, num_q, chunk_size):
+        stop = min(start + chunk_size, num_q)
+        d = distmat[start:stop].to(device)
+        qp, qc = q_pids[start:stop].to(device), q_camids[start:stop].to(device)
+        rank, valid, n_good = _chunk_ranks(d, qp, qc, gal, protocol)
+        del d
+        has = n_good > 0
+        n = n_good.clamp_min(1).double()
+        K = rank.size(1)
+        if K == 0:
+            ap = torch.zeros(stop - start, dtype=torch.float64, device=device)
+            inp = ap.clone()
+            first = torch.full_like(n_good, num_g)
+        else:
+            r = rank.double()
+            hits = torch.arange(1, K + 1, device=device, dtype=torch.float64).unsqueeze(0)  # k + 1
+            prec_at_hit = hits / (r + 1)
+            if protocol == "standard":
+                contrib = prec_at_hit
+            else:
+                # trapezoid between the precision just before the hit
+                # (k / r, or 1 at the very first position) and at the hit
+                prev = torch.where(r > 0, (hits - 1) / r.clamp_min(1), torch.ones_like(r))
+                contrib = (prev + prec_at_hit) / 2
+            ap = (contrib * valid).sum(1) / n
+            last = rank.gather(1, (n_good - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
+            inp = n / (last.double() + 1)
+            first = rank[:, 0]
+        first = torch.where(has, first, torch.full_like(first, num_g))
+        idx = first.clamp_max(max_rank)[has]
+        first_counts.scatter_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
+        aps.append(ap[has])
+        inps.append(inp[has])
+        if return_per_query:
+            firsts.append(first)
+            valids.append(has)
+
+    return first_counts, aps, inps, firsts, valids
 
 
 def evaluate_rank(
@@ -271,45 +317,21 @@ def evaluate_rank(
     if chunk_size < 1:
         raise EvaluationError(f"chunk_size must be >= 1, got {chunk_size}")
 
-    gal = _Gallery(g_pids, g_camids, device, protocol)
-    first_counts = torch.zeros(max_rank + 1, dtype=torch.float64, device=device)
-    aps, inps, firsts, valids = [], [], [], []
-    for start in range(0, num_q, chunk_size):
-        stop = min(start + chunk_size, num_q)
-        d = distmat[start:stop].to(device)
-        qp, qc = q_pids[start:stop].to(device), q_camids[start:stop].to(device)
-        rank, valid, n_good = _chunk_ranks(d, qp, qc, gal, protocol)
-        del d
-        has = n_good > 0
-        n = n_good.clamp_min(1).double()
-        K = rank.size(1)
-        if K == 0:
-            ap = torch.zeros(stop - start, dtype=torch.float64, device=device)
-            inp = ap.clone()
-            first = torch.full_like(n_good, num_g)
-        else:
-            r = rank.double()
-            hits = torch.arange(1, K + 1, device=device, dtype=torch.float64).unsqueeze(0)  # k + 1
-            prec_at_hit = hits / (r + 1)
-            if protocol == "standard":
-                contrib = prec_at_hit
-            else:
-                # trapezoid between the precision just before the hit
-                # (k / r, or 1 at the very first position) and at the hit
-                prev = torch.where(r > 0, (hits - 1) / r.clamp_min(1), torch.ones_like(r))
-                contrib = (prev + prec_at_hit) / 2
-            ap = (contrib * valid).sum(1) / n
-            last = rank.gather(1, (n_good - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
-            inp = n / (last.double() + 1)
-            first = rank[:, 0]
-        first = torch.where(has, first, torch.full_like(first, num_g))
-        idx = first.clamp_max(max_rank)[has]
-        first_counts.scatter_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
-        aps.append(ap[has])
-        inps.append(inp[has])
-        if return_per_query:
-            firsts.append(first)
-            valids.append(has)
+    # On the CPU the work is the row sorts, threaded here; torch's own
+    # (OpenMP) threads would only spin between the small tensor ops and take
+    # cores from those sorts, so torch runs single-threaded meanwhile.
+    torch_threads = torch.get_num_threads()
+    on_cpu = device.type == "cpu"
+    gal = _Gallery(g_pids, g_camids, device, protocol, sort_threads=torch_threads)
+    if on_cpu:
+        torch.set_num_threads(1)
+    try:
+        first_counts, aps, inps, firsts, valids = _score_chunks(
+            distmat, q_pids, q_camids, gal, protocol, device, chunk_size, max_rank, return_per_query
+        )
+    finally:
+        if on_cpu:
+            torch.set_num_threads(torch_threads)
 
     ap_all = torch.cat(aps)
     num_valid = ap_all.numel()
