@@ -152,7 +152,8 @@ def main(argv=None) -> int:
     print(f"device {device}; generating/reading the synthetic set ...", flush=True)
     ds = load_dataset("synthetic", args.root, num_ids=d.synthetic_ids, min_frames=d.synthetic_frames[0],
                       max_frames=d.synthetic_frames[1], height=d.synthetic_image_size[0],
-                      width=d.synthetic_image_size[1])
+                      width=d.synthetic_image_size[1],
+                      workers=0 if args.quick else (os.cpu_count() or 1))  # generation processes (first use only)
     workers = args.workers if args.workers is not None else (0 if args.quick else min(8, os.cpu_count() or 1))
     loader = build_train_loader(ds.train, seq_len=d.seq_len, num_ids=d.num_ids, num_instances=d.num_instances,
                                 image_size=tuple(d.image_size), num_stripes=cfg.model.num_stripes,
