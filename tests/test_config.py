@@ -76,3 +76,19 @@ def test_bad_files(tmp_path):
 
 def test_defaults_are_valid():
     Config().validate()
+
+
+def test_cli_print_config_applies_file_set_and_flags(capsys, tmp_path):
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from stgcn_pyg.cli import main
+
+    assert main(["train", "--config", "mars", "--set", "model.residual=true", "--epochs", "7",
+                 "--root", str(tmp_path), "--print-config"]) == 0
+    printed = tomllib.loads(capsys.readouterr().out)
+    assert printed["data"]["dataset"] == "mars" and printed["data"]["root"] == str(tmp_path)
+    assert printed["model"]["residual"] is True and printed["train"]["epochs"] == 7
+    assert printed["optim"]["lr"] == 3e-4

@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                    help="continue a run from its last.pt (a file or a run folder; alone: train.output's last.pt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as TOML and exit (nothing is trained)")
     p.set_defaults(func=run)
 
 
@@ -87,5 +89,10 @@ def run(args) -> int:
     from ..training.trainer import train
 
     cfg, resume = build_config(args)
+    if args.print_config:
+        from ..training.config import dump_toml
+
+        print(dump_toml(cfg), end="")
+        return 0
     train(cfg, resume=resume)
     return 0
