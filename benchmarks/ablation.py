@@ -1,0 +1,181 @@
+"""Ablation study: do STGCN's graph branches earn their cost?
+
+Trains and evaluates, with the same seeds, budget and settings, the variants
+
+    global        global branch only
+    +temporal     global + temporal branch
+    +spatial      global + spatial branch
+    full          full STGCN (global + temporal + spatial)
+    full-fc       full STGCN with each GCN layer replaced by a per-node Linear (the paper's ablation)
+    full-residual full STGCN with residual GCN layers (beyond the paper)
+    full-adjacent full STGCN, temporal graph restricted to neighbouring frames (sparse topology)
+    full-stripe   full STGCN, temporal graph linking each stripe to itself across time (sparse)
+
+over several seeds, and writes the mean and spread of rank-1, mAP and mINP as
+CSV, a markdown table and a PNG bar chart under benchmarks/results/.
+
+    python benchmarks/ablation.py                         # built-in synthetic set, this CPU, < 1 hour
+    python benchmarks/ablation.py --config mars --root /data/mars --seeds 0 1 2 \\
+        --set train.epochs=800 --jobs 1 --out ablation_mars  # the paper's sizes, on a GPU
+
+Each run is `stgcn_pyg.training.train` on the base config plus the variant's
+overrides; `--set` applies to every run. Runs go `--jobs` at a time, each in
+its own process with cores/jobs threads (on a small CPU two 1-thread runs beat
+one 2-thread run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import device_name, to_markdown  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+VARIANTS: dict[str, list[str]] = {
+    "global": ['model.branches=["global"]'],
+    "+temporal": ['model.branches=["global", "temporal"]'],
+    "+spatial": ['model.branches=["global", "spatial"]'],
+    "full": [],
+    "full-fc": ["model.graph_layer=fc"],
+    "full-residual": ["model.residual=true"],
+    "full-adjacent": ["model.temporal_topology=temporal-adjacent"],
+    "full-stripe": ["model.temporal_topology=temporal-same-stripe"],
+}
+
+# The budget of the CPU study: exactly the default run (`stgcn-pyg train`),
+# evaluated once at the end.
+CPU_BUDGET = ["train.eval_every=0", "train.progress=false"]
+
+
+def run_one(job: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    from rich.console import Console
+
+    from stgcn_pyg.training import load_config, train
+
+    overrides = job["overrides"] + [f"train.seed={job['seed']}", f'train.output="{job["output"]}"']
+    cfg = load_config(job["config"], overrides)
+    start = time.perf_counter()
+    Path(job["output"]).parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(job["output"]).with_suffix(".console.txt"), "w") as fh:
+        results = train(cfg, console=Console(file=fh, width=120))
+    return dict(
+        variant=job["variant"], seed=job["seed"], minutes=round((time.perf_counter() - start) / 60, 2),
+        **{k: results[k] for k in ("rank1", "rank5", "mAP", "mINP")},
+    )
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    g = df.groupby("variant")
+    table = pd.DataFrame({
+        "seeds": g.size(),
+        "rank-1": g.rank1.mean().round(1), "rank-1 sd": g.rank1.std(ddof=1).round(1),
+        "mAP": g.mAP.mean().round(1), "mAP sd": g.mAP.std(ddof=1).round(1),
+        "mINP": g.mINP.mean().round(1), "minutes/run": g.minutes.mean().round(1),
+    })
+    table = table.sort_index(key=lambda s: s.map(lambda v: order.get(v, 99))).reset_index()
+    base = table.loc[table.variant == "global", "mAP"]
+    if len(base):
+        table["mAP vs global"] = (table["mAP"] - base.iloc[0]).round(1)
+    return table
+
+
+def write_outputs(df: pd.DataFrame, stem: str, header: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    df.to_csv(RESULTS / f"{stem}.csv", index=False)
+    table = summarise(df)
+    (RESULTS / f"{stem}.md").write_text(f"{header}\n\n{to_markdown(table)}\n")
+    fig, ax = plt.subplots(figsize=(9, 4))
+    x = range(len(table))
+    w = 0.4
+    ax.bar([i - w / 2 for i in x], table["rank-1"], w, yerr=table["rank-1 sd"].fillna(0), label="rank-1", capsize=3)
+    ax.bar([i + w / 2 for i in x], table["mAP"], w, yerr=table["mAP sd"].fillna(0), label="mAP", capsize=3)
+    ax.set_xticks(list(x), table.variant, rotation=20)
+    ax.set_ylabel("%")
+    ax.set_title("STGCN ablation (mean ± sd over seeds)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{stem}.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="synthetic", help="base config (built-in name or TOML file)")
+    parser.add_argument("--root", default=None, help="data.root for the base config")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--runs-dir", default="runs/ablation")
+    parser.add_argument("--out", default="ablation_synthetic", help="file stem under benchmarks/results")
+    args = parser.parse_args(argv)
+
+    base = list(CPU_BUDGET) if args.config == "synthetic" else ["train.progress=false"]
+    if args.root:
+        base.append(f'data.root="{args.root}"')
+    base += args.overrides
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    jobs = [
+        dict(config=args.config, variant=v, seed=s, threads=threads, overrides=base + VARIANTS[v],
+             output=str(Path(args.runs_dir) / f"{v}-seed{s}"))
+        for s in args.seeds for v in args.variants
+    ]
+    # Generate the dataset once before the workers race for it.
+    from stgcn_pyg.training import load_config
+    from stgcn_pyg.training.trainer import load_data
+
+    load_data(load_config(args.config, base))
+
+    from rich.progress import Progress
+
+    rows = []
+    start = time.perf_counter()
+    ctx = mp.get_context("spawn")
+    with Progress() as progress, cf.ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+        task = progress.add_task("ablation runs", total=len(jobs))
+        futures = {pool.submit(run_one, job): job for job in jobs}
+        for fut in cf.as_completed(futures):
+            row = fut.result()
+            rows.append(row)
+            progress.console.print(
+                f"{row['variant']:>14} seed {row['seed']}: rank-1 {row['rank1']:.1f}  mAP {row['mAP']:.1f}"
+                f"  ({row['minutes']} min)"
+            )
+            progress.advance(task)
+            write_outputs(pd.DataFrame(rows), args.out, "(partial)")
+    total = (time.perf_counter() - start) / 60
+    import torch
+
+    header = (
+        f"# Ablation on `{args.config}`\n\n"
+        f"{len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {total:.0f} minutes in all on "
+        f"{device_name('cuda' if torch.cuda.is_available() else 'cpu')} ({args.jobs} runs at a time). "
+        f"Overrides on every run: `{' '.join(base) or 'none'}`.\n"
+        f"Command: `python benchmarks/ablation.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
+    )
+    write_outputs(pd.DataFrame(rows), args.out, header)
+    print((RESULTS / f"{args.out}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
