@@ -250,3 +250,16 @@ def test_bf16_autocast_and_channels_last_train_step(graph_mode):
     assert loss.item() == pytest.approx(reference.item(), rel=0.05)
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_frames_per_graph_reads_the_cpu_slice_table_for_device_batches():
+    from torch_geometric.data import Batch
+
+    from stgcn_pyg.data import TrackletData
+    from stgcn_pyg.models.stgcn import _frames_per_graph
+
+    batch = Batch.from_data_list([TrackletData.from_frames(torch.zeros(t, 3, 8, 4), num_stripes=2) for t in (2, 5, 3)])
+    assert _frames_per_graph(batch, 3) == [2, 5, 3]
+    # A tensor on another device ("meta" stands in for CUDA: it has no values to read back at all).
+    batch.num_frames = batch.num_frames.to("meta")
+    assert _frames_per_graph(batch, 3) == [2, 5, 3]

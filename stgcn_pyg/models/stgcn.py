@@ -52,6 +52,23 @@ class STGCNOutput:
     descriptor: torch.Tensor | None = None
 
 
+def _frames_per_graph(batch, B: int) -> list[int]:
+    """T of each tracklet of a batch, read without a GPU->CPU synchronisation when possible.
+
+    ``num_frames`` is a [B] tensor after batching; once the batch is on the GPU,
+    reading it would stall the pipeline every step, so the frame counts come
+    from the batch's CPU-side slice table when it has one.
+    """
+    value = batch.num_frames
+    if not isinstance(value, torch.Tensor):
+        return [int(value)] * B
+    if value.device.type != "cpu":
+        slices = getattr(batch, "_slice_dict", {}).get("frames")
+        if isinstance(slices, torch.Tensor) and slices.device.type == "cpu" and slices.numel() == B + 1:
+            return (slices[1:] - slices[:-1]).tolist()
+    return value.reshape(-1).tolist()
+
+
 class _NodeNorm(nn.Module):
     """Batch norm over all nodes of the batch (any leading shape), layer norm, or nothing."""
 
@@ -211,14 +228,12 @@ class STGCN(nn.Module):
     def forward(self, batch) -> STGCNOutput:
         frames = batch.frames
         B = int(batch.num_graphs)
-        num_frames = batch.num_frames
-        if isinstance(num_frames, torch.Tensor):
-            nf = num_frames.reshape(-1).tolist()
-        else:
-            nf = [int(num_frames)] * B
+        nf = _frames_per_graph(batch, B)
         P = batch.num_stripes
-        P = int(P.reshape(-1)[0]) if isinstance(P, torch.Tensor) else int(P)
-        if P != self.num_stripes:
+        if isinstance(P, torch.Tensor):
+            # Checked where it costs nothing (batches on the CPU); on the GPU it would be a host sync per step.
+            P = int(P.reshape(-1)[0]) if P.device.type == "cpu" else self.num_stripes
+        if int(P) != self.num_stripes:
             raise ConfigError(
                 f"model.num_stripes: the batch was built with {P} stripes, the model uses {self.num_stripes}"
             )
