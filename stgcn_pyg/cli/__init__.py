@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except STGCNError as exc:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        # escape: messages name config tables like [model], which are not markup.
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
