@@ -32,7 +32,18 @@ def test_batch_hard_triplet_matches_brute_force(margin):
     torch.manual_seed(0)
     x = torch.randn(8, 4, dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 2, 3])  # id 3 has no positive: not an anchor
-    torch.testing.assert_close(batch_hard_triplet_loss(x, labels, margin), brute_force_triplet(x, labels, margin).float())
+    x.requires_grad_(True)
+    loss = batch_hard_triplet_loss(x, labels, margin)
+    torch.testing.assert_close(loss, brute_force_triplet(x.detach(), labels, margin).float())
+    loss.backward()
+    assert torch.isfinite(x.grad).all() and x.grad[7].abs().sum() > 0  # id 3 is still a negative for others
+
+
+def test_triplet_without_valid_anchor_is_zero_but_connected():
+    x = torch.randn(3, 4, requires_grad=True)
+    loss = batch_hard_triplet_loss(x, torch.tensor([0, 1, 2]), 0.3)  # no positives at all
+    loss.backward()
+    assert loss.item() == 0.0 and x.grad is not None and torch.isfinite(x.grad).all()
 
 
 def test_triplet_hand_computed_on_a_line():

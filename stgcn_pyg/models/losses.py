@@ -28,11 +28,13 @@ def batch_hard_triplet_loss(features: torch.Tensor, labels: torch.Tensor, margin
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     pos_mask, neg_mask = same & ~eye, ~same
     valid = pos_mask.any(1) & neg_mask.any(1)
-    if not valid.any():
-        return dist.sum() * 0.0  # keeps the graph connected (DDP) without contributing
-    hardest_pos = dist.masked_fill(~pos_mask, float("-inf")).amax(1)
-    hardest_neg = dist.masked_fill(~neg_mask, float("inf")).amin(1)
-    return F.relu(hardest_pos - hardest_neg + margin)[valid].mean()
+    # Masked rather than indexed, so no data-dependent shape (and no GPU->CPU sync); a batch without any
+    # valid anchor gives 0 with the graph still connected (DDP needs every parameter to get a gradient).
+    hardest_pos = torch.where(pos_mask, dist, torch.zeros_like(dist)).amax(1)
+    hardest_neg = torch.where(neg_mask, dist, torch.full_like(dist, float("inf"))).amin(1)
+    per_anchor = F.relu(hardest_pos - torch.where(valid, hardest_neg, hardest_pos) + margin)
+    per_anchor = torch.where(valid, per_anchor, torch.zeros_like(per_anchor))
+    return per_anchor.sum() / valid.sum().clamp_min(1)
 
 
 class STGCNLoss(nn.Module):
