@@ -267,3 +267,16 @@ def test_torch_compile_fullgraph_equals_eager(mode):
         x, edge_index = x.reshape(B * N, 8), _batched(edge_index, B, N)
     compiled = torch.compile(conv, fullgraph=True, backend="aot_eager")  # fullgraph: a graph break raises
     torch.testing.assert_close(compiled(x, edge_index), conv(x, edge_index), atol=1e-5, rtol=1e-5)
+
+
+def test_layer_without_learned_affinity_reuses_given_weights():
+    conv, _ = _pair(6, 6, seed=10)
+    reuse = AffinityGCNConv(6, 6, learn_affinity=False).double()
+    assert reuse.phi is None and "phi.weight" not in reuse.state_dict()
+    x = torch.randn(2, 8, 6, dtype=torch.double)
+    _, (index, weight) = conv(x, build_edge_index("temporal-complete", 4, 2), return_attention_weights=True)
+    reuse.lin.load_state_dict(conv.lin.state_dict())
+    reuse.bias.data.copy_(conv.bias.data)
+    torch.testing.assert_close(reuse(x, index, edge_weight=weight), conv(x, index, edge_weight=weight))
+    with pytest.raises(ValueError, match="learn_affinity=False"):
+        reuse(x, build_edge_index("temporal-complete", 4, 2))

@@ -88,23 +88,6 @@ class _NodeNorm(nn.Module):
         return self.norm(x)
 
 
-class _ReusedAffinity(nn.Module):
-    """Stands in for ``phi`` in the layers that reuse their branch's shared affinity.
-
-    Those layers are always called with ``edge_weight`` and never compute an
-    affinity, so a learned ``phi`` there would be a parameter without a
-    gradient (dead weight, and an error under DDP).
-    """
-
-    weight = None
-
-    def reset_parameters(self) -> None:
-        pass
-
-    def forward(self, x):  # pragma: no cover - guards misuse
-        raise RuntimeError("this layer reuses its branch's shared affinity: call it with edge_weight")
-
-
 class GraphBranch(nn.Module):
     """A stack of graph layers, each followed by a norm layer and LeakyReLU.
 
@@ -123,11 +106,13 @@ class GraphBranch(nn.Module):
         super().__init__()
         self.layer, self.affinity, self.residual = layer, affinity, residual
         dims = [in_channels] + [width] * num_layers
-        make = (lambda i, o: AffinityGCNConv(i, o)) if layer == "gcn" else (lambda i, o: nn.Linear(i, o))
-        self.convs = nn.ModuleList(make(dims[i], dims[i + 1]) for i in range(num_layers))
-        if layer == "gcn" and affinity == "shared":
-            for conv in list(self.convs)[1:]:
-                conv.phi = _ReusedAffinity()
+        # With a shared affinity only the first layer learns one; the others reuse it.
+        learns = [i == 0 or affinity != "shared" for i in range(num_layers)]
+        self.convs = nn.ModuleList(
+            AffinityGCNConv(dims[i], dims[i + 1], learn_affinity=learns[i]) if layer == "gcn"
+            else nn.Linear(dims[i], dims[i + 1])
+            for i in range(num_layers)
+        )
         self.norms = nn.ModuleList(_NodeNorm(norm, width) for _ in range(num_layers))
         self.act = nn.LeakyReLU(negative_slope)
         self.out_channels = width

@@ -76,6 +76,10 @@ class AffinityGCNConv(MessagePassing):
         bias: learn an additive bias.
         impl: see above.
         dense_ratio: the ``"auto"`` threshold, from benchmarks/layers.py.
+        learn_affinity: ``False`` for a layer that only ever reuses an
+            affinity passed as ``edge_weight`` (the later layers of a branch
+            that shares one affinity): it has no ``phi``, so no parameter
+            without a gradient (which DistributedDataParallel rejects).
 
     Shapes:
         - input: ``x`` [N, F] or [B, N, F]; ``edge_index`` [2, E];
@@ -95,6 +99,7 @@ class AffinityGCNConv(MessagePassing):
         bias: bool = True,
         impl: Impl = "auto",
         dense_ratio: float = 4.0,
+        learn_affinity: bool = True,
         **kwargs,
     ):
         kwargs.setdefault("aggr", "add")
@@ -105,14 +110,15 @@ class AffinityGCNConv(MessagePassing):
         self.out_channels = out_channels
         self.impl = impl
         self.dense_ratio = dense_ratio
-        self.phi = Linear(in_channels, in_channels, bias=False)
+        self.phi = Linear(in_channels, in_channels, bias=False) if learn_affinity else None
         self.lin = Linear(in_channels, out_channels, bias=False)
         self.bias = Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        self.phi.reset_parameters()
+        if self.phi is not None:
+            self.phi.reset_parameters()
         self.lin.reset_parameters()
         if self.bias is not None:
             torch.nn.init.zeros_(self.bias)
@@ -143,6 +149,8 @@ class AffinityGCNConv(MessagePassing):
             raise ValueError(f"x has {x.size(-1)} channels, the layer expects {self.in_channels}")
         if edge_index.dim() != 2 or edge_index.size(0) != 2:
             raise ValueError(f"edge_index must be [2, E], got shape {tuple(edge_index.shape)}")
+        if edge_weight is None and self.phi is None:
+            raise ValueError("this layer has no learned affinity (learn_affinity=False): pass edge_weight")
         impl = self.choose_impl(x, edge_index)
         if impl == "dense":
             if x.dim() != 3:
@@ -174,7 +182,7 @@ class AffinityGCNConv(MessagePassing):
             weights = adj[:, full_index[1], full_index[0]]
             return out, (full_index, weights)
         adj = to_dense_affinity(edge_index, edge_weight.expand(B, -1).to(x.dtype), N)
-        out, _ = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, None, adj_norm=adj)
+        out, _ = dense_affinity_gcn(x, None, self.lin.weight, None, adj_norm=adj)
         return out, (edge_index, edge_weight)
 
     # ------------------------------------------------------------------ graph (batch) mode

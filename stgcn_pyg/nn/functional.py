@@ -38,7 +38,7 @@ def normalize_with_self_loops(adj: Tensor) -> Tensor:
 
 def dense_affinity_gcn(
     x: Tensor,
-    phi_weight: Tensor,
+    phi_weight: Tensor | None,
     lin_weight: Tensor,
     bias: Tensor | None,
     mask: Tensor | None = None,
@@ -48,7 +48,8 @@ def dense_affinity_gcn(
 
     Args:
         x: node features [B, N, F_in].
-        phi_weight, lin_weight, bias: the layer's parameters (``Linear`` layout).
+        phi_weight, lin_weight, bias: the layer's parameters (``Linear`` layout);
+            ``phi_weight`` is unused (may be None) when ``adj_norm`` is given.
         mask: allowed neighbours [N, N] or [B, N, N] (no self-loops needed);
             ``None`` = complete graph without self-loops.
         adj_norm: a precomputed normalised adjacency [B, N, N] to reuse
