@@ -77,6 +77,37 @@ def run_one(job: dict) -> dict:
     )
 
 
+def branch_breakdown(run_dir: str) -> list[dict]:
+    """mAP of each branch's own slice of f_all, from a finished run's last.pt.
+
+    Tells apart "the graph branch's features are weak" from "training the
+    graph branch hurt the shared backbone" (the global slice of the full
+    model against the global-only model).
+    """
+    import numpy as np
+    import torch
+
+    from stgcn_pyg.data import load_dataset
+    from stgcn_pyg.evaluation.evaluate import evaluate_descriptors, extract_split
+    from stgcn_pyg.training import load_checkpoint
+
+    model, cfg = load_checkpoint(Path(run_dir) / "last.pt")
+    d, e = cfg["data"], cfg["eval"]
+    ds = load_dataset(d["dataset"] if d["root"] else "synthetic", d["root"] or None)
+    common = dict(seq_len=e["seq_len"], mode=e["mode"], image_size=tuple(d["image_size"]), progress=False)
+    with torch.no_grad():
+        qf, gf = (extract_split(model, df, **common) for df in (ds.query, ds.gallery))
+    ids = lambda df, c: torch.as_tensor(np.asarray(df[c], dtype=np.int64))  # noqa: E731
+    rows, start = [], 0
+    for branch, dim in model.feature_dims.items():
+        sl = slice(start, start + dim)
+        start += dim
+        r = evaluate_descriptors(qf[:, sl], gf[:, sl], ids(ds.query, "pid"), ids(ds.gallery, "pid"),
+                                 ids(ds.query, "camid"), ids(ds.gallery, "camid"))
+        rows.append(dict(branch=branch, rank1=r["rank1"], mAP=r["mAP"]))
+    return rows
+
+
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     order = {v: i for i, v in enumerate(VARIANTS)}
     g = df.groupby("variant")
@@ -93,7 +124,7 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def write_outputs(df: pd.DataFrame, stem: str, header: str) -> None:
+def write_outputs(df: pd.DataFrame, stem: str, header: str, footer: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,7 +133,7 @@ def write_outputs(df: pd.DataFrame, stem: str, header: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     df.to_csv(RESULTS / f"{stem}.csv", index=False)
     table = summarise(df)
-    (RESULTS / f"{stem}.md").write_text(f"{header}\n\n{to_markdown(table)}\n")
+    (RESULTS / f"{stem}.md").write_text(f"{header}\n\n{to_markdown(table)}\n{footer}")
     fig, ax = plt.subplots(figsize=(9, 4))
     x = range(len(table))
     w = 0.4
@@ -128,6 +159,10 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--runs-dir", default="runs/ablation")
     parser.add_argument("--out", default="ablation_synthetic", help="file stem under benchmarks/results")
+    parser.add_argument("--no-breakdown", dest="breakdown", action="store_false",
+                        help="skip scoring each branch's slice of the descriptor after the runs")
+    parser.add_argument("--breakdown-only", action="store_true",
+                        help="only re-score the finished runs in --runs-dir (no training)")
     args = parser.parse_args(argv)
 
     base = list(CPU_BUDGET) if args.config == "synthetic" else ["train.progress=false"]
@@ -140,6 +175,11 @@ def main(argv=None):
              output=str(Path(args.runs_dir) / f"{v}-seed{s}"))
         for s in args.seeds for v in args.variants
     ]
+    if args.breakdown_only:
+        rows = [r for r in pd.read_csv(RESULTS / f"{args.out}.csv").to_dict("records")]
+        jobs = [j for j in jobs if (Path(j["output"]) / "last.pt").is_file()]
+        _finish(args, base, jobs, rows)
+        return
     # Generate the dataset once before the workers race for it.
     from stgcn_pyg.training import load_config
     from stgcn_pyg.training.trainer import load_data
@@ -163,17 +203,35 @@ def main(argv=None):
             )
             progress.advance(task)
             write_outputs(pd.DataFrame(rows), args.out, "(partial)")
-    total = (time.perf_counter() - start) / 60
+    _finish(args, base, jobs, rows)
+
+
+def _finish(args, base, jobs, rows):
     import torch
 
+    run_minutes = sum(r["minutes"] for r in rows)
     header = (
         f"# Ablation on `{args.config}`\n\n"
-        f"{len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {total:.0f} minutes in all on "
+        f"{len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {run_minutes:.0f} run-minutes on "
         f"{device_name('cuda' if torch.cuda.is_available() else 'cpu')} ({args.jobs} runs at a time). "
         f"Overrides on every run: `{' '.join(base) or 'none'}`.\n"
-        f"Command: `python benchmarks/ablation.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
+        f"Command: `python benchmarks/ablation.py {' '.join(sys.argv[1:])}`"
     )
-    write_outputs(pd.DataFrame(rows), args.out, header)
+    footer = ""
+    if args.breakdown:
+        parts = []
+        for job in jobs:
+            for r in branch_breakdown(job["output"]):
+                parts.append(dict(variant=job["variant"], seed=job["seed"], **r))
+        bd = pd.DataFrame(parts)
+        bd.to_csv(RESULTS / f"{args.out}_branches.csv", index=False)
+        table = bd.groupby(["variant", "branch"], sort=False)[["rank1", "mAP"]].mean().round(1).reset_index()
+        footer = (
+            "\n## Each branch's own slice of the descriptor (mean over seeds)\n\n"
+            "The same checkpoints, each branch's BN-normalised features scored alone.\n\n"
+            + to_markdown(table) + "\n"
+        )
+    write_outputs(pd.DataFrame(rows), args.out, header, footer)
     print((RESULTS / f"{args.out}.md").read_text())
 
 
