@@ -189,7 +189,6 @@ def main(argv=None):
     from rich.progress import Progress
 
     rows = []
-    start = time.perf_counter()
     ctx = mp.get_context("spawn")
     with Progress() as progress, cf.ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
         task = progress.add_task("ablation runs", total=len(jobs))
