@@ -280,3 +280,20 @@ def test_layer_without_learned_affinity_reuses_given_weights():
     torch.testing.assert_close(reuse(x, index, edge_weight=weight), conv(x, index, edge_weight=weight))
     with pytest.raises(ValueError, match="learn_affinity=False"):
         reuse(x, build_edge_index("temporal-complete", 4, 2))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_score_scale_matches_reference_and_softens_the_affinity(impl):
+    torch.manual_seed(11)
+    conv = AffinityGCNConv(16, 8, impl=impl, scale=16**-0.5).double()
+    ref = DenseAffinityGCN(16, 8, scale=16**-0.5).double()
+    ref.load_state_dict(conv.state_dict())
+    edge_index = build_edge_index("temporal-complete", 4, 2)
+    x = 3 * torch.randn(2, 8, 16, dtype=torch.double)
+    out, (index, weight) = conv(x, edge_index, return_attention_weights=True)
+    torch.testing.assert_close(out, ref(x))
+    conv.scale = 1.0
+    _, (_, sharp) = conv(x, edge_index, return_attention_weights=True)
+    # The largest off-diagonal weight per row is smaller (less one-hot) with the scale.
+    off = lambda w: to_dense_affinity(index, w, 8).diagonal_scatter(torch.zeros(2, 8, dtype=torch.double), dim1=-2, dim2=-1)  # noqa: E731
+    assert off(weight).amax(-1).mean() < off(sharp).amax(-1).mean()

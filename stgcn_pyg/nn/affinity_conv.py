@@ -32,7 +32,7 @@ class AffinityGCNConv(MessagePassing):
     For the edges :math:`j \to i` of ``edge_index`` it learns the affinity
 
     .. math::
-        e_{ij} = \phi(\mathbf{x}_i)^\top \phi(\mathbf{x}_j), \qquad
+        e_{ij} = s \, \phi(\mathbf{x}_i)^\top \phi(\mathbf{x}_j), \qquad
         a_{ij} = \frac{\exp e_{ij}}{\sum_{k \in \mathcal{N}(i)} \exp e_{ik}},
 
     adds the identity on top, :math:`\mathbf{A}' = \mathbf{A} + \mathbf{I}`
@@ -76,6 +76,9 @@ class AffinityGCNConv(MessagePassing):
         bias: learn an additive bias.
         impl: see above.
         dense_ratio: the ``"auto"`` threshold, from benchmarks/layers.py.
+        scale: the factor :math:`s` of the scores (1 = the paper's formula;
+            ``in_channels ** -0.5`` is the transformer's scaled dot product,
+            which keeps the softmax from saturating to one neighbour).
         learn_affinity: ``False`` for a layer that only ever reuses an
             affinity passed as ``edge_weight`` (the later layers of a branch
             that shares one affinity): it has no ``phi``, so no parameter
@@ -100,6 +103,7 @@ class AffinityGCNConv(MessagePassing):
         impl: Impl = "auto",
         dense_ratio: float = 4.0,
         learn_affinity: bool = True,
+        scale: float = 1.0,
         **kwargs,
     ):
         kwargs.setdefault("aggr", "add")
@@ -110,6 +114,7 @@ class AffinityGCNConv(MessagePassing):
         self.out_channels = out_channels
         self.impl = impl
         self.dense_ratio = dense_ratio
+        self.scale = scale
         self.phi = Linear(in_channels, in_channels, bias=False) if learn_affinity else None
         self.lin = Linear(in_channels, out_channels, bias=False)
         self.bias = Parameter(torch.empty(out_channels)) if bias else None
@@ -176,7 +181,7 @@ class AffinityGCNConv(MessagePassing):
         if edge_weight is None:
             mask = torch.zeros(N, N, dtype=torch.bool, device=x.device)
             mask[dst, src] = True
-            out, adj = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, None, mask)
+            out, adj = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, None, mask, scale=self.scale)
             loops = torch.arange(N, device=x.device)
             full_index = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
             weights = adj[:, full_index[1], full_index[0]]
@@ -215,7 +220,7 @@ class AffinityGCNConv(MessagePassing):
                 crow = torch._convert_indices_from_coo_to_csr(dst, num_nodes)
                 score = self._edge_scores_sparse(x, crow, src, num_nodes)
             else:
-                phi = self.phi(x)
+                phi = self._phi(x)
                 score = (phi[dst] * phi[src]).sum(dim=-1)
             alpha = softmax(score, dst, num_nodes=num_nodes)
             # A + I: every row of A sums to 1 (or 0 without neighbours), plus 1.
@@ -229,7 +234,7 @@ class AffinityGCNConv(MessagePassing):
         return out, (edge_index, edge_weight)
 
     def _edge_scores_sparse(self, x: Tensor, crow: Tensor, col: Tensor, num_nodes: int) -> Tensor:
-        phi = self.phi(x)
+        phi = self._phi(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
             phi = phi.to(_sparse_dtype(phi.dtype))
             pattern = torch.sparse_csr_tensor(
@@ -241,6 +246,10 @@ class AffinityGCNConv(MessagePassing):
             )
             scores = torch.sparse.sampled_addmm(pattern, phi, phi.t(), beta=0.0)
         return scores.values()
+
+    def _phi(self, x: Tensor) -> Tensor:
+        phi = self.phi(x)
+        return phi * self.scale**0.5 if self.scale != 1.0 else phi
 
     def _propagate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor, impl: str) -> Tensor:
         lin_first = self.out_channels < self.in_channels

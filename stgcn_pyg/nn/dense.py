@@ -27,8 +27,9 @@ class DenseAffinityGCN(Module):
     graph without self-loops); ``adj_norm`` a normalised adjacency to reuse.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True, scale: float = 1.0):
         super().__init__()
+        self.scale = scale
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.phi = Linear(in_channels, in_channels, bias=False)
@@ -51,7 +52,7 @@ class DenseAffinityGCN(Module):
     ):
         if x.dim() != 3:
             raise ValueError(f"x must be [B, N, F], got shape {tuple(x.shape)}")
-        out, adj_norm = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, self.bias, adj, adj_norm)
+        out, adj_norm = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, self.bias, adj, adj_norm, self.scale)
         return (out, adj_norm) if return_adjacency else out
 
     def __repr__(self) -> str:

@@ -43,6 +43,7 @@ def dense_affinity_gcn(
     bias: Tensor | None,
     mask: Tensor | None = None,
     adj_norm: Tensor | None = None,
+    scale: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """One learned-affinity GCN layer on dense batches.
 
@@ -54,6 +55,7 @@ def dense_affinity_gcn(
             ``None`` = complete graph without self-loops.
         adj_norm: a precomputed normalised adjacency [B, N, N] to reuse
             instead of computing the affinity from ``x``.
+        scale: multiplies the scores ``phi_i . phi_j`` before the softmax.
 
     Returns:
         ``(out [B, N, F_out], adj_norm [B, N, N])``.
@@ -63,6 +65,8 @@ def dense_affinity_gcn(
         if mask is None:
             mask = ~torch.eye(n, dtype=torch.bool, device=x.device)
         phi = x @ phi_weight.t()
+        if scale != 1.0:
+            phi = phi * scale**0.5
         adj_norm = normalize_with_self_loops(dense_affinity(phi, mask))
     if lin_weight.size(0) < lin_weight.size(1):
         out = adj_norm @ (x @ lin_weight.t())  # propagate in the smaller width
