@@ -10,6 +10,8 @@ Trains and evaluates, with the same seeds, budget and settings, the variants
     full-residual full STGCN with residual GCN layers (beyond the paper)
     full-adjacent full STGCN, temporal graph restricted to neighbouring frames (sparse topology)
     full-stripe   full STGCN, temporal graph linking each stripe to itself across time (sparse)
+    full-scaled   full STGCN, affinity scores scaled by 1/sqrt(width) (see the results: the paper's
+                  unscaled scores saturate the softmax to about one neighbour)
 
 over several seeds, and writes the mean and spread of rank-1, mAP and mINP as
 CSV, a markdown table and a PNG bar chart under benchmarks/results/.
@@ -50,6 +52,7 @@ VARIANTS: dict[str, list[str]] = {
     "full-residual": ["model.residual=true"],
     "full-adjacent": ["model.temporal_topology=temporal-adjacent"],
     "full-stripe": ["model.temporal_topology=temporal-same-stripe"],
+    "full-scaled": ["model.scaled_affinity=true"],
 }
 
 # The budget of the CPU study: exactly the default run (`stgcn-pyg train`),

@@ -87,7 +87,7 @@ def test_temporal_branch_matches_hand_computation():
 
 OPTIONS = [
     {},
-    {"affinity": "per-layer", "norm": "layer"},
+    {"affinity": "per-layer", "norm": "layer", "scaled_affinity": True},
     {"residual": True, "temporal_width": 0, "spatial_width": 0, "norm": "none", "frame_fusion": "max"},
     {"graph_layer": "fc", "classifier": "all"},
     {"branches": ["temporal"], "temporal_topology": "temporal-adjacent"},

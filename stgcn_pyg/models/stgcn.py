@@ -102,14 +102,15 @@ class GraphBranch(nn.Module):
 
     def __init__(self, in_channels: int, width: int, num_layers: int, *, layer: str = "gcn",
                  affinity: str = "shared", residual: bool = False, norm: str = "batch",
-                 negative_slope: float = 0.1):
+                 negative_slope: float = 0.1, scaled_affinity: bool = False):
         super().__init__()
         self.layer, self.affinity, self.residual = layer, affinity, residual
         dims = [in_channels] + [width] * num_layers
         # With a shared affinity only the first layer learns one; the others reuse it.
         learns = [i == 0 or affinity != "shared" for i in range(num_layers)]
         self.convs = nn.ModuleList(
-            AffinityGCNConv(dims[i], dims[i + 1], learn_affinity=learns[i]) if layer == "gcn"
+            AffinityGCNConv(dims[i], dims[i + 1], learn_affinity=learns[i],
+                            scale=dims[i] ** -0.5 if scaled_affinity else 1.0) if layer == "gcn"
             else nn.Linear(dims[i], dims[i + 1])
             for i in range(num_layers)
         )
@@ -167,7 +168,7 @@ class STGCN(nn.Module):
         # True for the paper's per-frame graph (and any topology linking only patches of one frame).
         self._spatial_within_frames = self.spatial_topology.frame_gap in (("max", 0), ("set", frozenset({0})))
         common = dict(layer=cfg.graph_layer, affinity=cfg.affinity, residual=cfg.residual, norm=cfg.norm,
-                      negative_slope=cfg.negative_slope)
+                      negative_slope=cfg.negative_slope, scaled_affinity=cfg.scaled_affinity)
         dims = {"global": C}
         if "temporal" in self.branches:
             self.temporal = GraphBranch(C, cfg.temporal_width or C, cfg.temporal_layers, **common)

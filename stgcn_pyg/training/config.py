@@ -73,6 +73,9 @@ class ModelConfig:
     """Topology name or .toml file of the spatial graph."""
     affinity: str = "shared"
     """"shared": one affinity per branch from its input patches; "per-layer": each layer its own."""
+    scaled_affinity: bool = False
+    """Scale the affinity scores by 1/sqrt(width) before the softmax (transformer-style). False = the
+    paper's formula, whose scores grow with the width and saturate the softmax to about one neighbour."""
     graph_layer: str = "gcn"
     """"gcn" (affinity graph convolution) or "fc" (the paper's ablation: a Linear per node, no graph)."""
     residual: bool = False
