@@ -217,7 +217,7 @@ def _finish(args, base, jobs, rows):
         f"{len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {run_minutes:.0f} run-minutes on "
         f"{device_name('cuda' if torch.cuda.is_available() else 'cpu')} ({args.jobs} runs at a time). "
         f"Overrides on every run: `{' '.join(base) or 'none'}`.\n"
-        f"Command: `python benchmarks/ablation.py {' '.join(sys.argv[1:])}`"
+        f"Command: `python benchmarks/ablation.py {' '.join(a for a in sys.argv[1:] if a != '--breakdown-only')}`"
     )
     footer = ""
     if args.breakdown:
