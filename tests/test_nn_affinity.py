@@ -205,8 +205,10 @@ def test_auto_picks_dense_for_complete_and_sparse_for_large_sparse_graphs():
     conv = AffinityGCNConv(4, 4)
     x_small = torch.randn(2, 32, 4)
     assert conv.choose_impl(x_small, build_edge_index("temporal-complete", 8, 4)) == "dense"
-    x_big = torch.randn(2, 64 * 4, 4)
-    assert conv.choose_impl(x_big, build_edge_index("temporal-adjacent", 64, 4)) == "sparse"
+    # N*N / E: about 23 here (dense), about 128 below (sparse).
+    assert conv.choose_impl(torch.randn(2, 256, 4), build_edge_index("temporal-adjacent", 64, 4)) == "dense"
+    x_big = torch.randn(2, 256, 4)
+    assert conv.choose_impl(x_big, build_edge_index("temporal-adjacent", 256, 1)) == "sparse"
     assert conv.choose_impl(x_small.view(-1, 4), build_edge_index("temporal-complete", 8, 4)) == "sparse"
 
 
