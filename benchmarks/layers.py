@@ -225,6 +225,7 @@ def write_plot(df, path, device):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     sweep = df[(df.group == "sweep T") & (df["pass"] == "fwd+bwd")]
     topologies = list(sweep.topology.unique())
@@ -235,6 +236,7 @@ def write_plot(df, path, device):
             ax.plot(rows["T"], rows["ms"], marker="o", label=layer)
         ax.set(xscale="log", yscale="log", xlabel="frames T (P=4)", ylabel="forward+backward ms", title=topo)
         ax.set_xticks(sorted(part["T"].unique()), [str(t) for t in sorted(part["T"].unique())])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"AffinityGCNConv paths vs dense matmul — {device}")
