@@ -87,11 +87,10 @@ def branch_breakdown(run_dir: str) -> list[dict]:
     graph branch hurt the shared backbone" (the global slice of the full
     model against the global-only model).
     """
-    import numpy as np
     import torch
 
     from stgcn_pyg.data import load_dataset
-    from stgcn_pyg.evaluation.evaluate import evaluate_descriptors, extract_split
+    from stgcn_pyg.evaluation.evaluate import evaluate_descriptors, extract_split, tracklet_ids
     from stgcn_pyg.training import load_checkpoint
 
     model, cfg = load_checkpoint(Path(run_dir) / "last.pt")
@@ -100,7 +99,7 @@ def branch_breakdown(run_dir: str) -> list[dict]:
     common = dict(seq_len=e["seq_len"], mode=e["mode"], image_size=tuple(d["image_size"]), progress=False)
     with torch.no_grad():
         qf, gf = (extract_split(model, df, **common) for df in (ds.query, ds.gallery))
-    ids = lambda df, c: torch.as_tensor(np.asarray(df[c], dtype=np.int64))  # noqa: E731
+    ids = tracklet_ids
     rows, start = [], 0
     for branch, dim in model.feature_dims.items():
         sl = slice(start, start + dim)

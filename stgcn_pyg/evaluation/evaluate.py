@@ -14,7 +14,8 @@ __all__ = ["evaluate_model", "evaluate_descriptors", "extract_split", "print_res
 RANKS = (1, 5, 10, 20)
 
 
-def _ids(df, column: str) -> torch.Tensor:
+def tracklet_ids(df, column: str) -> torch.Tensor:
+    """A column of a tracklet table (pid, camid) as a long tensor."""
     if column not in df.columns:
         raise EvaluationError(f"the tracklet table has no {column!r} column")
     return torch.from_numpy(np.array(df[column], dtype=np.int64))
@@ -128,8 +129,8 @@ def evaluate_model(
         model.train(was_training)
     results = evaluate_descriptors(
         qf, gf,
-        _ids(dataset.query, "pid"), _ids(dataset.gallery, "pid"),
-        _ids(dataset.query, "camid"), _ids(dataset.gallery, "camid"),
+        tracklet_ids(dataset.query, "pid"), tracklet_ids(dataset.gallery, "pid"),
+        tracklet_ids(dataset.query, "camid"), tracklet_ids(dataset.gallery, "camid"),
         metric=metric, rerank=rerank, protocol=protocol, max_rank=max_rank,
         device=device if torch.device(device).type != "cpu" else None,
     )

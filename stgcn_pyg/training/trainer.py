@@ -390,7 +390,7 @@ class Trainer:
     def evaluate(self) -> dict | None:
         """Scores on the dataset's query/gallery split; features are extracted by all ranks and gathered."""
         from ..evaluation import evaluate_model
-        from ..evaluation.evaluate import evaluate_descriptors, extract_split
+        from ..evaluation.evaluate import evaluate_descriptors, extract_split, tracklet_ids
 
         e, d = self.cfg.eval, self.cfg.data
         common = dict(seq_len=e.seq_len, mode=e.mode, image_size=tuple(d.image_size), device=self.device,
@@ -424,7 +424,7 @@ class Trainer:
         if not self.ctx.is_main:
             return None
         q, g = self.dataset.query, self.dataset.gallery
-        ids = lambda df, c: torch.as_tensor(np.asarray(df[c], dtype=np.int64))  # noqa: E731
+        ids = tracklet_ids
         results = evaluate_descriptors(feats[0], feats[1], ids(q, "pid"), ids(g, "pid"), ids(q, "camid"),
                                        ids(g, "camid"), metric=e.metric, rerank=e.rerank,
                                        protocol=getattr(self.dataset, "protocol", "standard") or "standard")
