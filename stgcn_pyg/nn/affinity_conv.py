@@ -163,14 +163,11 @@ class AffinityGCNConv(MessagePassing):
         if impl == "dense":
             if x.dim() != 3:
                 raise ValueError("impl='dense' needs static mode: x of shape [B, N, F]")
-            out, weights = self._forward_dense(x, edge_index, edge_weight)
+            out, (edge_index, weights) = self._forward_dense(x, edge_index, edge_weight)
         elif x.dim() == 3:
-            out, weights = self._forward_static_sparse(x, edge_index, edge_weight, impl)
-            edge_index, weights = weights
+            out, (edge_index, weights) = self._forward_static_sparse(x, edge_index, edge_weight, impl)
         else:
             out, (edge_index, weights) = self._forward_graph(x, edge_index, edge_weight, impl)
-        if impl == "dense":
-            edge_index, weights = weights
         if self.bias is not None:
             out = out + self.bias
         if return_attention_weights:
