@@ -242,6 +242,23 @@ def test_chunking_gives_identical_results(protocol):
         assert out[1] == ref[1] and out[2] == ref[2]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_threaded_row_sort_into_a_reused_buffer(dtype):
+    from stgcn_pyg.metrics.rank import _sort_rows
+
+    g = torch.Generator().manual_seed(0)
+    buffer = torch.empty(0, dtype=dtype).numpy().dtype
+    buffer = np.full((80, 8192), -1, dtype=buffer)  # more rows than the block, as for the last chunk
+    for rows in (80, 67):  # 67 x 8192 > 2 * 2**18 elements: split over two threads
+        d = torch.rand(rows, 8192, generator=g, dtype=dtype) * 10 - 5
+        out = _sort_rows(d, n_threads=2, buffer=buffer)
+        assert out.shape == d.shape and np.shares_memory(out.numpy(), buffer)
+        torch.testing.assert_close(out, torch.sort(d, dim=1).values, rtol=0, atol=0)
+    strided = torch.rand(8192, 70, generator=g, dtype=dtype).t()  # a transposed view sorts the same
+    torch.testing.assert_close(_sort_rows(strided, n_threads=2, buffer=buffer), strided.sort(1).values,
+                               rtol=0, atol=0)
+
+
 def test_numpy_and_tensor_inputs_agree():
     d, qp, gp, qc, gc = random_problem(7)
     a = evaluate_rank(d, qp, gp, qc, gc, return_minp=True)
