@@ -90,6 +90,7 @@ def branch_breakdown(run_dir: str) -> list[dict]:
     import torch
 
     from stgcn_pyg.data import load_dataset
+    from stgcn_pyg.data.loader import build_test_loader
     from stgcn_pyg.evaluation.evaluate import evaluate_descriptors, extract_split, tracklet_ids
     from stgcn_pyg.training import load_checkpoint
 
@@ -107,7 +108,38 @@ def branch_breakdown(run_dir: str) -> list[dict]:
         r = evaluate_descriptors(qf[:, sl], gf[:, sl], ids(ds.query, "pid"), ids(ds.gallery, "pid"),
                                  ids(ds.query, "camid"), ids(ds.gallery, "camid"))
         rows.append(dict(branch=branch, rank1=r["rank1"], mAP=r["mAP"]))
+        if branch == "temporal" and model.cfg.graph_layer == "gcn":
+            loader = build_test_loader(ds.query.head(32), seq_len=d["seq_len"], mode="evenly",
+                                       image_size=tuple(d["image_size"]), batch_size=32)
+            clips = next(iter(loader))
+            clips = clips[0] if isinstance(clips, (list, tuple)) else clips
+            rows[-1].update(affinity_stats(model, clips))
     return rows
+
+
+def affinity_stats(model, clips) -> dict:
+    """How the temporal branch's learned affinity links patches, averaged over clips [B, T, 3, H, W].
+
+    top: the strongest neighbour's share of a node's neighbour weight (1 = the
+    softmax is one-hot); same_stripe: how often that neighbour is the same body
+    stripe in another frame (chance on the complete graph: (T-1)/(T*P-1));
+    hub: share of a tracklet's nodes whose strongest neighbour is one and the
+    same node (1/N when no node is favoured, 1 when all link to one node).
+    """
+    import torch
+
+    P = model.num_stripes
+    top, same, hub = [], [], []
+    for clip in clips:
+        A = model.temporal_affinity(clip.unsqueeze(0))
+        N = A.size(0)
+        off = A - torch.diag_embed(A.diagonal())
+        strongest, arg = off.max(1)
+        top.append((strongest / off.sum(1).clamp_min(1e-12)).mean().item())
+        same.append(((arg % P) == (torch.arange(N) % P)).float().mean().item())
+        hub.append(arg.bincount(minlength=N).max().item() / N)
+    n = len(top)
+    return dict(aff_top=sum(top) / n, aff_same_stripe=sum(same) / n, aff_hub=sum(hub) / n)
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
@@ -232,6 +264,16 @@ def _finish(args, base, jobs, rows):
             "The same checkpoints, each branch's BN-normalised features scored alone.\n\n"
             + to_markdown(table) + "\n"
         )
+        if "aff_top" in bd:
+            aff = bd.dropna(subset=["aff_top"]).groupby("variant", sort=False)[
+                ["aff_top", "aff_same_stripe", "aff_hub"]].mean().round(2).reset_index()
+            footer += (
+                "\n## The temporal branch's learned affinity (mean over seeds, 32 query clips each)\n\n"
+                "top: the strongest neighbour's share of a patch's neighbour weight (1 = one-hot softmax); "
+                "same_stripe: how often it is the same stripe in another frame (chance on the complete "
+                "graph: (T-1)/(TP-1)); hub: share of a tracklet's patches whose strongest neighbour is one "
+                "and the same patch (1/(TP) if none is favoured).\n\n" + to_markdown(aff) + "\n"
+            )
     write_outputs(pd.DataFrame(rows), args.out, header, footer)
     print((RESULTS / f"{args.out}.md").read_text())
 
