@@ -88,6 +88,7 @@ def test_temporal_branch_matches_hand_computation():
 OPTIONS = [
     {},
     {"affinity": "per-layer", "norm": "layer", "scaled_affinity": True},
+    {"centered_affinity": True, "affinity": "per-layer", "scaled_affinity": True},
     {"residual": True, "temporal_width": 0, "spatial_width": 0, "norm": "none", "frame_fusion": "max"},
     {"graph_layer": "fc", "classifier": "all"},
     {"branches": ["temporal"], "temporal_topology": "temporal-adjacent"},
@@ -133,13 +134,16 @@ def test_fc_ablation_ignores_the_graph():
 
 
 @pytest.mark.parametrize("topologies", [
-    ("temporal-complete", "spatial-frame-complete"),  # spatial graph run as B*T separate frame graphs
-    ("temporal-same-stripe", "temporal-adjacent"),  # sparse temporal graph; a spatial graph across frames
+    ("temporal-complete", "spatial-frame-complete", False),  # spatial graph run as B*T separate frame graphs
+    ("temporal-same-stripe", "temporal-adjacent", False),  # sparse temporal graph; a spatial graph across frames
+    ("temporal-complete", "spatial-frame-complete", True),  # centred scores: each node's graph must be known
+    ("temporal-adjacent", "temporal-same-stripe", True),
 ])
 def test_static_mode_equals_batched_graphs(topologies):
     torch.manual_seed(0)
-    t_top, s_top = topologies
-    model = STGCN(tiny_cfg(temporal_topology=t_top, spatial_topology=s_top, affinity="shared"))
+    t_top, s_top, centered = topologies
+    model = STGCN(tiny_cfg(temporal_topology=t_top, spatial_topology=s_top, affinity="shared",
+                           centered_affinity=centered))
     assert model._spatial_within_frames == (s_top == "spatial-frame-complete")
     batch, labels, _ = make_batch(temporal_topology=t_top, spatial_topology=s_top)
     for train in (True, False):
@@ -154,14 +158,15 @@ def test_static_mode_equals_batched_graphs(topologies):
         torch.testing.assert_close(a.descriptor, b.descriptor, rtol=1e-3, atol=2e-4)
 
 
-def test_tracklets_of_different_lengths_fall_back_to_batched_graphs():
+@pytest.mark.parametrize("centered", [False, True])
+def test_tracklets_of_different_lengths_fall_back_to_batched_graphs(centered):
     """A batch mixing T=2 and T=4 (eval mode) gives each tracklet the descriptor it gets on its own."""
     from torch_geometric.data import Batch
 
     from stgcn_pyg.data import TrackletData
 
     torch.manual_seed(0)
-    model = STGCN(tiny_cfg(frame_fusion="mean")).eval()
+    model = STGCN(tiny_cfg(frame_fusion="mean", centered_affinity=centered)).eval()
     clips = [torch.randn(2, 3, H, W), torch.randn(4, 3, H, W), torch.randn(3, 3, H, W)]
     batch = Batch.from_data_list([TrackletData.from_frames(c, num_stripes=4) for c in clips])
     mixed = model(batch).descriptor

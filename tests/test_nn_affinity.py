@@ -299,3 +299,46 @@ def test_score_scale_matches_reference_and_softens_the_affinity(impl):
     # The largest off-diagonal weight per row is smaller (less one-hot) with the scale.
     off = lambda w: to_dense_affinity(index, w, 8).diagonal_scatter(torch.zeros(2, 8, dtype=torch.double), dim1=-2, dim2=-1)  # noqa: E731
     assert off(weight).amax(-1).mean() < off(sharp).amax(-1).mean()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_centered_scores_match_reference_and_ignore_a_shift_of_the_graph(impl):
+    torch.manual_seed(12)
+    conv = AffinityGCNConv(16, 8, impl=impl, center=True).double()
+    ref = DenseAffinityGCN(16, 8, center=True).double()
+    ref.load_state_dict(conv.state_dict())
+    edge_index = build_edge_index("temporal-complete", 4, 2)
+    x = torch.randn(3, 8, 16, dtype=torch.double)
+    out, (index, weight) = conv(x, edge_index, return_attention_weights=True)
+    torch.testing.assert_close(out, ref(x))
+    # the hand-written formula: phi of the features minus each graph's mean
+    phi = (x - x.mean(1, keepdim=True)) @ conv.phi.weight.t()
+    scores = (phi @ phi.transpose(1, 2)).masked_fill(torch.eye(8, dtype=torch.bool), float("-inf"))
+    a = scores.softmax(-1) + torch.eye(8, dtype=torch.double)
+    d = a.sum(-1).rsqrt()
+    torch.testing.assert_close(to_dense_affinity(index, weight, 8), d[..., :, None] * a * d[..., None, :])
+    # a different constant added to each graph's nodes leaves its affinity as it was ...
+    shift = 5 * torch.randn(3, 1, 16, dtype=torch.double)
+    _, (_, shifted) = conv(x + shift, edge_index, return_attention_weights=True)
+    torch.testing.assert_close(shifted, weight)
+    # ... which the paper's uncentred scores do not
+    conv.center = False
+    _, (_, raw) = conv(x, edge_index, return_attention_weights=True)
+    _, (_, raw_shifted) = conv(x + shift, edge_index, return_attention_weights=True)
+    assert not torch.allclose(raw, raw_shifted, atol=1e-3)
+
+
+@pytest.mark.parametrize("impl", MP_IMPLS)
+def test_centered_scores_in_batch_mode_use_each_nodes_graph(impl):
+    """Graphs of different sizes in one Batch: centred on their own mean, the same as each alone."""
+    torch.manual_seed(13)
+    conv = AffinityGCNConv(6, 5, impl=impl, center=True).double()
+    graphs = [(build_edge_index("temporal-complete", t, 2), 2 * t) for t in (2, 3, 1)]
+    data = [Data(x=torch.randn(n, 6, dtype=torch.double) + 3 * i, edge_index=ei, num_nodes=n)
+            for i, (ei, n) in enumerate(graphs)]
+    batch = Batch.from_data_list(data)
+    out = conv(batch.x, batch.edge_index, batch=batch.batch)
+    alone = torch.cat([conv(d.x, d.edge_index) for d in data])  # batch=None: the input is one graph
+    torch.testing.assert_close(out, alone)
+    wrong = conv(batch.x, batch.edge_index)  # centred on the mean of all graphs together
+    assert not torch.allclose(wrong, out, atol=1e-4)

@@ -102,7 +102,7 @@ class GraphBranch(nn.Module):
 
     def __init__(self, in_channels: int, width: int, num_layers: int, *, layer: str = "gcn",
                  affinity: str = "shared", residual: bool = False, norm: str = "batch",
-                 negative_slope: float = 0.1, scaled_affinity: bool = False):
+                 negative_slope: float = 0.1, scaled_affinity: bool = False, centered_affinity: bool = False):
         super().__init__()
         self.layer, self.affinity, self.residual = layer, affinity, residual
         dims = [in_channels] + [width] * num_layers
@@ -110,7 +110,8 @@ class GraphBranch(nn.Module):
         learns = [i == 0 or affinity != "shared" for i in range(num_layers)]
         self.convs = nn.ModuleList(
             AffinityGCNConv(dims[i], dims[i + 1], learn_affinity=learns[i],
-                            scale=dims[i] ** -0.5 if scaled_affinity else 1.0) if layer == "gcn"
+                            scale=dims[i] ** -0.5 if scaled_affinity else 1.0,
+                            center=centered_affinity) if layer == "gcn"
             else nn.Linear(dims[i], dims[i + 1])
             for i in range(num_layers)
         )
@@ -118,16 +119,16 @@ class GraphBranch(nn.Module):
         self.act = nn.LeakyReLU(negative_slope)
         self.out_channels = width
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        """x [N, F] (batch mode) or [B, N, F] (static mode) -> same leading shape, width out_channels."""
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
+        """x [N, F] (batch mode, ``batch`` each node's graph) or [B, N, F] (static mode) -> width out_channels."""
         shared_index, shared_weight = None, None
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             if self.layer == "fc":
                 h = conv(x)
             elif self.affinity == "per-layer":
-                h = conv(x, edge_index)
+                h = conv(x, edge_index, batch=batch)
             elif i == 0:
-                h, (shared_index, shared_weight) = conv(x, edge_index, return_attention_weights=True)
+                h, (shared_index, shared_weight) = conv(x, edge_index, return_attention_weights=True, batch=batch)
             else:
                 h = conv(x, shared_index, edge_weight=shared_weight)
             h = self.act(norm(h))
@@ -136,11 +137,11 @@ class GraphBranch(nn.Module):
             x = h
         return x
 
-    def affinity_weights(self, x: torch.Tensor, edge_index: torch.Tensor):
+    def affinity_weights(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None):
         """The first layer's normalised affinity: ``(edge_index_with_self_loops, weight)``."""
         if self.layer != "gcn":
             raise ConfigError('model.graph_layer: the "fc" ablation has no affinity to show')
-        _, (index, weight) = self.convs[0](x, edge_index, return_attention_weights=True)
+        _, (index, weight) = self.convs[0](x, edge_index, return_attention_weights=True, batch=batch)
         return index, weight
 
 
@@ -168,7 +169,8 @@ class STGCN(nn.Module):
         # True for the paper's per-frame graph (and any topology linking only patches of one frame).
         self._spatial_within_frames = self.spatial_topology.frame_gap in (("max", 0), ("set", frozenset({0})))
         common = dict(layer=cfg.graph_layer, affinity=cfg.affinity, residual=cfg.residual, norm=cfg.norm,
-                      negative_slope=cfg.negative_slope, scaled_affinity=cfg.scaled_affinity)
+                      negative_slope=cfg.negative_slope, scaled_affinity=cfg.scaled_affinity,
+                      centered_affinity=cfg.centered_affinity)
         dims = {"global": C}
         if "temporal" in self.branches:
             self.temporal = GraphBranch(C, cfg.temporal_width or C, cfg.temporal_layers, **common)
@@ -271,10 +273,12 @@ class STGCN(nn.Module):
                 node_frame = torch.arange(nodes.size(0), device=device) // self.num_stripes
                 node_graph = frame_graph[node_frame]
             if "temporal" in self.branches:
-                h = self.temporal(nodes, batch.temporal_edge_index.to(device))
+                h = self.temporal(nodes, batch.temporal_edge_index.to(device), node_graph)
                 features["temporal"] = scatter(h, node_graph, 0, dim_size=B, reduce="max")
             if "spatial" in self.branches:
-                h = self.spatial(nodes, batch.spatial_edge_index.to(device))
+                # a spatial graph is one frame's patches when no edge crosses frames
+                h = self.spatial(nodes, batch.spatial_edge_index.to(device),
+                                 node_frame if self._spatial_within_frames else node_graph)
                 per_frame = scatter(h, node_frame, 0, dim_size=frames.size(0), reduce="max")
                 reduce = "mean" if self.cfg.frame_fusion == "mean" else "max"
                 features["spatial"] = scatter(per_frame, frame_graph, 0, dim_size=B, reduce=reduce)

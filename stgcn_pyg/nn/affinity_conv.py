@@ -44,6 +44,9 @@ class AffinityGCNConv(MessagePassing):
         \mathbf{x}'_i = \sum_{j \in \mathcal{N}(i) \cup \{i\}}
         \frac{a'_{ij}}{\sqrt{d_i d_j}} \, \mathbf{W} \mathbf{x}_j + \mathbf{b}.
 
+    With ``center=True`` the scores use :math:`\phi(\mathbf{x}_i - \bar{\mathbf{x}})`,
+    :math:`\bar{\mathbf{x}}` the mean of the node's graph (``batch``).
+
     :math:`\phi` is ``self.phi`` (a bias-free ``Linear(in, in)``) and
     :math:`\mathbf{W}` is ``self.lin`` (a bias-free ``Linear(in, out)``; the
     bias is added after propagation, as in :class:`~torch_geometric.nn.GCNConv`).
@@ -82,6 +85,11 @@ class AffinityGCNConv(MessagePassing):
         scale: the factor :math:`s` of the scores (1 = the paper's formula;
             ``in_channels ** -0.5`` is the transformer's scaled dot product,
             which keeps the softmax from saturating to one neighbour).
+        center: subtract each graph's mean node feature before :math:`\phi`
+            (not in the paper). Features after a ReLU share a large common
+            component, and then every node's strongest score is with the one
+            node of largest norm, a "hub"; centred scores compare what sets
+            the nodes apart. Propagation still uses the raw features.
         learn_affinity: ``False`` for a layer that only ever reuses an
             affinity passed as ``edge_weight`` (the later layers of a branch
             that shares one affinity): it has no ``phi``, so no parameter
@@ -92,7 +100,9 @@ class AffinityGCNConv(MessagePassing):
           ``edge_weight`` (optional) [E] or [B, E]: a normalised adjacency
           that replaces the learned one (typically returned by an earlier
           call with ``return_attention_weights=True``; self-loops must then be
-          in ``edge_index`` already).
+          in ``edge_index`` already); ``batch`` (optional, batch layout with
+          ``center=True``) [N]: each node's graph, as in a PyG ``Batch``
+          (``None`` = one graph; in static mode each of the B is a graph).
         - output: [N, out] or [B, N, out]; with
           ``return_attention_weights=True`` also
           ``(edge_index_with_self_loops [2, E + N], weight [E + N] or [B, E + N])``.
@@ -107,6 +117,7 @@ class AffinityGCNConv(MessagePassing):
         dense_ratio: float = 64.0,
         learn_affinity: bool = True,
         scale: float = 1.0,
+        center: bool = False,
         **kwargs,
     ):
         kwargs.setdefault("aggr", "add")
@@ -118,6 +129,7 @@ class AffinityGCNConv(MessagePassing):
         self.impl = impl
         self.dense_ratio = dense_ratio
         self.scale = scale
+        self.center = center
         self.phi = Linear(in_channels, in_channels, bias=False) if learn_affinity else None
         self.lin = Linear(in_channels, out_channels, bias=False)
         self.bias = Parameter(torch.empty(out_channels)) if bias else None
@@ -150,6 +162,7 @@ class AffinityGCNConv(MessagePassing):
         edge_index: Tensor,
         edge_weight: Tensor | None = None,
         return_attention_weights: bool | None = None,
+        batch: Tensor | None = None,
     ):
         if x.dim() not in (2, 3):
             raise ValueError(f"x must be [N, F] or [B, N, F], got shape {tuple(x.shape)}")
@@ -167,7 +180,7 @@ class AffinityGCNConv(MessagePassing):
         elif x.dim() == 3:
             out, (edge_index, weights) = self._forward_static_sparse(x, edge_index, edge_weight, impl)
         else:
-            out, (edge_index, weights) = self._forward_graph(x, edge_index, edge_weight, impl)
+            out, (edge_index, weights) = self._forward_graph(x, edge_index, edge_weight, impl, batch)
         if self.bias is not None:
             out = out + self.bias
         if return_attention_weights:
@@ -181,7 +194,8 @@ class AffinityGCNConv(MessagePassing):
         if edge_weight is None:
             mask = torch.zeros(N, N, dtype=torch.bool, device=x.device)
             mask[dst, src] = True
-            out, adj = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, None, mask, scale=self.scale)
+            out, adj = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, None, mask, scale=self.scale,
+                                          center=self.center)
             loops = torch.arange(N, device=x.device)
             full_index = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
             weights = adj[:, full_index[1], full_index[0]]
@@ -199,7 +213,8 @@ class AffinityGCNConv(MessagePassing):
         big_weight = None
         if edge_weight is not None:
             big_weight = (edge_weight.expand(B, -1) if edge_weight.dim() == 1 else edge_weight).reshape(-1)
-        out, (full_index, weights) = self._forward_graph(x.reshape(B * N, F), big_index, big_weight, impl)
+        batch = torch.arange(B, device=x.device).repeat_interleave(N) if self.center else None
+        out, (full_index, weights) = self._forward_graph(x.reshape(B * N, F), big_index, big_weight, impl, batch)
         out = out.view(B, N, -1)
         if edge_weight is not None:
             return out, (edge_index, edge_weight)
@@ -209,7 +224,8 @@ class AffinityGCNConv(MessagePassing):
         w = torch.cat([weights[: B * E].view(B, E), weights[B * E :].view(B, N)], dim=1)
         return out, (single, w)
 
-    def _forward_graph(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None, impl: str):
+    def _forward_graph(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None, impl: str,
+                       batch: Tensor | None = None):
         num_nodes = x.size(0)
         src, dst = edge_index[0], edge_index[1]
         if edge_weight is None:
@@ -218,9 +234,9 @@ class AffinityGCNConv(MessagePassing):
                 perm = torch.argsort(dst * num_nodes + src)
                 src, dst = src[perm], dst[perm]
                 crow = torch._convert_indices_from_coo_to_csr(dst, num_nodes)
-                score = self._edge_scores_sparse(x, crow, src, num_nodes)
+                score = self._edge_scores_sparse(x, crow, src, num_nodes, batch)
             else:
-                phi = self._phi(x)
+                phi = self._phi(x, batch)
                 score = (phi[dst] * phi[src]).sum(dim=-1)
             alpha = softmax(score, dst, num_nodes=num_nodes)
             # A + I: every row of A sums to 1 (or 0 without neighbours), plus 1.
@@ -233,8 +249,9 @@ class AffinityGCNConv(MessagePassing):
         out = self._propagate(x, edge_index, edge_weight, impl)
         return out, (edge_index, edge_weight)
 
-    def _edge_scores_sparse(self, x: Tensor, crow: Tensor, col: Tensor, num_nodes: int) -> Tensor:
-        phi = self._phi(x)
+    def _edge_scores_sparse(self, x: Tensor, crow: Tensor, col: Tensor, num_nodes: int,
+                            batch: Tensor | None = None) -> Tensor:
+        phi = self._phi(x, batch)
         with torch.autocast(device_type=x.device.type, enabled=False):
             phi = phi.to(_sparse_dtype(phi.dtype))
             pattern = torch.sparse_csr_tensor(
@@ -247,7 +264,12 @@ class AffinityGCNConv(MessagePassing):
             scores = torch.sparse.sampled_addmm(pattern, phi, phi.t(), beta=0.0)
         return scores.values()
 
-    def _phi(self, x: Tensor) -> Tensor:
+    def _phi(self, x: Tensor, batch: Tensor | None = None) -> Tensor:
+        if self.center:  # x [N, F] of the graphs in ``batch`` (one graph when None)
+            if batch is None:
+                x = x - x.mean(0, keepdim=True)
+            else:
+                x = x - scatter(x, batch, dim=0, reduce="mean")[batch]
         phi = self.phi(x)
         return phi * self.scale**0.5 if self.scale != 1.0 else phi
 

@@ -16,7 +16,10 @@ class DenseAffinityGCN(Module):
         \mathbf{X}' = \hat{\mathbf{A}} \mathbf{X} \mathbf{W}^\top + \mathbf{b}, \quad
         \hat{\mathbf{A}} = \mathbf{D}^{-1/2} (\mathbf{A} + \mathbf{I}) \mathbf{D}^{-1/2}, \quad
         \mathbf{A} = \mathrm{softmax}_{\text{row}}\big(\phi(\mathbf{X}) \phi(\mathbf{X})^\top\big)
-        \text{ over the allowed neighbours.}
+        \text{ over the allowed neighbours}
+
+    (scores times ``scale``; with ``center=True`` :math:`\phi` is applied to
+    :math:`\mathbf{x}_i - \bar{\mathbf{x}}`, the mean over each graph's nodes).
 
     Same parameters and ``state_dict`` keys as
     :class:`~stgcn_pyg.nn.AffinityGCNConv` (``phi.weight``, ``lin.weight``,
@@ -27,9 +30,11 @@ class DenseAffinityGCN(Module):
     graph without self-loops); ``adj_norm`` a normalised adjacency to reuse.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = True, scale: float = 1.0):
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True, scale: float = 1.0,
+                 center: bool = False):
         super().__init__()
         self.scale = scale
+        self.center = center
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.phi = Linear(in_channels, in_channels, bias=False)
@@ -52,7 +57,8 @@ class DenseAffinityGCN(Module):
     ):
         if x.dim() != 3:
             raise ValueError(f"x must be [B, N, F], got shape {tuple(x.shape)}")
-        out, adj_norm = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, self.bias, adj, adj_norm, self.scale)
+        out, adj_norm = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, self.bias, adj, adj_norm, self.scale,
+                                           self.center)
         return (out, adj_norm) if return_adjacency else out
 
     def __repr__(self) -> str:

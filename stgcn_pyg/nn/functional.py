@@ -44,6 +44,7 @@ def dense_affinity_gcn(
     mask: Tensor | None = None,
     adj_norm: Tensor | None = None,
     scale: float = 1.0,
+    center: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """One learned-affinity GCN layer on dense batches.
 
@@ -56,6 +57,8 @@ def dense_affinity_gcn(
         adj_norm: a precomputed normalised adjacency [B, N, N] to reuse
             instead of computing the affinity from ``x``.
         scale: multiplies the scores ``phi_i . phi_j`` before the softmax.
+        center: score ``phi(x_i - mean_k x_k)`` instead of ``phi(x_i)``, the
+            mean over the nodes of each graph (dim -2).
 
     Returns:
         ``(out [B, N, F_out], adj_norm [B, N, N])``.
@@ -64,7 +67,7 @@ def dense_affinity_gcn(
         n = x.size(-2)
         if mask is None:
             mask = ~torch.eye(n, dtype=torch.bool, device=x.device)
-        phi = x @ phi_weight.t()
+        phi = (x - x.mean(-2, keepdim=True) if center else x) @ phi_weight.t()
         if scale != 1.0:
             phi = phi * scale**0.5
         adj_norm = normalize_with_self_loops(dense_affinity(phi, mask))

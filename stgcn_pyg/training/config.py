@@ -76,6 +76,9 @@ class ModelConfig:
     scaled_affinity: bool = False
     """Scale the affinity scores by 1/sqrt(width) before the softmax (transformer-style). False = the
     paper's formula, whose scores grow with the width and saturate the softmax to about one neighbour."""
+    centered_affinity: bool = False
+    """Score phi(x - mean of the graph's patches) instead of phi(x) (not in the paper): patch features after
+    a ReLU share a common component, and then every patch links to the one patch of largest norm."""
     graph_layer: str = "gcn"
     """"gcn" (affinity graph convolution) or "fc" (the paper's ablation: a Linear per node, no graph)."""
     residual: bool = False
