@@ -12,6 +12,9 @@ Trains and evaluates, with the same seeds, budget and settings, the variants
     full-stripe   full STGCN, temporal graph linking each stripe to itself across time (sparse)
     full-scaled   full STGCN, affinity scores scaled by 1/sqrt(width) (see the results: the paper's
                   unscaled scores saturate the softmax to about one neighbour)
+    full-centered full STGCN, affinity scores of the patches minus their graph's mean patch (the
+                  paper's scores send every patch to one high-norm "hub" patch in some runs)
+    full-centered-scaled  both of the above
 
 over several seeds, and writes the mean and spread of rank-1, mAP and mINP as
 CSV, a markdown table and a PNG bar chart under benchmarks/results/.
@@ -53,6 +56,8 @@ VARIANTS: dict[str, list[str]] = {
     "full-adjacent": ["model.temporal_topology=temporal-adjacent"],
     "full-stripe": ["model.temporal_topology=temporal-same-stripe"],
     "full-scaled": ["model.scaled_affinity=true"],
+    "full-centered": ["model.centered_affinity=true"],
+    "full-centered-scaled": ["model.centered_affinity=true", "model.scaled_affinity=true"],
 }
 
 # The budget of the CPU study: exactly the default run (`stgcn-pyg train`),
@@ -195,6 +200,9 @@ def main(argv=None):
     parser.add_argument("--out", default="ablation_synthetic", help="file stem under benchmarks/results")
     parser.add_argument("--no-breakdown", dest="breakdown", action="store_false",
                         help="skip scoring each branch's slice of the descriptor after the runs")
+    parser.add_argument("--append", action="store_true",
+                        help="merge into the existing results of --out (rows of the same variant and seed are "
+                             "replaced) and re-score every run of the merged table")
     parser.add_argument("--breakdown-only", action="store_true",
                         help="only re-score the finished runs in --runs-dir (no training)")
     args = parser.parse_args(argv)
@@ -209,10 +217,11 @@ def main(argv=None):
              output=str(Path(args.runs_dir) / f"{v}-seed{s}"))
         for s in args.seeds for v in args.variants
     ]
+    earlier = []
+    if args.append or args.breakdown_only:
+        earlier = pd.read_csv(RESULTS / f"{args.out}.csv").to_dict("records")
     if args.breakdown_only:
-        rows = [r for r in pd.read_csv(RESULTS / f"{args.out}.csv").to_dict("records")]
-        jobs = [j for j in jobs if (Path(j["output"]) / "last.pt").is_file()]
-        _finish(args, base, jobs, rows)
+        _finish(args, base, _jobs_of(earlier, args), earlier)
         return
     # Generate the dataset once before the workers race for it.
     from stgcn_pyg.training import load_config
@@ -235,20 +244,36 @@ def main(argv=None):
                 f"  ({row['minutes']} min)"
             )
             progress.advance(task)
-            write_outputs(pd.DataFrame(rows), args.out, "(partial)")
-    _finish(args, base, jobs, rows)
+            write_outputs(pd.DataFrame(_merge(earlier, rows)), args.out, "(partial)")
+    rows = _merge(earlier, rows)
+    _finish(args, base, _jobs_of(rows, args), rows)
+
+
+def _merge(earlier: list[dict], rows: list[dict]) -> list[dict]:
+    """Earlier rows, minus those of a (variant, seed) that was run again, plus the new rows."""
+    new = {(r["variant"], r["seed"]) for r in rows}
+    return [r for r in earlier if (r["variant"], r["seed"]) not in new] + rows
+
+
+def _jobs_of(rows: list[dict], args) -> list[dict]:
+    """The finished runs behind result rows (those whose last.pt is still in --runs-dir)."""
+    jobs = [dict(variant=r["variant"], seed=int(r["seed"]), output=str(Path(args.runs_dir) / f"{r['variant']}-seed{int(r['seed'])}"))
+            for r in rows]
+    return [j for j in jobs if (Path(j["output"]) / "last.pt").is_file()]
 
 
 def _finish(args, base, jobs, rows):
     import torch
 
     run_minutes = sum(r["minutes"] for r in rows)
+    seeds = sorted({int(r["seed"]) for r in rows})
     header = (
         f"# Ablation on `{args.config}`\n\n"
-        f"{len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {run_minutes:.0f} run-minutes on "
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), {run_minutes:.0f} run-minutes on "
         f"{device_name('cuda' if torch.cuda.is_available() else 'cpu')} ({args.jobs} runs at a time). "
         f"Overrides on every run: `{' '.join(base) or 'none'}`.\n"
         f"Command: `python benchmarks/ablation.py {' '.join(a for a in sys.argv[1:] if a != '--breakdown-only')}`"
+        + (" (merged into the earlier runs of this table)" if args.append else "")
     )
     footer = ""
     if args.breakdown:
