@@ -123,8 +123,7 @@ def branch_breakdown(run_dir: str) -> list[dict]:
         if branch == "temporal" and model.cfg.graph_layer == "gcn":
             loader = build_test_loader(ds.query.head(32), seq_len=d["seq_len"], mode="evenly",
                                        image_size=tuple(d["image_size"]), batch_size=32)
-            clips = next(iter(loader))
-            clips = clips[0] if isinstance(clips, (list, tuple)) else clips
+            clips, _ = next(iter(loader))
             rows[-1].update(affinity_stats(model, clips))
     return rows
 

@@ -150,20 +150,24 @@ def _load_dataset(name, root, protocol):
     return load_dataset(name, root, protocol=protocol)
 
 
-def _extract_both(model, ds, opts, progress):
-    from ..evaluation import extract_split
-
-    common = {k: opts[k] for k in ("seq_len", "mode", "image_size", "device", "batch_size", "num_workers", "flip")}
-    qf = extract_split(model, ds.query, description="query descriptors", progress=progress, **common)
-    gf = extract_split(model, ds.gallery, description="gallery descriptors", progress=progress, **common)
-    return qf, gf
+def _extract_kwargs(opts: dict) -> dict:
+    """The options of ``extract_split`` among the resolved ones."""
+    return {k: opts[k] for k in ("seq_len", "mode", "image_size", "device", "batch_size", "num_workers", "flip")}
 
 
 def _ids(df, col):
-    import numpy as np
-    import torch
+    from ..evaluation.evaluate import tracklet_ids
 
-    return torch.from_numpy(np.array(df[col], dtype=np.int64))
+    return tracklet_ids(df, col)
+
+
+def _extract_both(model, ds, opts, progress):
+    from ..evaluation import extract_split
+
+    common = _extract_kwargs(opts)
+    qf = extract_split(model, ds.query, description="query descriptors", progress=progress, **common)
+    gf = extract_split(model, ds.gallery, description="gallery descriptors", progress=progress, **common)
+    return qf, gf
 
 
 def read_features(path) -> dict:
@@ -399,7 +403,7 @@ def _search(args: argparse.Namespace) -> int:
         gallery = gallery.assign(name=[str(Path(f[0]).parent.name) + "/" + Path(f[0]).stem for f in gallery["frames"]])
     else:  # pragma: no cover - dataset always resolves to a default
         raise ConfigError("search: give --gallery DIR or --dataset NAME")
-    common = {k: opts[k] for k in ("seq_len", "mode", "image_size", "device", "batch_size", "num_workers", "flip")}
+    common = _extract_kwargs(opts)
     qf = extract_split(model, query, description="query", progress=not args.json, **common)
     gf = extract_split(model, gallery, description="gallery", progress=not args.json, **common)
     dist = compute_distance(qf, gf, opts["metric"])[0]
