@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Literal
+from typing import Iterator, Literal, overload
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Linear, Parameter
 from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import scatter, softmax
+from torch_geometric.utils import scatter
 
-from .functional import dense_affinity_gcn
-
-# torch flags CSR tensors as beta on every construction; the sparse path relies
-# only on their stable operations (sampled_addmm, spmm).
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+from .functional import dense_affinity, dense_affinity_gcn
+from .norm import affinity_dtype, affinity_norm
 
 Impl = Literal["auto", "dense", "sparse", "gather"]
 _IMPLS = ("auto", "dense", "sparse", "gather")
@@ -24,6 +23,15 @@ _IMPLS = ("auto", "dense", "sparse", "gather")
 def _sparse_dtype(dtype: torch.dtype) -> torch.dtype:
     # cuSPARSE's SDDMM/SpMM have no bf16/fp16 kernels: reduced precision runs in float32.
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+@contextlib.contextmanager
+def _sparse_csr_quiet() -> Iterator[None]:
+    # torch flags CSR tensors as beta on construction; the sparse path relies
+    # only on their stable operations (sampled_addmm, spmm).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        yield
 
 
 class AffinityGCNConv(MessagePassing):
@@ -38,74 +46,85 @@ class AffinityGCNConv(MessagePassing):
     adds the identity on top, :math:`\mathbf{A}' = \mathbf{A} + \mathbf{I}`
     (also where ``edge_index`` already holds the self-loop :math:`i \to i`),
     normalises it symmetrically with the row sums :math:`d_i` of
-    :math:`\mathbf{A}'`, and propagates:
+    :math:`\mathbf{A}'` (see :func:`~stgcn_pyg.nn.affinity_norm`), and
+    propagates:
 
     .. math::
         \mathbf{x}'_i = \sum_{j \in \mathcal{N}(i) \cup \{i\}}
         \frac{a'_{ij}}{\sqrt{d_i d_j}} \, \mathbf{W} \mathbf{x}_j + \mathbf{b}.
 
     With ``center=True`` the scores use :math:`\phi(\mathbf{x}_i - \bar{\mathbf{x}})`,
-    :math:`\bar{\mathbf{x}}` the mean of the node's graph (``batch``).
+    :math:`\bar{\mathbf{x}}` the mean of the node's graph.
 
     :math:`\phi` is ``self.phi`` (a bias-free ``Linear(in, in)``) and
     :math:`\mathbf{W}` is ``self.lin`` (a bias-free ``Linear(in, out)``; the
     bias is added after propagation, as in :class:`~torch_geometric.nn.GCNConv`).
+    :math:`\phi`, the scores, the softmax and the normalisation run with
+    autocast disabled, in at least float32 (scores of wide features lose
+    whole units in bfloat16); only the propagation follows autocast.
 
     Two input layouts:
 
-    * **batch** -- ``x`` [N, F] and ``edge_index`` [2, E] of a PyG ``Batch`` of
-      disjoint graphs;
-    * **static** -- ``x`` [B, N, F]: B graphs sharing one ``edge_index`` over
-      N nodes (tracklets of equal length).
+    * **batch** -- ``x`` :math:`(N, F)` and ``edge_index`` :math:`(2, E)` of a
+      PyG ``Batch`` of disjoint graphs;
+    * **static** -- ``x`` :math:`(B, N, F)`: :math:`B` graphs sharing one
+      ``edge_index`` over :math:`N` nodes (tracklets of equal length).
 
     Implementations (``impl``), all equal up to float rounding:
 
-    * ``"dense"`` (static only): masked batched matmul over [B, N, N];
-      the fastest for complete or nearly complete graphs;
-    * ``"sparse"``: the affinity as a sampled dense-dense product
+    * ``"dense"`` (static only): masked batched matmul over :math:`(B, N, N)`,
+      for complete or nearly complete graphs;
+    * ``"sparse"``: the scores as a sampled dense-dense product
       (``torch.sparse.sampled_addmm``) and propagation as a fused sparse
       matmul (``message_and_aggregate``) -- never materialises per-edge
       feature tensors;
     * ``"gather"``: plain message passing (per-edge messages); the path for
       ``torch.compile`` on batched graphs and the easiest to read;
-    * ``"auto"`` (default): ``"dense"`` in static mode when the graph is dense
-      enough (``N * N <= dense_ratio * E``), else ``"sparse"``; under
-      ``torch.compile`` ``"gather"`` instead of ``"sparse"`` (sparse tensors
-      break compiled graphs).
+    * ``"auto"``: ``"dense"`` in static mode when the graph is dense enough
+      (:math:`N^2 \le` ``dense_ratio`` :math:`\cdot E`), else ``"sparse"``;
+      under ``torch.compile`` ``"gather"`` instead of ``"sparse"`` (sparse
+      tensors break compiled graphs).
 
     Args:
-        in_channels: input width F.
-        out_channels: output width.
-        bias: learn an additive bias.
-        impl: see above.
-        dense_ratio: the ``"auto"`` threshold. On a 2-core CPU the dense path
-            beat the sparse one at every size benchmarks/layers.py measured
-            (up to N=256 with 1/23 of the pairs linked); sparse pays off only
-            for larger, sparser graphs.
-        scale: the factor :math:`s` of the scores (1 = the paper's formula;
-            ``in_channels ** -0.5`` is the transformer's scaled dot product,
-            which keeps the softmax from saturating to one neighbour).
-        center: subtract each graph's mean node feature before :math:`\phi`
-            (not in the paper). Features after a ReLU share a large common
-            component, and then every node's strongest score is with the one
-            node of largest norm, a "hub"; centred scores compare what sets
-            the nodes apart. Propagation still uses the raw features.
-        learn_affinity: ``False`` for a layer that only ever reuses an
-            affinity passed as ``edge_weight`` (the later layers of a branch
-            that shares one affinity): it has no ``phi``, so no parameter
-            without a gradient (which DistributedDataParallel rejects).
+        in_channels (int): Size of each input node feature :math:`F`.
+        out_channels (int): Size of each output node feature.
+        bias (bool, optional): If set to :obj:`False`, the layer will not learn
+            an additive bias. (default: :obj:`True`)
+        impl (str, optional): The implementation, :obj:`"auto"`,
+            :obj:`"dense"`, :obj:`"sparse"` or :obj:`"gather"` (see above).
+            (default: :obj:`"auto"`)
+        dense_ratio (float, optional): The :obj:`"auto"` threshold: in the
+            static layout the dense path runs while :math:`N^2 \le`
+            ``dense_ratio`` :math:`\cdot E`, i.e. while at least one in
+            ``dense_ratio`` node pairs is linked. (default: :obj:`64.0`)
+        learn_affinity (bool, optional): If set to :obj:`False`, the layer
+            only ever reuses an affinity passed as ``edge_weight`` (the later
+            layers of a branch that shares one affinity): it has no
+            :math:`\phi`, so no parameter without a gradient (which
+            ``DistributedDataParallel`` rejects). (default: :obj:`True`)
+        scale (float, optional): The factor :math:`s` of the scores (1 is the
+            paper's formula; ``in_channels ** -0.5`` the transformer's scaled
+            dot product, which keeps the softmax from saturating to one
+            neighbour). (default: :obj:`1.0`)
+        center (bool, optional): If set to :obj:`True`, subtracts each graph's
+            mean node feature before :math:`\phi` (not in the paper). Features
+            after a ReLU share a large common component, and then every node's
+            strongest score is with the one node of largest norm, a "hub";
+            centred scores compare what sets the nodes apart. Propagation
+            still uses the raw features. (default: :obj:`False`)
+        **kwargs (optional): Additional arguments of
+            :class:`torch_geometric.nn.conv.MessagePassing`.
 
     Shapes:
-        - input: ``x`` [N, F] or [B, N, F]; ``edge_index`` [2, E];
-          ``edge_weight`` (optional) [E] or [B, E]: a normalised adjacency
-          that replaces the learned one (typically returned by an earlier
-          call with ``return_attention_weights=True``; self-loops must then be
-          in ``edge_index`` already); ``batch`` (optional, batch layout with
-          ``center=True``) [N]: each node's graph, as in a PyG ``Batch``
-          (``None`` = one graph; in static mode each of the B is a graph).
-        - output: [N, out] or [B, N, out]; with
-          ``return_attention_weights=True`` also
-          ``(edge_index_with_self_loops [2, E + N], weight [E + N] or [B, E + N])``.
+        - **input:**
+          node features :math:`(N, F)` or :math:`(B, N, F)`,
+          edge indices :math:`(2, E)` (no duplicate edges),
+          edge weights :math:`(E)` or :math:`(B, E)` *(optional)*,
+          graph assignment :math:`(N)` *(optional)*
+        - **output:** node features :math:`(N, F_{out})` or
+          :math:`(B, N, F_{out})`; with ``return_attention_weights=True``
+          also ``(edge_index, weight)`` of shapes :math:`(2, E + N)` and
+          :math:`(E + N)` or :math:`(B, E + N)`
     """
 
     def __init__(
@@ -156,6 +175,37 @@ class AffinityGCNConv(MessagePassing):
             return "gather"
         return "sparse"
 
+    @overload
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_weight: Tensor | None = None,
+        return_attention_weights: Literal[False] | None = None,
+        batch: Tensor | None = None,
+    ) -> Tensor: ...
+
+    @overload
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_weight: Tensor | None = None,
+        *,
+        return_attention_weights: Literal[True],
+        batch: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]: ...
+
+    @overload
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_weight: Tensor | None,
+        return_attention_weights: Literal[True],
+        batch: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]: ...
+
     def forward(
         self,
         x: Tensor,
@@ -163,7 +213,32 @@ class AffinityGCNConv(MessagePassing):
         edge_weight: Tensor | None = None,
         return_attention_weights: bool | None = None,
         batch: Tensor | None = None,
-    ):
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        r"""Runs the forward pass of the module.
+
+        Args:
+            x (torch.Tensor): The node features, :math:`(N, F)` (batch
+                layout) or :math:`(B, N, F)` (static layout).
+            edge_index (torch.Tensor): The edges :math:`j \to i`,
+                :math:`(2, E)`, without duplicates.
+            edge_weight (torch.Tensor, optional): A normalised adjacency,
+                :math:`(E)` or :math:`(B, E)`, that replaces the learned one:
+                typically the ``(edge_index, weight)`` an earlier call returned
+                with ``return_attention_weights=True``, passed back as
+                ``edge_index`` and ``edge_weight`` (no self-loops are added
+                to it). (default: :obj:`None`)
+            return_attention_weights (bool, optional): If set to :obj:`True`,
+                also returns ``(edge_index, weight)``: the input edges followed
+                by :math:`N` self-loops, and their normalised weights in at
+                least float32 (column :math:`k` of the input keeps index
+                :math:`k`; see :func:`~stgcn_pyg.nn.affinity_norm`). With
+                ``edge_weight`` given, returns it as it came.
+                (default: :obj:`None`)
+            batch (torch.Tensor, optional): The graph of each node,
+                :math:`(N)`, as in a PyG ``Batch``; used by ``center=True`` in
+                the batch layout. (default: :obj:`None`, one graph; in the
+                static layout each of the :math:`B` is a graph)
+        """
         if x.dim() not in (2, 3):
             raise ValueError(f"x must be [N, F] or [B, N, F], got shape {tuple(x.shape)}")
         if x.size(-1) != self.in_channels:
@@ -172,6 +247,11 @@ class AffinityGCNConv(MessagePassing):
             raise ValueError(f"edge_index must be [2, E], got shape {tuple(edge_index.shape)}")
         if edge_weight is None and self.phi is None:
             raise ValueError("this layer has no learned affinity (learn_affinity=False): pass edge_weight")
+        if edge_weight is not None and (edge_weight.dim() not in (1, 2) or edge_weight.size(-1) != edge_index.size(1)):
+            raise ValueError(
+                f"edge_weight must be [E] or [B, E] with E = {edge_index.size(1)} edges, "
+                f"got shape {tuple(edge_weight.shape)}"
+            )
         impl = self.choose_impl(x, edge_index)
         if impl == "dense":
             if x.dim() != 3:
@@ -187,39 +267,80 @@ class AffinityGCNConv(MessagePassing):
             return out, (edge_index, weights)
         return out
 
-    # ------------------------------------------------------------------ dense
+    # ------------------------------------------------------------------ affinity
+    def _phi(self, x: Tensor, batch: Tensor | None = None) -> Tensor:
+        r""":math:`\phi(x)` (of centred features with ``center``) in at least float32; call with autocast off.
+
+        ``x`` [B, N, F] is centred per graph (dim -2); [N, F] per ``batch``
+        (``None`` = one graph).
+        """
+        dtype = affinity_dtype(x.dtype)
+        x = x.to(dtype)
+        if self.center:
+            if x.dim() == 3:
+                x = x - x.mean(-2, keepdim=True)
+            elif batch is None:
+                x = x - x.mean(0, keepdim=True)
+            else:
+                x = x - scatter(x, batch, dim=0, reduce="mean")[batch]
+        return F.linear(x, self.phi.weight.to(dtype))
+
+    def _edge_scores_sparse(self, phi: Tensor, edge_index: Tensor, num_nodes: int) -> Tensor:
+        """Scores of the edges, in ``edge_index``'s order, as a sampled product in CSR order."""
+        src, dst = edge_index[0], edge_index[1]
+        perm = torch.argsort(dst * num_nodes + src)  # CSR order: by target, then source
+        crow = torch._convert_indices_from_coo_to_csr(dst[perm], num_nodes)
+        with _sparse_csr_quiet():
+            pattern = torch.sparse_csr_tensor(
+                crow,
+                src[perm],
+                torch.ones(perm.numel(), device=phi.device, dtype=phi.dtype),
+                (num_nodes, num_nodes),
+                check_invariants=False,  # built sorted above; the checks cost a sync
+            )
+            sorted_scores = torch.sparse.sampled_addmm(pattern, phi, phi.t(), beta=0.0, alpha=self.scale).values()
+        inv = torch.empty_like(perm)
+        inv[perm] = torch.arange(perm.numel(), device=perm.device)
+        return sorted_scores[inv]
+
+    # ------------------------------------------------------------------ dense (static layout)
     def _forward_dense(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None):
         B, N, _ = x.shape
+        if edge_weight is not None:
+            adj = to_dense_affinity(edge_index, edge_weight.expand(B, -1), N)
+            out, _ = dense_affinity_gcn(x, None, self.lin.weight, None, adj_norm=adj)
+            return out, (edge_index, edge_weight)
         src, dst = edge_index[0], edge_index[1]
-        if edge_weight is None:
+        with torch.autocast(device_type=x.device.type, enabled=False):
             mask = torch.zeros(N, N, dtype=torch.bool, device=x.device)
             mask[dst, src] = True
-            out, adj = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, None, mask, scale=self.scale,
-                                          center=self.center)
-            loops = torch.arange(N, device=x.device)
-            full_index = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
-            weights = adj[:, full_index[1], full_index[0]]
-            return out, (full_index, weights)
-        adj = to_dense_affinity(edge_index, edge_weight.expand(B, -1).to(x.dtype), N)
+            alpha = dense_affinity(self._phi(x), mask, self.scale)  # [B, N, N]: softmax rows, diagonal included
+            deg_inv_sqrt = (alpha.sum(-1) + 1.0).rsqrt()  # [B, N]: rows of A + I
+            eye = torch.eye(N, dtype=alpha.dtype, device=x.device)
+            adj = deg_inv_sqrt.unsqueeze(-1) * (alpha + eye) * deg_inv_sqrt.unsqueeze(-2)
+            # Per edge the softmax part only; the identity goes to the appended loops (as affinity_norm).
+            edge_w = alpha[:, dst, src] * deg_inv_sqrt[:, dst] * deg_inv_sqrt[:, src]
+            weights = torch.cat([edge_w, deg_inv_sqrt * deg_inv_sqrt], dim=1)
         out, _ = dense_affinity_gcn(x, None, self.lin.weight, None, adj_norm=adj)
-        return out, (edge_index, edge_weight)
+        loops = torch.arange(N, device=edge_index.device, dtype=edge_index.dtype)
+        return out, (torch.cat([edge_index, torch.stack([loops, loops])], dim=1), weights)
 
-    # ------------------------------------------------------------------ graph (batch) mode
+    # ------------------------------------------------------------------ message passing
     def _forward_static_sparse(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None, impl: str):
-        B, N, F = x.shape
+        B, N, F_in = x.shape
         E = edge_index.size(1)
         offsets = (torch.arange(B, device=x.device) * N).repeat_interleave(E)
         big_index = edge_index.repeat(1, B) + offsets
         big_weight = None
         if edge_weight is not None:
-            big_weight = (edge_weight.expand(B, -1) if edge_weight.dim() == 1 else edge_weight).reshape(-1)
+            big_weight = edge_weight.expand(B, -1).reshape(-1)
         batch = torch.arange(B, device=x.device).repeat_interleave(N) if self.center else None
-        out, (full_index, weights) = self._forward_graph(x.reshape(B * N, F), big_index, big_weight, impl, batch)
+        out, (_, weights) = self._forward_graph(x.reshape(B * N, F_in), big_index, big_weight, impl, batch)
         out = out.view(B, N, -1)
         if edge_weight is not None:
             return out, (edge_index, edge_weight)
-        # _forward_graph returns the B*E edges first, then the B*N self-loops.
-        loops = torch.arange(N, device=x.device)
+        # _forward_graph keeps the order of big_index (graph by graph), then the B*N self-loops.
+        loops = torch.arange(N, device=edge_index.device, dtype=edge_index.dtype)
         single = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
         w = torch.cat([weights[: B * E].view(B, E), weights[B * E :].view(B, N)], dim=1)
         return out, (single, w)
@@ -227,51 +348,18 @@ class AffinityGCNConv(MessagePassing):
     def _forward_graph(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None, impl: str,
                        batch: Tensor | None = None):
         num_nodes = x.size(0)
-        src, dst = edge_index[0], edge_index[1]
         if edge_weight is None:
-            if impl == "sparse":
-                # CSR order (by target, then source) for the sampled product.
-                perm = torch.argsort(dst * num_nodes + src)
-                src, dst = src[perm], dst[perm]
-                crow = torch._convert_indices_from_coo_to_csr(dst, num_nodes)
-                score = self._edge_scores_sparse(x, crow, src, num_nodes, batch)
-            else:
+            with torch.autocast(device_type=x.device.type, enabled=False):
                 phi = self._phi(x, batch)
-                score = (phi[dst] * phi[src]).sum(dim=-1)
-            alpha = softmax(score, dst, num_nodes=num_nodes)
-            # A + I: every row of A sums to 1 (or 0 without neighbours), plus 1.
-            deg = scatter(alpha, dst, dim=0, dim_size=num_nodes, reduce="sum") + 1.0
-            deg_inv_sqrt = deg.rsqrt()
-            weight = alpha * deg_inv_sqrt[dst] * deg_inv_sqrt[src]
-            loops = torch.arange(num_nodes, device=x.device)
-            edge_index = torch.cat([torch.stack([src, dst]), torch.stack([loops, loops])], dim=1)
-            edge_weight = torch.cat([weight, deg_inv_sqrt * deg_inv_sqrt])
+                if impl == "sparse":
+                    score = self._edge_scores_sparse(phi, edge_index, num_nodes)
+                else:
+                    score = (phi[edge_index[1]] * phi[edge_index[0]]).sum(dim=-1)
+                    if self.scale != 1.0:
+                        score = score * self.scale
+                edge_index, edge_weight = affinity_norm(edge_index, score, num_nodes)
         out = self._propagate(x, edge_index, edge_weight, impl)
         return out, (edge_index, edge_weight)
-
-    def _edge_scores_sparse(self, x: Tensor, crow: Tensor, col: Tensor, num_nodes: int,
-                            batch: Tensor | None = None) -> Tensor:
-        phi = self._phi(x, batch)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            phi = phi.to(_sparse_dtype(phi.dtype))
-            pattern = torch.sparse_csr_tensor(
-                crow,
-                col,
-                torch.ones(col.numel(), device=x.device, dtype=phi.dtype),
-                (num_nodes, num_nodes),
-                check_invariants=False,  # built sorted above; the checks cost a sync
-            )
-            scores = torch.sparse.sampled_addmm(pattern, phi, phi.t(), beta=0.0)
-        return scores.values()
-
-    def _phi(self, x: Tensor, batch: Tensor | None = None) -> Tensor:
-        if self.center:  # x [N, F] of the graphs in ``batch`` (one graph when None)
-            if batch is None:
-                x = x - x.mean(0, keepdim=True)
-            else:
-                x = x - scatter(x, batch, dim=0, reduce="mean")[batch]
-        phi = self.phi(x)
-        return phi * self.scale**0.5 if self.scale != 1.0 else phi
 
     def _propagate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor, impl: str) -> Tensor:
         lin_first = self.out_channels < self.in_channels
@@ -279,7 +367,7 @@ class AffinityGCNConv(MessagePassing):
         if impl == "sparse":
             # Fused sparse matmul (message_and_aggregate) on the transposed adjacency.
             n = x.size(0)
-            with torch.autocast(device_type=x.device.type, enabled=False):
+            with torch.autocast(device_type=x.device.type, enabled=False), _sparse_csr_quiet():
                 dtype = _sparse_dtype(h.dtype)
                 adj_t = torch.sparse_coo_tensor(
                     edge_index.flip(0), edge_weight.to(dtype), (n, n), check_invariants=False
@@ -287,7 +375,8 @@ class AffinityGCNConv(MessagePassing):
                 graph = adj_t.coalesce().to_sparse_csr()
                 out = self.propagate(graph, x=h.to(dtype), edge_weight=None).to(h.dtype)
         else:
-            out = self.propagate(edge_index, x=h, edge_weight=edge_weight)
+            # Messages in the features' dtype (low precision under autocast).
+            out = self.propagate(edge_index, x=h, edge_weight=edge_weight.to(h.dtype))
         return out if lin_first else self.lin(out)
 
     def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:

@@ -1,39 +1,54 @@
-"""Dense, batched-matmul form of the learned-affinity GCN (the reference math)."""
+"""Dense, batched-matmul form of the learned-affinity GCN (the reference math).
+
+The affinity (``phi``, the scores, the softmax and the normalisation) is
+computed with autocast disabled, in at least float32 (:func:`affinity_dtype`);
+only the propagation ``A_hat @ X @ W^T`` follows autocast or the input dtype.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from .norm import affinity_dtype
 
-def dense_affinity(phi: Tensor, mask: Tensor | None = None) -> Tensor:
+
+def dense_affinity(phi: Tensor, mask: Tensor | None = None, scale: float = 1.0) -> Tensor:
     """Row-softmax affinity ``A`` [B, N, N] from projected features ``phi`` [B, N, F].
 
-    ``A[b, i, j] = softmax_j(phi_i . phi_j)`` over the allowed neighbours ``j`` of
-    ``i`` (``mask[i, j]`` true; ``None`` = every node, the diagonal included).
-    Rows without any neighbour are all zero.
+    ``A[b, i, j] = softmax_j(scale * phi_i . phi_j)`` over the allowed
+    neighbours ``j`` of ``i`` (``mask[i, j]`` true; ``None`` = every node, the
+    diagonal included). Rows without any neighbour are all zero. Computed in
+    ``phi``'s dtype promoted to at least float32, autocast disabled.
     """
-    scores = phi @ phi.transpose(-1, -2)
-    if mask is None:
-        return scores.softmax(dim=-1)
-    mask = mask.to(torch.bool)
-    # A row with no neighbour is left unmasked before the softmax and zeroed
-    # after it, so that no NaN ever enters the graph (nor its gradient).
-    has_neighbour = mask.any(dim=-1, keepdim=True)
-    soft_mask = mask | ~has_neighbour
-    scores = scores.masked_fill(~soft_mask, float("-inf"))
-    return scores.softmax(dim=-1) * mask.to(scores.dtype)
+    with torch.autocast(device_type=phi.device.type, enabled=False):
+        phi = phi.to(affinity_dtype(phi.dtype))
+        scores = phi @ phi.transpose(-1, -2)
+        if scale != 1.0:
+            scores = scores * scale
+        if mask is None:
+            return scores.softmax(dim=-1)
+        mask = mask.to(torch.bool)
+        # A row with no neighbour is left unmasked before the softmax and zeroed
+        # after it, so that no NaN ever enters the graph (nor its gradient).
+        has_neighbour = mask.any(dim=-1, keepdim=True)
+        soft_mask = mask | ~has_neighbour
+        scores = scores.masked_fill(~soft_mask, float("-inf"))
+        return scores.softmax(dim=-1) * mask.to(scores.dtype)
 
 
 def normalize_with_self_loops(adj: Tensor) -> Tensor:
     """``D^-1/2 (A + I) D^-1/2`` with ``D`` the row sums of ``A + I``.
 
     The identity is added on top of whatever the diagonal already holds.
+    Computed in ``adj``'s dtype promoted to at least float32, autocast disabled.
     """
-    n = adj.size(-1)
-    adj = adj + torch.eye(n, dtype=adj.dtype, device=adj.device)
-    deg_inv_sqrt = adj.sum(dim=-1).rsqrt()
-    return deg_inv_sqrt.unsqueeze(-1) * adj * deg_inv_sqrt.unsqueeze(-2)
+    with torch.autocast(device_type=adj.device.type, enabled=False):
+        adj = adj.to(affinity_dtype(adj.dtype))
+        n = adj.size(-1)
+        adj = adj + torch.eye(n, dtype=adj.dtype, device=adj.device)
+        deg_inv_sqrt = adj.sum(dim=-1).rsqrt()
+        return deg_inv_sqrt.unsqueeze(-1) * adj * deg_inv_sqrt.unsqueeze(-2)
 
 
 def dense_affinity_gcn(
@@ -49,32 +64,45 @@ def dense_affinity_gcn(
     """One learned-affinity GCN layer on dense batches.
 
     Args:
-        x: node features [B, N, F_in].
-        phi_weight, lin_weight, bias: the layer's parameters (``Linear`` layout);
-            ``phi_weight`` is unused (may be None) when ``adj_norm`` is given.
-        mask: allowed neighbours [N, N] or [B, N, N] (no self-loops needed);
-            ``None`` = complete graph without self-loops.
-        adj_norm: a precomputed normalised adjacency [B, N, N] to reuse
-            instead of computing the affinity from ``x``.
-        scale: multiplies the scores ``phi_i . phi_j`` before the softmax.
-        center: score ``phi(x_i - mean_k x_k)`` instead of ``phi(x_i)``, the
-            mean over the nodes of each graph (dim -2).
+        x (torch.Tensor): Node features, shape [B, N, F_in].
+        phi_weight (torch.Tensor, optional): The affinity projection [F_in, F_in]
+            (``Linear`` layout); unused (may be :obj:`None`) when ``adj_norm``
+            is given.
+        lin_weight (torch.Tensor): The propagation weight [F_out, F_in].
+        bias (torch.Tensor, optional): Added to the output [F_out].
+        mask (torch.Tensor, optional): Allowed neighbours, boolean [N, N] or
+            [B, N, N], ``mask[i, j]`` for the edge ``j -> i`` (no self-loops
+            needed). (default: :obj:`None`, the complete graph without
+            self-loops)
+        adj_norm (torch.Tensor, optional): A precomputed normalised adjacency
+            [B, N, N] to reuse instead of computing the affinity from ``x``.
+            (default: :obj:`None`)
+        scale (float, optional): Multiplies the scores ``phi_i . phi_j``
+            before the softmax. (default: :obj:`1.0`)
+        center (bool, optional): Score ``phi(x_i - mean_k x_k)`` instead of
+            ``phi(x_i)``, the mean over the nodes of each graph (dim -2).
+            (default: :obj:`False`)
 
     Returns:
-        ``(out [B, N, F_out], adj_norm [B, N, N])``.
+        ``(out [B, N, F_out], adj_norm [B, N, N])``; a computed ``adj_norm`` is
+        in at least float32.
     """
     if adj_norm is None:
         n = x.size(-2)
         if mask is None:
             mask = ~torch.eye(n, dtype=torch.bool, device=x.device)
-        phi = (x - x.mean(-2, keepdim=True) if center else x) @ phi_weight.t()
-        if scale != 1.0:
-            phi = phi * scale**0.5
-        adj_norm = normalize_with_self_loops(dense_affinity(phi, mask))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            dtype = affinity_dtype(x.dtype)
+            xf = x.to(dtype)
+            if center:
+                xf = xf - xf.mean(-2, keepdim=True)
+            phi = xf @ phi_weight.to(dtype).t()
+            adj_norm = normalize_with_self_loops(dense_affinity(phi, mask, scale))
     if lin_weight.size(0) < lin_weight.size(1):
-        out = adj_norm @ (x @ lin_weight.t())  # propagate in the smaller width
+        h = x @ lin_weight.t()
+        out = adj_norm.to(h.dtype) @ h  # propagate in the smaller width
     else:
-        out = (adj_norm @ x) @ lin_weight.t()
+        out = (adj_norm.to(x.dtype) @ x) @ lin_weight.t()
     if bias is not None:
         out = out + bias
     return out, adj_norm
