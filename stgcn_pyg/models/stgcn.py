@@ -22,6 +22,8 @@ same result.
 
 from __future__ import annotations
 
+import contextlib
+import zlib
 from dataclasses import dataclass, field
 
 import torch
@@ -50,6 +52,20 @@ class STGCNOutput:
     features: dict[str, torch.Tensor]
     logits: dict[str, torch.Tensor] = field(default_factory=dict)
     descriptor: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def _part_seed(name: str):
+    """Initialise one part of the model from (torch's current seed, the part's name).
+
+    So a part starts from the same weights whatever other branches the model
+    has: ablation variants trained with the same seed differ only in what
+    they add (paired comparisons), not in a reshuffled initialisation.
+    """
+    seed = (torch.initial_seed() * 1_000_003 + zlib.crc32(name.encode())) % 2**63
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _frames_per_graph(batch, B: int) -> list[int]:
@@ -161,7 +177,8 @@ class STGCN(nn.Module):
             raise ConfigError("model.branches: at least one branch is needed")
         self.branches = list(cfg.branches)
         self.num_stripes = cfg.num_stripes
-        self.backbone = build_backbone(cfg.backbone, cfg.weights, cfg.last_stride)
+        with _part_seed("backbone"):
+            self.backbone = build_backbone(cfg.backbone, cfg.weights, cfg.last_stride)
         C = self.backbone.out_channels
         # Topologies are resolved now so a bad name fails at construction, not mid-epoch.
         self.temporal_topology = load_topology(cfg.temporal_topology)
@@ -173,20 +190,26 @@ class STGCN(nn.Module):
                       centered_affinity=cfg.centered_affinity)
         dims = {"global": C}
         if "temporal" in self.branches:
-            self.temporal = GraphBranch(C, cfg.temporal_width or C, cfg.temporal_layers, **common)
+            with _part_seed("temporal"):
+                self.temporal = GraphBranch(C, cfg.temporal_width or C, cfg.temporal_layers, **common)
             dims["temporal"] = self.temporal.out_channels
         if "spatial" in self.branches:
-            self.spatial = GraphBranch(C, cfg.spatial_width or C, cfg.spatial_layers, **common)
+            with _part_seed("spatial"):
+                self.spatial = GraphBranch(C, cfg.spatial_width or C, cfg.spatial_layers, **common)
             dims["spatial"] = self.spatial.out_channels
         self.ce_on_all = cfg.classifier == "all"
         per_branch_classes = 0 if self.ce_on_all else cfg.num_classes
-        self.heads = nn.ModuleDict({b: BNNeckHead(dims[b], per_branch_classes) for b in self.branches})
+        self.heads = nn.ModuleDict()
+        for b in self.branches:
+            with _part_seed(f"heads.{b}"):
+                self.heads[b] = BNNeckHead(dims[b], per_branch_classes)
         self.feature_dims = {b: dims[b] for b in self.branches}
         self.descriptor_dim = sum(self.feature_dims.values())
         self.all_classifier = None
         if self.ce_on_all and cfg.num_classes > 0:
-            self.all_classifier = nn.Linear(self.descriptor_dim, cfg.num_classes, bias=False)
-            nn.init.normal_(self.all_classifier.weight, std=0.001)
+            with _part_seed("all_classifier"):
+                self.all_classifier = nn.Linear(self.descriptor_dim, cfg.num_classes, bias=False)
+                nn.init.normal_(self.all_classifier.weight, std=0.001)
         self._edge_cache: dict = {}
         # "auto": static mode when all tracklets share T; "batched": always the
         # batch's offset edge sets (for tests and benchmarks of the two paths).

