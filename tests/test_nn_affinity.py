@@ -1,11 +1,24 @@
-"""AffinityGCNConv against the dense reference, by hand, batched, compiled."""
+"""AffinityGCNConv and affinity_norm: by hand, against a per-node formula and the dense reference, batched,
+compiled, in half precision."""
 
+import subprocess
+import sys
+import typing
+
+import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
 from stgcn_pyg.graphs import build_edge_index
-from stgcn_pyg.nn import AffinityGCNConv, DenseAffinityGCN, to_dense_affinity
+from stgcn_pyg.nn import (
+    AffinityGCNConv,
+    DenseAffinityGCN,
+    affinity_norm,
+    dense_affinity,
+    normalize_with_self_loops,
+    to_dense_affinity,
+)
 
 IMPLS = ["dense", "sparse", "gather"]
 MP_IMPLS = ["sparse", "gather"]  # the implementations that also run on batched graphs
@@ -342,3 +355,260 @@ def test_centered_scores_in_batch_mode_use_each_nodes_graph(impl):
     torch.testing.assert_close(out, alone)
     wrong = conv(batch.x, batch.edge_index)  # centred on the mean of all graphs together
     assert not torch.allclose(wrong, out, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# affinity_norm, the layer against an independent per-node formula, explicit self-loops and edge order
+
+
+def test_affinity_norm_by_hand():
+    """3 nodes: node 1 has neighbours 0, 2 and itself with exp-scores 1 : 2 : 1; node 0 has neighbour 1; node 2 none."""
+    edge_index = torch.tensor([[0, 2, 1, 1], [1, 1, 1, 0]])  # 0->1, 2->1, 1->1 (explicit self-loop), 1->0
+    score = torch.log(torch.tensor([1.0, 2.0, 1.0, 5.0], dtype=torch.double))
+    index, weight = affinity_norm(edge_index, score, num_nodes=3)
+    # a_10 = 1/4, a_12 = 1/2, a_11 = 1/4, a_01 = 1; d = 1 + row sums of A = [2, 2, 1].
+    r2 = 2**0.5
+    expected = torch.tensor([1 / 4 / 2, 1 / 2 / r2, 1 / 4 / 2, 1 / 2, 1 / 2, 1 / 2, 1.0], dtype=torch.double)
+    assert torch.equal(index, torch.tensor([[0, 2, 1, 1, 0, 1, 2], [1, 1, 1, 0, 0, 1, 2]]))
+    torch.testing.assert_close(weight, expected)
+    # the explicit loop and the appended one sum to the diagonal entry (a_11 + 1) / d_1
+    torch.testing.assert_close(to_dense_affinity(index, weight, 3)[1, 1], torch.tensor(5 / 8, dtype=torch.double))
+    # num_nodes defaults to max index + 1 (here 2: node 2 is only a source) ...
+    assert affinity_norm(edge_index[:, 3:], score[3:])[0].shape == (2, 3)
+    # ... and B graphs sharing edge_index normalise each row of scores on its own
+    other = torch.randn(4, dtype=torch.double)
+    _, both = affinity_norm(edge_index, torch.stack([score, other]), 3)
+    torch.testing.assert_close(both, torch.stack([weight, affinity_norm(edge_index, other, 3)[1]]))
+
+
+def test_affinity_norm_gradient_dtype_and_errors():
+    edge_index = torch.tensor([[0, 2, 1, 1, 2], [1, 1, 1, 0, 0]])
+    score = torch.randn(5, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s: affinity_norm(edge_index, s, 3)[1], (score,))
+    # half-precision scores are normalised in float32, also under autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, w = affinity_norm(edge_index, score.detach().to(torch.bfloat16), 3)
+    assert w.dtype == torch.float32
+    with pytest.raises(ValueError, match="score must be"):
+        affinity_norm(edge_index, torch.randn(4), 3)
+    with pytest.raises(ValueError, match="edge_index must be"):
+        affinity_norm(edge_index.t(), torch.randn(5), 3)
+
+
+def _loop_reference(x, edge_index, conv):
+    """The layer's formula one node at a time in numpy float64 (shares no code with the layer).
+
+    x [B, N, F] -> (out [B, N, F_out], A_hat [B, N, N]).
+    """
+    x = x.detach().double().numpy()
+    phi_w = conv.phi.weight.detach().double().numpy()
+    lin_w = conv.lin.weight.detach().double().numpy()
+    bias = conv.bias.detach().double().numpy()
+    src, dst = edge_index.tolist()
+    B, N, _ = x.shape
+    outs, adjs = [], []
+    for g in range(B):
+        z = x[g] - x[g].mean(0) if conv.center else x[g]
+        phi = z @ phi_w.T
+        adj = np.eye(N)  # the identity on top of the softmax rows
+        for i in range(N):
+            nbrs = [j for j, t in zip(src, dst) if t == i]
+            if not nbrs:
+                continue
+            e = np.array([conv.scale * phi[i] @ phi[j] for j in nbrs])
+            a = np.exp(e - e.max())
+            for j, a_ij in zip(nbrs, a / a.sum()):
+                adj[i, j] += a_ij
+        d = adj.sum(1)
+        adj = adj / np.sqrt(np.outer(d, d))
+        outs.append(adj @ x[g] @ lin_w.T + bias)
+        adjs.append(adj)
+    return torch.from_numpy(np.stack(outs)), torch.from_numpy(np.stack(adjs))
+
+
+def _messy_graph(N=7, seed=0):
+    """Random edges with self-loops on some nodes, none into the last node, columns shuffled (not CSR order)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(N, N, generator=g) < 0.5
+    mask[-1] = False  # the last node has no neighbour
+    mask[0, 0] = mask[1, 1] = True
+    mask[0, 1] = mask[2, 0] = True
+    dst, src = mask.nonzero(as_tuple=True)
+    perm = torch.randperm(dst.numel(), generator=g)
+    return torch.stack([src, dst])[:, perm]
+
+
+LAYOUTS = [("dense", "static"), ("sparse", "static"), ("gather", "static"), ("sparse", "batch"), ("gather", "batch")]
+
+
+@pytest.mark.parametrize("impl,layout", LAYOUTS)
+@pytest.mark.parametrize("options", [{}, {"scale": 0.3, "center": True}], ids=["plain", "scaled-centred"])
+def test_matches_per_node_formula_with_self_loops_and_unsorted_edges(impl, layout, options):
+    torch.manual_seed(15)
+    conv = AffinityGCNConv(5, 4, impl=impl, **options).double()
+    with torch.no_grad():
+        conv.bias.normal_()
+    B, N = 3, 7
+    edge_index = _messy_graph(N)
+    x = torch.randn(B, N, 5, dtype=torch.double)
+    expected, expected_adj = _loop_reference(x, edge_index, conv)
+    if layout == "static":
+        out, (index, weight) = conv(x, edge_index, return_attention_weights=True)
+        adj = to_dense_affinity(index, weight, N)
+        reused = conv(x, index, edge_weight=weight)
+    else:
+        batch = torch.arange(B).repeat_interleave(N)
+        flat, big = x.reshape(B * N, 5), _batched(edge_index, B, N)
+        out, (index, weight) = conv(flat, big, return_attention_weights=True, batch=batch)
+        full = to_dense_affinity(index, weight, B * N)
+        adj = torch.stack([full[g * N : (g + 1) * N, g * N : (g + 1) * N] for g in range(B)])
+        torch.testing.assert_close(full.sum(), adj.sum())  # nothing outside the graphs' blocks
+        reused = conv(flat, index, edge_weight=weight)
+        out, reused = out.view(B, N, -1), reused.view(B, N, -1)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(adj, expected_adj)
+    # the returned (edge_index, weight) propagate to the same output
+    torch.testing.assert_close(reused, out)
+
+
+def test_dense_path_with_self_loops_in_edge_index_returns_each_weight_once():
+    """Regression: the dense path gave an explicit loop the whole diagonal entry, and the appended loop again."""
+    torch.manual_seed(16)
+    conv = AffinityGCNConv(5, 3, impl="dense").double()
+    N = 6
+    dst, src = torch.ones(N, N).nonzero(as_tuple=True)  # complete graph *with* self-loops
+    edge_index = torch.stack([src, dst])
+    x = torch.randn(2, N, 5, dtype=torch.double)
+    out, (index, weight) = conv(x, edge_index, return_attention_weights=True)
+    # every row of A sums to 1, so d = 2 everywhere and every row of A_hat sums to exactly 1
+    torch.testing.assert_close(to_dense_affinity(index, weight, N).sum(-1), torch.ones(2, N, dtype=torch.double))
+    torch.testing.assert_close(conv(x, index, edge_weight=weight), out)
+    conv.impl = "gather"
+    gather_out, (gather_index, gather_weight) = conv(x, edge_index, return_attention_weights=True)
+    assert torch.equal(index, gather_index)
+    torch.testing.assert_close(weight, gather_weight)
+    torch.testing.assert_close(out, gather_out)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_returned_weights_follow_the_order_of_edge_index(impl):
+    """Regression: the static sparse path paired CSR-sorted weights with the caller's unsorted edge_index."""
+    torch.manual_seed(17)
+    conv = AffinityGCNConv(6, 4, impl=impl).double()
+    T, P, B = 3, 2, 2
+    sorted_index = build_edge_index("temporal-adjacent", T, P)
+    perm = torch.randperm(sorted_index.size(1), generator=torch.Generator().manual_seed(1))
+    x = torch.randn(B, T * P, 6, dtype=torch.double)
+    out, (index, weight) = conv(x, sorted_index[:, perm], return_attention_weights=True)
+    ref_out, (_, ref_weight) = conv(x, sorted_index, return_attention_weights=True)
+    E = sorted_index.size(1)
+    assert torch.equal(index[:, :E], sorted_index[:, perm])
+    torch.testing.assert_close(weight[:, :E], ref_weight[:, perm])
+    torch.testing.assert_close(weight[:, E:], ref_weight[:, E:])
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(conv(x, index, edge_weight=weight), out)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_graph_without_edges_is_a_linear_layer(impl):
+    conv, _ = _pair(4, 3, seed=18)
+    conv.impl = impl
+    x = torch.randn(2, 5, 4, dtype=torch.double)
+    out, (index, weight) = conv(x, torch.empty(2, 0, dtype=torch.long), return_attention_weights=True)
+    torch.testing.assert_close(out, conv.lin(x) + conv.bias)
+    assert torch.equal(index, torch.arange(5).repeat(2, 1))
+    torch.testing.assert_close(weight, torch.ones(2, 5, dtype=torch.double))
+
+
+def test_edge_weight_of_the_wrong_length_raises():
+    conv = AffinityGCNConv(4, 4)
+    ei = build_edge_index("temporal-complete", 2, 2)
+    with pytest.raises(ValueError, match="edge_weight must be"):
+        conv(torch.randn(2, 4, 4), ei, edge_weight=torch.rand(ei.size(1) + 4))
+
+
+def test_forward_overloads_type_the_attention_return():
+    get_overloads = getattr(typing, "get_overloads", None)
+    if get_overloads is None:
+        pytest.skip("typing.get_overloads needs Python 3.11")
+    returns = [typing.get_type_hints(f)["return"] for f in get_overloads(AffinityGCNConv.forward)]
+    assert torch.Tensor in returns
+    assert tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] in returns
+
+
+def test_import_and_sparse_path_leave_the_warning_filters_alone():
+    """The CSR 'beta' warning is silenced around the sparse calls only, not for the whole process.
+
+    In a fresh interpreter: torch warns once per process, and pytest's own filters would hide it here.
+    """
+    code = (
+        "import warnings, torch\n"
+        "from stgcn_pyg.nn import AffinityGCNConv\n"
+        "patterns = [f[1].pattern for f in warnings.filters if f[1] is not None]\n"
+        "assert not any('Sparse CSR' in p for p in patterns), 'import installed a filter for the CSR warning'\n"
+        "before = list(warnings.filters)\n"
+        "conv = AffinityGCNConv(4, 4, impl='sparse')\n"
+        "conv(torch.randn(2, 4, 4), torch.tensor([[0, 1, 2], [1, 2, 3]]))\n"  # -W error: a warning would raise
+        "assert warnings.filters == before, 'the call changed the warning filters'\n"
+    )
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# half precision: the affinity in float32, the propagation in bf16
+
+
+def _wide_features(B=2, N=16, F=2048, seed=19):
+    # post-ReLU features with a large norm: scores phi_i . phi_j in the thousands, whole units apart in bf16
+    g = torch.Generator().manual_seed(seed)
+    return 4 * torch.relu(torch.randn(B, N, F, generator=g))
+
+
+@pytest.mark.parametrize("impl,layout", LAYOUTS)
+def test_bf16_autocast_computes_the_affinity_in_float32(impl, layout):
+    torch.manual_seed(20)
+    conv = AffinityGCNConv(2048, 64, impl=impl)
+    x = _wide_features()
+    B, N, _ = x.shape
+    edge_index = build_edge_index("temporal-complete", 4, 4)
+    if layout == "batch":
+        x, edge_index = x.reshape(B * N, -1), _batched(edge_index, B, N)
+    out32, (_, w32) = conv(x, edge_index, return_attention_weights=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16, (_, w16) = conv(x, edge_index, return_attention_weights=True)
+    torch.testing.assert_close(w16.float(), w32)
+    assert w16.dtype == torch.float32
+    # only the propagation (lin, A @ X) is in bf16: a fraction of a percent of the output's scale
+    assert (out16.float() - out32).abs().max() < 0.01 * out32.abs().max()
+
+
+def test_bf16_autocast_dense_reference_computes_the_affinity_in_float32():
+    torch.manual_seed(21)
+    ref = DenseAffinityGCN(2048, 64)
+    x = _wide_features()
+    out32, adj32 = ref(x, return_adjacency=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16, adj16 = ref(x, return_adjacency=True)
+        alpha16 = dense_affinity(x @ ref.phi.weight.t())  # phi in bf16 here, the softmax still in float32
+    torch.testing.assert_close(adj16.float(), adj32)
+    assert adj16.dtype == alpha16.dtype == torch.float32
+    assert (out16.float() - out32).abs().max() < 0.01 * out32.abs().max()
+    assert normalize_with_self_loops(alpha16.to(torch.bfloat16)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bf16_layer_scores_its_bf16_values_in_float32(impl):
+    """A layer cast to bf16 (no autocast): the affinity equals float32 math on the same bf16-rounded values."""
+    torch.manual_seed(22)
+    conv = AffinityGCNConv(2048, 64, impl=impl)
+    half = AffinityGCNConv(2048, 64, impl=impl).to(torch.bfloat16)
+    half.load_state_dict(conv.state_dict())
+    conv.load_state_dict(half.state_dict())  # float32 copies of the bf16-rounded parameters
+    x16 = _wide_features().to(torch.bfloat16)
+    edge_index = build_edge_index("temporal-complete", 4, 4)
+    out16, (_, w16) = half(x16, edge_index, return_attention_weights=True)
+    out32, (_, w32) = conv(x16.float(), edge_index, return_attention_weights=True)
+    torch.testing.assert_close(w16.float(), w32)
+    assert out16.dtype == torch.bfloat16 and w16.dtype == torch.float32
+    assert (out16.float() - out32).abs().max() < 0.02 * out32.abs().max()

@@ -20,14 +20,28 @@ class DenseAffinityGCN(Module):
 
     (scores times ``scale``; with ``center=True`` :math:`\phi` is applied to
     :math:`\mathbf{x}_i - \bar{\mathbf{x}}`, the mean over each graph's nodes).
+    The affinity is computed in at least float32, autocast disabled; the
+    propagation follows autocast.
 
     Same parameters and ``state_dict`` keys as
     :class:`~stgcn_pyg.nn.AffinityGCNConv` (``phi.weight``, ``lin.weight``,
     ``bias``), so weights move freely between the two.
 
-    ``forward(x, adj=None, adj_norm=None, return_adjacency=False)``: ``adj`` is a
-    boolean [N, N] or [B, N, N] mask of allowed neighbours (``None`` = complete
-    graph without self-loops); ``adj_norm`` a normalised adjacency to reuse.
+    Args:
+        in_channels (int): Size of each input node feature.
+        out_channels (int): Size of each output node feature.
+        bias (bool, optional): If set to :obj:`False`, the layer will not learn
+            an additive bias. (default: :obj:`True`)
+        scale (float, optional): The factor of the scores.
+            (default: :obj:`1.0`)
+        center (bool, optional): Score the features minus each graph's mean.
+            (default: :obj:`False`)
+
+    ``forward(x, adj=None, adj_norm=None, return_adjacency=False)``: ``x``
+    [B, N, F]; ``adj`` a boolean [N, N] or [B, N, N] mask of allowed
+    neighbours (``None`` = complete graph without self-loops); ``adj_norm`` a
+    normalised adjacency [B, N, N] to reuse; with ``return_adjacency=True``
+    returns ``(out, adj_norm)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, scale: float = 1.0,
