@@ -85,10 +85,125 @@ def test_temporal_branch_matches_hand_computation():
     torch.testing.assert_close(model.temporal_affinity(frames[:1]), a_hat[0], rtol=1e-4, atol=1e-6)
 
 
+def _a_hat(nodes, phi_weight, mask, scale=1.0, center=False):
+    """D^-1/2 (softmax(scale * phi phi^T over mask) + I) D^-1/2 of nodes [G, N, C], by dense math."""
+    z = nodes - nodes.mean(1, keepdim=True) if center else nodes
+    phi = z @ phi_weight.t()
+    scores = (scale * phi @ phi.transpose(1, 2)).masked_fill(~mask, float("-inf"))
+    n = nodes.size(1)
+    a = scores.softmax(-1) + torch.eye(n)
+    d = a.sum(-1).rsqrt()
+    return d[:, :, None] * a * d[:, None, :]
+
+
+@pytest.mark.parametrize("options", [{}, {"scaled_affinity": True, "centered_affinity": True}],
+                         ids=["paper", "scaled-centred"])
+def test_spatial_branch_matches_hand_computation(options):
+    """Two shared-affinity layers over each frame's P patches (complete, no self-loops), max over a frame's
+    patches, then mean (or max) over the frames. 128-pixel frames: two feature-map rows per stripe."""
+    torch.manual_seed(0)
+    model = STGCN(tiny_cfg(branches=["spatial"], spatial_layers=2, norm="none", **options)).eval()
+    B, T, P = 2, 3, 4
+    frames = torch.randn(B, T, 3, 128, 64, generator=torch.Generator().manual_seed(1))
+    batch = tracklet_batch(frames, pids=[0, 1], num_stripes=P)
+    maps = model.backbone(frames.flatten(0, 1))
+    assert maps.shape[1:] == (512, 8, 4)
+    nodes = torch.stack([maps[:, :, 2 * p : 2 * p + 2].mean((2, 3)) for p in range(P)], 1)  # [B*T, P, 512]
+    conv0, conv1 = model.spatial.convs
+    scale = 512**-0.5 if options else 1.0
+    a_hat = _a_hat(nodes, conv0.phi.weight, ~torch.eye(P, dtype=torch.bool), scale, center=bool(options))
+    act = torch.nn.LeakyReLU(0.1)
+    h = act(a_hat @ conv0.lin(nodes) + conv0.bias)
+    h = act(a_hat @ conv1.lin(h) + conv1.bias)  # the second layer reuses the first layer's affinity
+    per_frame = h.amax(1).view(B, T, -1)
+    torch.testing.assert_close(model(batch).features["spatial"], per_frame.mean(1), rtol=1e-4, atol=1e-5)
+    model.graph_mode = "batched"
+    torch.testing.assert_close(model(batch).features["spatial"], per_frame.mean(1), rtol=1e-4, atol=1e-5)
+    model.cfg.frame_fusion = "max"
+    torch.testing.assert_close(model(batch).features["spatial"], per_frame.amax(1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["batch", "batch-eval", "layer"])
+def test_norm_sits_between_each_graph_layer_and_its_activation(norm):
+    """x -> LeakyReLU(norm(A_hat x W + b)) per layer; batch norm over every node of the batch (training) or with
+    its running statistics (eval). Random affine parameters and statistics, so a misplaced norm shows."""
+    torch.manual_seed(0)
+    kind = norm.split("-")[0]
+    model = STGCN(tiny_cfg(branches=["temporal"], temporal_layers=2, norm=kind)).eval()
+    norms = [n.norm for n in model.temporal.norms]
+    with torch.no_grad():
+        for m in norms:
+            m.weight.uniform_(0.5, 2.0)
+            m.bias.normal_()
+            if kind == "batch":
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    if norm == "batch":
+        model.temporal.norms.train()  # batch statistics (the backbone stays in eval mode)
+
+    def normed(m, h):  # h [B, N, F]
+        if kind == "layer":
+            mu, var = h.mean(-1, keepdim=True), h.var(-1, unbiased=False, keepdim=True)
+        elif norm == "batch":
+            mu, var = h.mean((0, 1)), h.var((0, 1), unbiased=False)
+        else:
+            mu, var = m.running_mean, m.running_var
+        return (h - mu) / torch.sqrt(var + m.eps) * m.weight + m.bias
+
+    batch, _, frames = make_batch(B=2, T=2)
+    maps = model.backbone(frames.flatten(0, 1))
+    nodes = maps.mean(3).transpose(1, 2).reshape(2, 8, 512)  # 4 rows / 4 stripes
+    conv0, conv1 = model.temporal.convs
+    a_hat = _a_hat(nodes, conv0.phi.weight, ~torch.eye(8, dtype=torch.bool))
+    act = torch.nn.LeakyReLU(0.1)
+    h = act(normed(norms[0], a_hat @ conv0.lin(nodes) + conv0.bias))
+    h = act(normed(norms[1], a_hat @ conv1.lin(h) + conv1.bias))
+    torch.testing.assert_close(model(batch).features["temporal"], h.amax(1), rtol=1e-4, atol=1e-5)
+
+
+def test_stripes_average_every_row_and_column_of_their_band():
+    """STGCN._patches: P horizontal bands of h/P rows each (here 3), node t*P + p of frame t."""
+    model = STGCN(tiny_cfg(branches=["global"]))
+    maps = torch.randn(6, 5, 12, 3)
+    expected = torch.stack([maps[t, :, 3 * p : 3 * p + 3, :].mean((1, 2)) for t in range(6) for p in range(4)])
+    torch.testing.assert_close(model._patches(maps), expected)
+
+
+@pytest.mark.parametrize("impl,layout", [("dense", "static"), ("sparse", "static"), ("gather", "static"),
+                                         ("sparse", "batch"), ("gather", "batch")])
+def test_shared_affinity_branch_reuses_the_first_layers_weights(impl, layout):
+    """GraphBranch passes layer 0's returned (edge_index, weight) to the later layers as edge_weight: with
+    self-loops in edge_index and edges out of CSR order, every path reproduces the dense formula."""
+    from stgcn_pyg.models.stgcn import GraphBranch
+
+    torch.manual_seed(0)
+    branch = GraphBranch(6, 5, 3, norm="none").double()
+    for conv in branch.convs:
+        conv.impl = impl
+    B, N = 2, 6
+    mask = torch.rand(N, N, generator=torch.Generator().manual_seed(2)) < 0.6
+    mask[0, 0] = mask[3, 3] = True
+    dst, src = mask.nonzero(as_tuple=True)
+    edge_index = torch.stack([src, dst])[:, torch.randperm(src.numel(), generator=torch.Generator().manual_seed(3))]
+    x = torch.randn(B, N, 6, dtype=torch.double)
+    a_hat = _a_hat(x, branch.convs[0].phi.weight, mask)  # the explicit loop is a softmax entry, I on top
+    act = torch.nn.LeakyReLU(0.1)
+    h = x
+    for conv in branch.convs:
+        h = act(a_hat @ conv.lin(h) + conv.bias)
+    if layout == "static":
+        out = branch(x, edge_index)
+    else:
+        big = edge_index.repeat(1, B) + (torch.arange(B) * N).repeat_interleave(edge_index.size(1))
+        out = branch(x.reshape(B * N, 6), big, torch.arange(B).repeat_interleave(N)).view(B, N, -1)
+    torch.testing.assert_close(out, h)
+
+
 OPTIONS = [
     {},
     {"affinity": "per-layer", "norm": "layer", "scaled_affinity": True},
     {"centered_affinity": True, "affinity": "per-layer", "scaled_affinity": True},
+    {"centered_affinity": True, "scaled_affinity": True},
     {"residual": True, "temporal_width": 0, "spatial_width": 0, "norm": "none", "frame_fusion": "max"},
     {"graph_layer": "fc", "classifier": "all"},
     {"branches": ["temporal"], "temporal_topology": "temporal-adjacent"},
@@ -103,8 +218,9 @@ def test_every_parameter_gets_a_gradient(options):
     batch, labels, _ = make_batch()
     loss, parts = STGCNLoss()(model(batch), labels)
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
-    assert missing == []
+    bad = [n for n, p in model.named_parameters()
+           if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum() > 0)]
+    assert bad == []  # every parameter: a finite, non-zero gradient
     if options.get("classifier") == "all":
         assert set(k for k in parts if k.startswith("ce_")) == {"ce_all"}
     else:
