@@ -1,9 +1,9 @@
 """stgcn-pyg: STGCN for video-based person re-identification on PyTorch Geometric."""
 
-import warnings
+from . import _pyg_quiet
 
-# torch_geometric scripts a few helpers at import with the deprecated
-# torch.jit.script; the warning says nothing actionable to our users.
-warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
+# torch_geometric is imported lazily by the modules that need it (so `stgcn-pyg --help` stays fast);
+# this makes that import quiet and removes PyG's generated temporary modules at exit.
+_pyg_quiet.install()
 
 __version__ = "0.1.0"

@@ -119,3 +119,134 @@ def test_cli_errors_are_one_line(setup, capsys, tmp_path):
     assert code == 2 and "not a descriptor file" in err
     code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query", str(tmp_path / "none")])
     assert code == 2 and "query folder not found" in err
+
+
+def _border_colour(grid_png, result: int):
+    """Colour of the border of the ``result``-th ranked strip (0-based, first row) of a search grid."""
+    from stgcn_pyg.viz import ranked_grid as rg
+
+    h, w = 128, 64  # the grid's default frame size
+    x0 = rg.MARGIN + result * (4 * w + 2 * rg.BORDER + rg.GAP)
+    y0 = rg.MARGIN + rg.CAPTION + h + 2 * rg.BORDER + rg.GAP
+    return Image.open(grid_png).convert("RGB").getpixel((x0 + 1, y0 + 1))
+
+
+def test_search_reads_identities_from_mars_style_tracklet_folders(setup, capsys):
+    """Tracklets copied into folders named like 0051C3T0002 are marked right/wrong against --query-pid."""
+    from stgcn_pyg.viz.ranked_grid import COLORS
+
+    tmp, root, ckpt = setup
+    ds = load_dataset("mars", root)
+    gdir = tmp / "named-tracks"
+    for _, row in ds.gallery.iterrows():
+        d = gdir / row["tracklet"]
+        d.mkdir(parents=True)
+        for i, f in enumerate(row["frames"]):
+            Image.open(f).save(d / f"{i:03d}.png")  # plain frame names: the identity is in the folder name
+    q = ds.query.iloc[0]
+    qdir = tmp / "named-query"
+    qdir.mkdir()
+    for i, f in enumerate(q["frames"]):
+        Image.open(f).save(qdir / f"{i:03d}.png")
+    grid = tmp / "named.png"
+    k = len(ds.gallery)
+    code, out, _ = run(capsys, ["search", "--checkpoint", str(ckpt), "--query", str(qdir), "--gallery", str(gdir),
+                                "--query-pid", str(q["pid"]), "--topk", str(k), "--grid", str(grid), "--json"])
+    assert code == 0
+    res = json.loads(out)
+    by_name = ds.gallery.set_index("tracklet")
+    for r in res["results"]:
+        assert r["pid"] == by_name.loc[r["tracklet"], "pid"] and r["camid"] == by_name.loc[r["tracklet"], "camid"]
+        assert r["match"] == (r["pid"] == q["pid"])
+    assert any(r["match"] for r in res["results"]) and not all(r["match"] for r in res["results"])
+    for i, r in enumerate(res["results"][:min(k, 5)]):  # first row of the grid
+        assert _border_colour(grid, i) == COLORS[r["match"]]
+
+
+def test_search_groups_a_mars_folder_into_tracklets_and_never_matches_the_query_itself(setup, capsys):
+    tmp, root, ckpt = setup
+    ds = load_dataset("mars", root, protocol="official")  # every test tracklet, as in bbox_test
+    bbox_test = root / "mars" / "bbox_test"
+    pid = int(ds.query["pid"].iloc[0])
+    own = ds.gallery[ds.gallery["pid"] == pid]
+    assert len(own) > 1
+    # A pid folder holds several tracklets: the query must be picked, not silently merged.
+    code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query", str(bbox_test / f"{pid:04d}"),
+                                "--gallery", str(bbox_test)])
+    assert code == 2 and f"holds {len(own)} tracklets" in err and "--query-tracklet" in err
+    name = str(own["tracklet"].iloc[0])
+    code, out, _ = run(capsys, ["search", "--checkpoint", str(ckpt), "--query", str(bbox_test / f"{pid:04d}"),
+                                "--query-tracklet", name, "--gallery", str(bbox_test), "--topk", "100", "--json"])
+    assert code == 0
+    res = json.loads(out)
+    assert res["query"] == name and res["query_pid"] == pid and res["excluded"] == [name]
+    names = [r["tracklet"] for r in res["results"]]
+    # every other test tracklet, once, with its own identity; the query itself is not among them
+    assert sorted(names) == sorted(t for t in ds.gallery["tracklet"] if t != name)
+    assert all(r["distance"] > 0 for r in res["results"])
+    assert all(r["match"] == (r["pid"] == pid) for r in res["results"])
+
+
+def test_search_dataset_query_tracklet_against_its_gallery(setup, capsys):
+    tmp, root, ckpt = setup
+    ds = load_dataset("mars", root)
+    q = ds.query.iloc[1]
+    code, out, _ = run(capsys, ["search", "--checkpoint", str(ckpt), "--query-tracklet", q["tracklet"],
+                                "--topk", "3", "--json"])
+    assert code == 0
+    res = json.loads(out)
+    assert res["query"] == q["tracklet"] and res["query_pid"] == q["pid"] and res["mode"] == "all"
+    gallery = ds.gallery.set_index("tracklet")
+    assert all(r["match"] == (gallery.loc[r["tracklet"], "pid"] == q["pid"]) for r in res["results"])
+    code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query-tracklet", "9999"])
+    assert code == 2 and f"has rows 0..{len(ds.query) - 1}" in err
+    code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt)])
+    assert code == 2 and "--query-tracklet" in err
+
+
+def test_search_with_unknown_identities_draws_neutral_borders_and_says_so(setup, capsys):
+    from stgcn_pyg.viz.ranked_grid import COLORS
+
+    tmp, root, ckpt = setup
+    ds = load_dataset("mars", root)
+    # plain frame and folder names, and no --query-pid: nobody's identity is known
+    for name, frames in [("neutral-q/frames", ds.query["frames"].iloc[0])] + [
+            (f"neutral-g/person{t}", ds.gallery["frames"].iloc[t]) for t in range(2)]:
+        (tmp / name).mkdir(parents=True)
+        for i, f in enumerate(frames):
+            Image.open(f).save(tmp / name / f"img{i}.png")
+    grid = tmp / "neutral.png"
+    code, out, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query", str(tmp / "neutral-q"),
+                                  "--gallery", str(tmp / "neutral-g"), "--topk", "2", "--grid", str(grid)])
+    assert code == 0 and "not marked right or wrong" in out
+    assert _border_colour(grid, 0) == COLORS[None] and _border_colour(grid, 1) == COLORS[None]
+
+
+def test_evaluate_default_mode_is_dense_and_said(setup, capsys):
+    """The checkpoint was trained with eval.mode=evenly; `evaluate` defaults to the documented dense mode."""
+    from stgcn_pyg.evaluation import evaluate_model
+    from stgcn_pyg.training import load_checkpoint
+
+    tmp, root, ckpt = setup
+    code, out, _ = run(capsys, ["evaluate", "--checkpoint", str(ckpt), "--json"])
+    assert code == 0
+    res = json.loads(out)
+    model, cfg = load_checkpoint(ckpt)
+    assert cfg["eval"]["mode"] == "evenly" and res["mode"] == "all"
+    dense = evaluate_model(model, load_dataset("mars", root), seq_len=cfg["eval"]["seq_len"], mode="all",
+                           image_size=tuple(cfg["data"]["image_size"]), progress=False)
+    assert res["mAP"] == pytest.approx(dense["mAP"]) and res["rank1"] == pytest.approx(dense["rank1"])
+    code, out, _ = run(capsys, ["evaluate", "--checkpoint", str(ckpt)])
+    assert code == 0 and "mode all: every frame, clips of 2" in out
+    code, out, _ = run(capsys, ["evaluate", "--checkpoint", str(ckpt), "--mode", "evenly"])
+    assert code == 0 and "mode evenly: one clip of 2 evenly spaced frames" in out
+
+
+def test_commands_print_no_leading_blank_lines(setup, capsys):
+    """Progress bars are for terminals: in a log they used to leave blank lines before the output."""
+    tmp, root, ckpt = setup
+    for argv in (["evaluate", "--checkpoint", str(ckpt)],
+                 ["extract", "--checkpoint", str(ckpt), "--out", str(tmp / "blank.pt")],
+                 ["search", "--checkpoint", str(ckpt), "--query-tracklet", "0", "--topk", "2"]):
+        code, out, _ = run(capsys, argv)
+        assert code == 0 and out.strip() and out.splitlines()[0].strip(), (argv, out[:200])

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         from rich.markup import escape
 
         # escape: messages name config tables like [model], which are not markup.
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        # soft_wrap: one line, whatever the width (logs and CI get it whole).
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -32,8 +32,10 @@ def _model_options(p: argparse.ArgumentParser, *, dataset_required: bool = False
     p.add_argument("--root", default=None, help="dataset folder (default: the checkpoint's)")
     p.add_argument("--protocol", default=None, choices=["standard", "official"],
                    help="evaluation protocol (default: the checkpoint's, else standard)")
-    p.add_argument("--mode", default=None, choices=["all", "evenly"],
-                   help="all: every frame in consecutive clips (dense, default); evenly: one clip per tracklet")
+    p.add_argument("--mode", default="all", choices=["all", "evenly"],
+                   help="all (default): every frame, in consecutive clips of --seq-len, averaged (dense); "
+                        "evenly: one clip of evenly spaced frames per tracklet (what `train` reports by default "
+                        "on the synthetic set)")
     p.add_argument("--seq-len", type=int, default=None, help="frames per test clip (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=None, help="clips per forward pass")
     p.add_argument("--num-workers", type=int, default=None, help="data loader processes")
@@ -71,15 +73,30 @@ def register(subparsers) -> None:
 
     se = subparsers.add_parser(
         "search", help="rank a gallery for one query tracklet",
-        description="Rank gallery tracklets for one query tracklet (a folder of frames) with a checkpoint.")
+        description="Rank gallery tracklets for one query tracklet with a checkpoint.\n\n"
+                    "The query is a tracklet of the dataset's query split (--query-tracklet) or of a folder\n"
+                    "of frames (--query); the gallery is a dataset split or a folder of frames (--gallery).\n"
+                    "Frames named like MARS (0051C3T0002F001.jpg) or Duke (0001C6F0099X30823.jpg) are\n"
+                    "grouped into their tracklets and give pid and camera, so results are marked right\n"
+                    "(green) or wrong (red). A gallery tracklet holding the query's own frames is left out.",
+        epilog="examples:\n"
+               "  stgcn-pyg search --checkpoint runs/synthetic/last.pt --query-tracklet 0 --grid ranked.png\n"
+               "  stgcn-pyg search --checkpoint runs/synthetic/last.pt --query DATA/mars/bbox_test/0051 "
+               "--query-tracklet 0051C1T0001 --gallery DATA/mars/bbox_test",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     se.add_argument("--checkpoint", required=True)
-    se.add_argument("--query", required=True, metavar="DIR", help="folder with the query tracklet's frames")
+    se.add_argument("--query", default=None, metavar="DIR",
+                    help="a folder with the query's frames (or several tracklets: pick one with --query-tracklet)")
+    se.add_argument("--query-tracklet", default=None, metavar="ID",
+                    help="the query: a row number or tracklet name (e.g. 0051C3T0002) of the dataset's query "
+                         "split, or of the --query folder's tracklets")
     se.add_argument("--gallery", default=None, metavar="DIR",
-                    help="a folder of tracklet folders (each holding frames); or use --dataset/--root")
+                    help="a folder of frames or of tracklet folders (default: the dataset's --split)")
     se.add_argument("--split", default="gallery", choices=["gallery", "query", "train"],
-                    help="dataset split to search with --dataset (default gallery)")
+                    help="dataset split to search when there is no --gallery (default gallery)")
     se.add_argument("--query-pid", type=int, default=None,
-                    help="the query's identity, to mark right (green) and wrong (red) results")
+                    help="the query's identity when its names do not say, to mark right (green) and wrong (red) "
+                         "results")
     se.add_argument("--topk", type=int, default=10)
     se.add_argument("--metric", default=None, choices=["euclidean", "cosine"])
     se.add_argument("--grid", default=None, metavar="PNG", help="write the ranked-results grid here")
@@ -133,7 +150,7 @@ def _load_model(args):
         root=root,
         protocol=args.protocol or data.get("protocol") or "standard",
         seq_len=args.seq_len or ev.get("seq_len") or data.get("seq_len") or 8,
-        mode=args.mode or ev.get("mode") or "all",
+        mode=args.mode,  # the documented default (all), not the checkpoint's eval.mode: say which ran
         image_size=tuple(data.get("image_size") or (256, 128)),
         batch_size=args.batch_size or ev.get("batch_size") or 32,
         num_workers=args.num_workers if args.num_workers is not None else (ev.get("num_workers") or 0),
@@ -182,9 +199,10 @@ def read_features(path) -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        from ..training.checkpoint import unreadable_reason
+
         raise EvaluationError(
-            f"{path}: not a descriptor file written by `stgcn-pyg extract` ({type(exc).__name__}: {first})"
+            f"{path}: not a descriptor file written by `stgcn-pyg extract` ({unreadable_reason(exc)})"
         ) from None
     if not isinstance(blob, dict) or blob.get("format") != FEATURES_FORMAT:
         raise EvaluationError(f"{path}: not a descriptor file written by `stgcn-pyg extract` (no {FEATURES_FORMAT!r} tag)")
@@ -322,7 +340,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         max_rank=args.max_rank, device=device if device.type != "cpu" else None,
     )
     if opts:
-        results.update(mode=opts["mode"], flip=opts["flip"], dataset=getattr(ds, "name", None))
+        results.update(mode=opts["mode"], seq_len=opts["seq_len"], flip=opts["flip"],
+                       dataset=getattr(ds, "name", None))
     if args.plots:
         from ..metrics import compute_distance, re_ranking
 
@@ -354,88 +373,146 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tracklet_folders(root: Path) -> list[tuple[str, list[str]]]:
-    """Every folder under ``root`` that directly holds image files: (name, sorted frame paths)."""
-    from ..data.datasets.base import IMAGE_EXTENSIONS, natural_key
+def _pick_tracklet(table, choice: str | None, source: str):
+    """Row of ``table`` named by ``choice`` (a row number or a tracklet name); the only row when None."""
+    from ..errors import ConfigError
 
-    found = []
-    for d in sorted([root, *(p for p in root.rglob("*") if p.is_dir())], key=lambda p: natural_key(str(p))):
-        frames = sorted((str(f) for f in d.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS)),
-                        key=natural_key)
-        if frames:
-            found.append((str(d.relative_to(root)) if d != root else ".", frames))
-    return found
+    if choice is None:
+        if len(table) == 1:
+            return 0
+        names = ", ".join(table["tracklet"].head(5))
+        raise ConfigError(f"{source} holds {len(table)} tracklets ({names}{', ...' if len(table) > 5 else ''}): "
+                          "pick one with --query-tracklet NAME or --query-tracklet ROW")
+    if choice.isdigit():
+        row = int(choice)
+        if row >= len(table):
+            raise ConfigError(f"--query-tracklet {choice}: {source} has rows 0..{len(table) - 1}")
+        return row
+    hits = (table["tracklet"].astype(str) == choice).to_numpy().nonzero()[0]
+    if not len(hits):
+        names = ", ".join(table["tracklet"].head(5))
+        raise ConfigError(f"--query-tracklet {choice}: no such tracklet in {source} (e.g. {names})")
+    return int(hits[0])
+
+
+def _search_tables(args, opts):
+    """``(query row as a one-row table, query source name, gallery table, gallery source name)``."""
+    import pandas as pd
+
+    from ..data.datasets.scan import scan_tracklets
+
+    ds = None
+
+    def dataset():
+        nonlocal ds
+        if ds is None:
+            ds = _load_dataset(opts["dataset"], opts["root"], opts["protocol"])
+        return ds
+
+    if args.query:
+        queries, qsource = scan_tracklets(args.query, "query folder"), f"query folder {args.query}"
+    else:
+        queries, qsource = dataset().query.reset_index(drop=True), f"the {dataset().name} query split"
+    query = queries.iloc[[_pick_tracklet(queries, args.query_tracklet, qsource)]].reset_index(drop=True)
+    if args.gallery:
+        gallery, gsource = scan_tracklets(args.gallery, "gallery folder"), f"gallery folder {args.gallery}"
+    else:
+        gallery = getattr(dataset(), args.split).reset_index(drop=True)
+        gsource = f"the {dataset().name} {args.split} split"
+    for table in (query, gallery):
+        if "known" not in table.columns:  # dataset splits: identities come from the dataset's own tables
+            table["known"] = True
+    gallery["tracklet"] = gallery["tracklet"].astype(str)
+    return query, qsource, pd.DataFrame(gallery), gsource
 
 
 def _search(args: argparse.Namespace) -> int:
-    import pandas as pd
     import torch
     from rich.console import Console
     from rich.table import Table
 
-    from ..errors import ConfigError, DatasetError
+    from ..errors import ConfigError
     from ..evaluation import extract_split
     from ..metrics import compute_distance
 
-    console = Console(stderr=args.json)
-    qdir = Path(args.query)
-    if not qdir.is_dir():
-        raise DatasetError(f"query folder not found: {qdir}")
-    q_tracks = [t for t in _tracklet_folders(qdir) if t[0] == "."] or _tracklet_folders(qdir)[:1]
-    if not q_tracks:
-        raise DatasetError(f"{qdir}: no image files (jpg, png) in the query folder")
+    if not args.query and args.query_tracklet is None:
+        raise ConfigError("search: give the query as --query DIR (a folder of frames) or --query-tracklet ID "
+                          "(a tracklet of the dataset's query split)")
+    console = Console(stderr=args.json, soft_wrap=True)
     model, cfg, opts = _load_model(args)
-    query = pd.DataFrame({"pid": [-1], "camid": [-1], "frames": [q_tracks[0][1]],
-                          "num_frames": [len(q_tracks[0][1])]})
-    if args.gallery:
-        gdir = Path(args.gallery)
-        if not gdir.is_dir():
-            raise DatasetError(f"gallery folder not found: {gdir}")
-        tracks = [t for t in _tracklet_folders(gdir) if t[0] != "."]
-        if not tracks:
-            raise DatasetError(f"{gdir}: no tracklet folders (sub-folders holding jpg/png frames)")
-        gallery = pd.DataFrame({"pid": [-1] * len(tracks), "camid": [-1] * len(tracks),
-                                "frames": [f for _, f in tracks], "num_frames": [len(f) for _, f in tracks],
-                                "name": [n for n, _ in tracks]})
-    elif args.dataset or opts["dataset"]:
-        ds = _load_dataset(opts["dataset"], opts["root"], opts["protocol"])
-        gallery = getattr(ds, args.split).reset_index(drop=True)
-        gallery = gallery.assign(name=[str(Path(f[0]).parent.name) + "/" + Path(f[0]).stem for f in gallery["frames"]])
-    else:  # pragma: no cover - dataset always resolves to a default
-        raise ConfigError("search: give --gallery DIR or --dataset NAME")
+    query, qsource, gallery, gsource = _search_tables(args, opts)
+
+    # Never let the query find itself: drop gallery tracklets that share frames with it.
+    query_files = {str(Path(f).resolve()) for f in query["frames"].iloc[0]}
+    itself = [bool(query_files.intersection(str(Path(f).resolve()) for f in frames)) for frames in gallery["frames"]]
+    excluded = gallery.loc[itself, "tracklet"].tolist()
+    gallery = gallery.loc[[not x for x in itself]].reset_index(drop=True)
+    if not len(gallery):
+        raise ConfigError(f"{gsource}: no gallery tracklet left once the query's own frames are left out")
+
+    q_name = str(query["tracklet"].iloc[0])
+    if args.query_pid is not None:
+        q_pid, q_cam = args.query_pid, None
+    elif bool(query["known"].iloc[0]):
+        q_pid, q_cam = int(query["pid"].iloc[0]), int(query["camid"].iloc[0])
+    else:
+        q_pid, q_cam = None, None
+
     common = _extract_kwargs(opts)
     qf = extract_split(model, query, description="query", progress=not args.json, **common)
     gf = extract_split(model, gallery, description="gallery", progress=not args.json, **common)
     dist = compute_distance(qf, gf, opts["metric"])[0]
     k = min(args.topk, len(gallery))
     order = torch.argsort(dist, stable=True)[:k].tolist()
-    known = args.query_pid is not None
-    rows = [{"rank": r + 1, "distance": float(dist[g]), "tracklet": str(gallery["name"].iloc[g]),
-             "pid": int(gallery["pid"].iloc[g]), "camid": int(gallery["camid"].iloc[g]),
-             "num_frames": int(gallery["num_frames"].iloc[g]),
-             "match": (int(gallery["pid"].iloc[g]) == args.query_pid) if known else None}
+
+    def match(g):
+        if q_pid is None or not bool(gallery["known"].iloc[g]):
+            return None  # unknown identity: neither right nor wrong
+        return int(gallery["pid"].iloc[g]) == q_pid
+
+    rows = [{"rank": r + 1, "distance": float(dist[g]), "tracklet": str(gallery["tracklet"].iloc[g]),
+             "pid": int(gallery["pid"].iloc[g]) if gallery["known"].iloc[g] else None,
+             "camid": int(gallery["camid"].iloc[g]) if gallery["known"].iloc[g] else None,
+             "num_frames": int(gallery["num_frames"].iloc[g]), "match": match(g)}
             for r, g in enumerate(order)]
+    notes = []
+    if excluded:
+        notes.append(f"left out {len(excluded)} gallery tracklet(s) holding the query's own frames "
+                     f"({', '.join(excluded[:3])})")
+    if all(r["match"] is None for r in rows):
+        why = ("the query's identity is unknown (no --query-pid, and its names are not MARS/Duke-style)"
+               if q_pid is None else "the gallery's identities are unknown (no MARS/Duke-style names)")
+        notes.append(f"{why}: results are not marked right or wrong")
     if args.grid:
         from ..viz import plot_ranked_results
 
+        def caption(r):
+            who = "" if r["pid"] is None else f" pid {r['pid']} c{r['camid']}"
+            return f"#{r['rank']}{who} d={r['distance']:.3f}"
+
+        who = "" if q_pid is None else f", pid {q_pid}" + ("" if q_cam is None else f" c{q_cam}")
         plot_ranked_results(query["frames"].iloc[0], [gallery["frames"].iloc[g] for g in order], args.grid,
-                            matches=[r["match"] for r in rows],
-                            captions=[f"#{r['rank']} d={r['distance']:.3f}" + (f" pid {r['pid']}" if r["pid"] != -1 else "")
-                                      for r in rows],
-                            query_caption=f"query: {qdir.name}")
+                            matches=[r["match"] for r in rows], captions=[caption(r) for r in rows],
+                            query_caption=f"query {q_name}{who}")
     if args.json:
-        json.dump({"query": str(qdir), "metric": opts["metric"], "results": rows}, sys.stdout, indent=2)
+        json.dump({"query": q_name, "query_source": qsource, "query_pid": q_pid, "gallery_source": gsource,
+                   "metric": opts["metric"], "mode": opts["mode"], "excluded": excluded, "notes": notes,
+                   "results": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    table = Table(title=f"top {k} of {len(gallery)} gallery tracklets for {qdir.name} ({opts['metric']})")
+    who = "" if q_pid is None else f", pid {q_pid}"
+    table = Table(title=f"top {k} of {len(gallery)} tracklets of {gsource} for query {q_name}{who} "
+                        f"({opts['metric']}, {opts['mode']} frames)")
     for col in ("rank", "distance", "tracklet", "pid", "camera", "frames"):
         table.add_column(col, justify="left" if col == "tracklet" else "right")
     for r in rows:
         style = None if r["match"] is None else ("green" if r["match"] else "red")
         table.add_row(str(r["rank"]), f"{r['distance']:.4f}", r["tracklet"],
-                      str(r["pid"]) if r["pid"] != -1 else "-", str(r["camid"]) if r["camid"] != -1 else "-",
+                      "-" if r["pid"] is None else str(r["pid"]), "-" if r["camid"] is None else str(r["camid"]),
                       str(r["num_frames"]), style=style)
     console.print(table)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
     if args.grid:
-        console.print(f"grid: {args.grid}")
+        console.print(f"grid: {args.grid}", highlight=False, markup=False)
     return 0

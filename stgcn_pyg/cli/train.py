@@ -10,7 +10,7 @@ examples:
   stgcn-pyg train                                   # built-in synthetic set, CPU-sized, a few minutes
   stgcn-pyg train --config mars --root /data        # the paper's MARS setting
   stgcn-pyg train --set model.backbone=resnet34 --set optim.lr=1e-4 --epochs 20
-  stgcn-pyg train --resume runs/synthetic/last.pt   # continue an interrupted run
+  stgcn-pyg train --resume runs/synthetic           # continue an interrupted run (or train it longer with --epochs)
   torchrun --nproc-per-node 4 -m stgcn_pyg train --config mars --root /data   # several GPUs
 
 Any config value can be set with --set SECTION.KEY=VALUE (sections: model, data,
@@ -94,5 +94,26 @@ def run(args) -> int:
 
         print(dump_toml(cfg), end="")
         return 0
-    train(cfg, resume=resume)
+    results = train(cfg, resume=resume)
+    if results is not None:  # rank 0
+        print_next_steps(results["output"], cfg.train.epochs)
     return 0
+
+
+def print_next_steps(output: str, epochs: int) -> None:
+    """Where the run is and the commands a user would try next."""
+    from rich.console import Console
+
+    run = Path(output)
+    last = run / "last.pt"
+    lines = [
+        f"run saved in {run}/: last.pt, best.pt, metrics.csv, train.log, config.toml",
+        "next:",
+        f"  stgcn-pyg evaluate --checkpoint {last} --plots {run / 'plots'}"
+        "     # dense test (every frame), CMC curve, ranked results, affinity",
+        f"  stgcn-pyg search --checkpoint {last} --query-tracklet 0 --grid {run / 'search.png'}"
+        "   # one query against the gallery",
+        f"  stgcn-pyg train --resume {run} --epochs {2 * epochs}"
+        "   # train the same run longer",
+    ]
+    Console(soft_wrap=True).print("\n".join(lines), highlight=False, markup=False)

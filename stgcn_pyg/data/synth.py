@@ -47,6 +47,7 @@ __all__ = [
     "SynthConfig",
     "generate_synthetic",
     "ensure_synthetic",
+    "synthetic_set_folder",
     "default_cache_dir",
     "render_tracklet",
     "plan_synthetic",
@@ -692,7 +693,23 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "stgcn-pyg"
 
 
-def ensure_synthetic(root: str | os.PathLike | None = None, num_ids: int = 100, seed: int = 0, *,
+def _holds_mars_layout(root: Path) -> bool:
+    return (root / "mars" / "info" / "query_IDX.mat").is_file() and (root / "synth.json").is_file()
+
+
+def synthetic_set_folder(path: str | os.PathLike) -> Path:
+    """The synthetic set's own folder for a path a user may give: the set or its mars/ or duke/ child.
+
+    ``stgcn-pyg data info`` prints the folder the MARS reader uses (``<set>/mars``);
+    that path, the set's folder and its ``dukemtmc-videoreid`` child all name the same set.
+    """
+    path = Path(path).expanduser()
+    if path.name in ("mars", "dukemtmc-videoreid") and (path.parent / "synth.json").is_file():
+        return path.parent
+    return path
+
+
+def ensure_synthetic(root: str | os.PathLike | None = None, num_ids: int | None = None, seed: int = 0, *,
                      progress: bool = True, workers: int = 0, **kwargs) -> Path:
     """The built-in synthetic dataset in MARS layout, generated on first use.
 
@@ -700,16 +717,35 @@ def ensure_synthetic(root: str | os.PathLike | None = None, num_ids: int = 100, 
     (see :func:`default_cache_dir`), so different sizes do not collide. The
     data are written to a temporary folder and renamed into place when
     complete, so an interrupted run never leaves a half-written dataset.
-    Extra keyword arguments are :class:`SynthConfig` fields. Returns the root
-    that ``load_dataset("mars", root)`` reads.
+    Extra keyword arguments are :class:`SynthConfig` fields (``num_ids`` defaults
+    to 100; in smoke-run mode, ``STGCN_PYG_QUICK=1``, fields not given take the
+    small values of :data:`stgcn_pyg.quick.SYNTHETIC`). Returns the root that
+    ``load_dataset("mars", root)`` reads.
     """
+    from .. import quick
+
+    settings = dict(quick.SYNTHETIC) if quick.enabled() else {}
+    settings.update(kwargs)
+    if num_ids is not None:
+        settings["num_ids"] = num_ids
     try:
-        cfg = SynthConfig(num_ids=num_ids, seed=seed, **kwargs)
+        cfg = SynthConfig(seed=seed, **settings)
     except TypeError as exc:
         raise DatasetError(f"bad synthetic dataset option: {exc}") from None
-    root = Path(root) if root is not None else default_cache_dir() / f"synthetic-{cfg.key()}"
-    if (root / "mars" / "info" / "query_IDX.mat").is_file() and (root / "synth.json").is_file():
+    if root is None:
+        root = default_cache_dir() / f"synthetic-{cfg.key()}"
+    else:
+        root = synthetic_set_folder(root)
+    if _holds_mars_layout(root):
         return root
+    # Check the folder before spending seconds on generating: it must be new or empty.
+    if (root / "synth.json").is_file():
+        raise DatasetError(f"{root}: this synthetic set was written without the MARS layout "
+                           "(stgcn-pyg synth --layout duke); read it with --dataset dukemtmc-videoreid")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise DatasetError(f"{root}: not a synthetic dataset (no synth.json and mars/info/) and not empty; "
+                           "give the folder `stgcn-pyg data info` prints, a new folder to generate into, "
+                           "or no --root (the cache)")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
     try:

@@ -19,17 +19,22 @@ __all__ = ["extract_descriptors"]
 
 
 def _progress(total: int | None, description: str, enabled: bool):
-    """A rich progress bar, or a no-op stand-in when disabled."""
+    """A rich progress bar on a terminal, else None (in a file or CI a bar only leaves blank lines)."""
     if not enabled:
         return None
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console()
+    if not console.is_terminal:
+        return None
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         transient=True,
+        console=console,
     )
     return progress, progress.add_task(description, total=total)
 

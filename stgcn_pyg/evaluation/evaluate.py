@@ -134,10 +134,20 @@ def evaluate_model(
         metric=metric, rerank=rerank, protocol=protocol, max_rank=max_rank,
         device=device if torch.device(device).type != "cpu" else None,
     )
-    results.update(mode=mode, flip=bool(flip), dataset=getattr(dataset, "name", None))
+    results.update(mode=mode, seq_len=seq_len, flip=bool(flip), dataset=getattr(dataset, "name", None))
     if return_features:
         results.update(qf=qf, gf=gf)
     return results
+
+
+def _mode_text(mode: str, seq_len: int | None) -> str:
+    """How the test clips were drawn, in words (``mode`` "all" or "evenly")."""
+    of = f" of {seq_len}" if seq_len else ""
+    if mode == "all":
+        return f"mode all: every frame, clips{of}"
+    if mode == "evenly":
+        return f"mode evenly: one clip{of} evenly spaced frames"
+    return f"mode {mode}"
 
 
 def print_results(results: dict, title: str | None = None, console=None) -> None:
@@ -151,14 +161,19 @@ def print_results(results: dict, title: str | None = None, console=None) -> None
     if results.get("rerank"):
         extras.append("re-ranked")
     if results.get("mode"):
-        extras.append(f"{results['mode']} frames" if results["mode"] == "all" else str(results["mode"]))
-    caption = f"{results.get('num_query', '?')} queries x {results.get('num_gallery', '?')} gallery tracklets"
+        extras.append(_mode_text(results["mode"], results.get("seq_len")))
+    if results.get("flip"):
+        extras.append("flip test")
     heading = f"{title or 'Evaluation'} ({', '.join(extras)})"
-    table = Table(title=heading, caption=caption, min_width=max(len(heading), len(caption)) + 4)
+    footer = f"{results.get('num_query', '?')} queries x {results.get('num_gallery', '?')} gallery tracklets"
+    table = Table()
     table.add_column("metric")
     table.add_column("%", justify="right")
     for r in RANKS:
         table.add_row(f"rank-{r}", f"{results[f'rank{r}']:.1f}")
     table.add_row("mAP", f"{results['mAP']:.1f}")
     table.add_row("mINP", f"{results['mINP']:.1f}")
+    # The heading and footer as whole lines: a table title wraps at the console's width (80 in a log).
+    console.print(heading, highlight=False, markup=False, soft_wrap=True)
     console.print(table)
+    console.print(footer, highlight=False, markup=False, soft_wrap=True)

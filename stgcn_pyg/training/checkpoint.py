@@ -10,6 +10,7 @@ completed), ``step``, ``best`` (best mAP so far), ``metrics`` and ``rng``
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 from ..errors import CheckpointError, ConfigError
 
 __all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "load_checkpoint", "get_rng_state", "set_rng_state",
-           "model_config_diff"]
+           "model_config_diff", "unreadable_reason"]
 
 FORMAT = "stgcn-pyg/checkpoint-1"
 
@@ -53,10 +54,33 @@ def _plain_to_py_state(d: dict):
     return (d["version"], tuple(int(v) for v in d["internal"].tolist()), d["gauss"])
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but not ours, or unknowable: keep its file
+    return True
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of ``path`` left by writers that were killed mid-write (their process is gone)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Write ``payload`` to ``path`` atomically (a temporary file in the same folder, then os.replace)."""
+    """Write ``payload`` to ``path`` atomically (a temporary file in the same folder, then os.replace).
+
+    A process killed mid-write leaves the previous ``path`` intact and a hidden
+    ``.NAME.tmp-PID`` file, which the next save removes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         torch.save({"format": FORMAT, **payload}, tmp)
@@ -77,10 +101,22 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code, not a torch file
-        raise CheckpointError(f"{path}: cannot read as a checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: not a stgcn-pyg checkpoint ({unreadable_reason(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"{path}: not an stgcn-pyg training checkpoint (no '{FORMAT}' format tag)")
+        raise CheckpointError(f"{path}: not a stgcn-pyg checkpoint (no '{FORMAT}' format tag)")
     return ckpt
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in a few words.
+
+    torch's own message advises loading with ``weights_only=False``, which runs any
+    code the file holds; a file of unknown origin must never be loaded that way, so
+    that advice is not passed on.
+    """
+    if isinstance(exc, pickle.UnpicklingError):
+        return "not a file written by torch.save, or it holds Python objects that a safe load refuses"
+    return f"truncated or not a file written by torch.save: {type(exc).__name__}"
 
 
 def model_config_diff(a: dict, b: dict) -> list[str]:

@@ -137,11 +137,18 @@ class Trainer:
                  ctx: DistContext | None = None):
         from rich.console import Console
 
+        from .. import quick
         from ..data import build_train_loader
         from ..models import STGCN, STGCNLoss
 
         self.ctx = ctx or DistContext()
-        self.console = console or Console()
+        # soft_wrap: a log file or CI gets long lines (paths, commands) whole, not cut at 80 columns.
+        self.console = console or Console(soft_wrap=True)
+        self.quick = quick.enabled()
+        if self.quick:
+            from .config import apply_overrides
+
+            cfg = apply_overrides(cfg, quick.TRAIN_OVERRIDES)
         ckpt = None
         if resume is not None:
             ckpt = read_checkpoint(resume)
@@ -263,7 +270,12 @@ class Trainer:
         if self.ctx.is_main:
             log.info(text)
             if echo:
-                self.console.print(text, highlight=False, markup=False)
+                self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    @property
+    def shows_progress_bars(self) -> bool:
+        """Live bars only on a terminal: in a file or CI they print nothing until the end."""
+        return bool(self.cfg.train.progress and self.ctx.is_main and self.console.is_terminal)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict | None:
@@ -274,6 +286,9 @@ class Trainer:
         t = self.cfg.train
         self._open_outputs()
         try:
+            if self.quick:
+                self._info("smoke-run mode (STGCN_PYG_QUICK is set): tiny data, one step per epoch; "
+                           "the numbers mean nothing", echo=True)
             self._info(f"output folder {self.output}", echo=True)
             self._info(f"dataset {self.dataset.name}: {len(self.dataset.train)} training tracklets, "
                        f"{self.loader.num_classes} identities; {len(self.loader)} batches per epoch"
@@ -286,8 +301,9 @@ class Trainer:
             progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
-                disable=not (t.progress and self.ctx.is_main), transient=False,
+                disable=not self.shows_progress_bars, transient=False,
             )
+            fit_start = time.perf_counter()
             with progress:
                 epochs_task = progress.add_task("epochs", total=t.epochs, completed=self.start_epoch, info="")
                 for epoch in range(self.start_epoch, t.epochs):
@@ -303,18 +319,32 @@ class Trainer:
                     self._end_epoch(epoch, row)
                     progress.update(epochs_task, advance=1,
                                     info=f"loss {row['loss']:.3f}" + (f"  mAP {row['mAP']:.1f}" if "mAP" in row else ""))
+                    if self.ctx.is_main and not self.shows_progress_bars:
+                        done = epoch + 1 - self.start_epoch
+                        eta = (time.perf_counter() - fit_start) / done * (t.epochs - epoch - 1)
+                        self.console.print(_epoch_line(row, t.epochs, eta), highlight=False, markup=False,
+                                           soft_wrap=True)
         except KeyboardInterrupt:
-            self._info(f"interrupted; continue with: stgcn-pyg train --resume {self.output / 'last.pt'}", echo=True)
+            last = self.output / "last.pt"
+            if last.is_file():
+                self._info(f"interrupted: {last} holds the last completed epoch; continue with: "
+                           f"stgcn-pyg train --resume {self.output}", echo=True)
+            else:
+                self._info("interrupted before the first epoch ended: nothing saved", echo=True)
             raise
         finally:
             self._close_outputs()
             torch.use_deterministic_algorithms(self._previous_deterministic)
-        if self.ctx.is_main and self.last_results is not None:
+        if not self.ctx.is_main:
+            return None
+        if self.last_results is not None:
             from ..evaluation import print_results
 
             print_results(self.last_results, title=f"STGCN on {self.dataset.name}, epoch {t.epochs}",
                           console=self.console)
-        return self.last_results
+        # Say where the run went: a taken train.output sends it to NAME-2, NAME-3, ...
+        return {**(self.last_results or {}), "output": str(self.output),
+                "checkpoint": str(self.output / "last.pt")}
 
     def _train_epoch(self, epoch: int, progress) -> dict:
         t = self.cfg.train
@@ -428,8 +458,28 @@ class Trainer:
         results = evaluate_descriptors(feats[0], feats[1], ids(q, "pid"), ids(g, "pid"), ids(q, "camid"),
                                        ids(g, "camid"), metric=e.metric, rerank=e.rerank,
                                        protocol=getattr(self.dataset, "protocol", "standard") or "standard")
-        results.update(mode=e.mode, flip=False, dataset=getattr(self.dataset, "name", None))
+        results.update(mode=e.mode, seq_len=e.seq_len, flip=False, dataset=getattr(self.dataset, "name", None))
         return results
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _epoch_line(row: dict, epochs: int, eta_seconds: float) -> str:
+    """One console line per epoch, for logs and CI where progress bars do not show."""
+    line = (f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.3f}  lr {row['lr']:.2e}  "
+            f"{row['images_per_s']:.0f} img/s  {_duration(row['seconds'])}")
+    if "mAP" in row:
+        line += f"  rank-1 {row['rank1']:.1f}  mAP {row['mAP']:.1f}"
+    return line + (f"  ETA {_duration(eta_seconds)}" if row["epoch"] < epochs else "")
 
 
 def _comparable(saved: dict, current: dict) -> tuple[dict, dict]:

@@ -80,13 +80,18 @@ class ReIDDataset:
         return {"train": self.train, "query": self.query, "gallery": self.gallery}
 
     def summary(self) -> list[dict]:
-        """Per split: ids, tracklets, frames and min/median/max frames per tracklet."""
+        """Per split: ids, tracklets, frames and min/median/max frames per tracklet.
+
+        ``ids`` counts people: junk (pid -1) and MARS-style distractors (pid 0, people
+        seen once, all sharing that pid) are counted in ``junk`` and ``distractors``.
+        """
         out = []
         for split, df in self.splits().items():
             n = df["num_frames"].to_numpy() if len(df) else np.zeros(0, int)
+            people = df["pid"][df["pid"] > 0] if len(df) else df["pid"]
             out.append({
                 "split": split,
-                "ids": int(df["pid"].nunique()) if len(df) else 0,
+                "ids": int(people.nunique()),
                 "tracklets": int(len(df)),
                 "frames": int(n.sum()),
                 "min": int(n.min()) if len(n) else 0,
