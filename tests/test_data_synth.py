@@ -134,3 +134,47 @@ def test_cli_synth_and_info(tmp_path, capsys):
     victim.write_bytes(victim.read_bytes()[:100])
     assert main(["data", "info", "--dataset", "mars", "--root", str(out), "--verify"]) == 1
     assert victim.name in capsys.readouterr().out
+
+
+def test_info_accepts_the_paths_it_prints_and_checks_a_folder_before_generating(tmp_path, capsys, monkeypatch):
+    """`data info --dataset synthetic --root` takes the set's folder or its mars/ or duke/ child."""
+    import stgcn_pyg.data.synth as synth
+
+    out = tmp_path / "set"
+    assert main(["synth", "--out", str(out), "--layout", "both", "--num-ids", "3", "--num-cameras", "2",
+                 "--min-frames", "2", "--max-frames", "2", "--height", "32", "--width", "16", "--workers", "1"]) == 0
+    capsys.readouterr()
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated a synthetic set where one exists or where none may be written")
+
+    monkeypatch.setattr(synth, "generate_synthetic", no_generation)
+    printed = []
+    for root in (out, out / "mars", out / "dukemtmc-videoreid"):
+        assert main(["data", "info", "--dataset", "synthetic", "--root", str(root)]) == 0
+        printed.append(" ".join(capsys.readouterr().out.split()))
+    assert all(p == printed[0] for p in printed) and f"synthetic: {out / 'mars'}" in printed[0]
+
+    # A folder that is not a synthetic set and not empty: refused at once, naming it.
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"x")
+    assert main(["data", "info", "--dataset", "synthetic", "--root", str(other)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{other}: not a synthetic dataset" in err and "Traceback" not in err
+    with pytest.raises(DatasetError, match="without the MARS layout"):
+        duke_only = tmp_path / "duke-only"
+        monkeypatch.undo()
+        generate_synthetic(duke_only, SynthConfig(**TINY), layout="duke", workers=1, progress=False)
+        monkeypatch.setattr(synth, "generate_synthetic", no_generation)
+        ensure_synthetic(duke_only, progress=False)
+
+
+def test_summary_counts_people_not_junk_or_distractors(tmp_path):
+    from data_fixtures import MARS_TEST, write_mars
+
+    ds = load_dataset("mars", write_mars(tmp_path), protocol="official")
+    test = ds.summary()[2]
+    people = {pid for pid, *_ in MARS_TEST if pid > 0}
+    assert test["split"] == "gallery" and test["ids"] == len(people) == 2
+    assert test["junk"] == 1 and test["distractors"] == 1

@@ -172,3 +172,34 @@ def test_bad_input_gives_one_clear_message(tiny_root, trained, tmp_path, capsys)
         train(tiny_cfg(tmp_path / "empty-root", tmp_path / "x", "data.dataset=mars"))
     with pytest.raises(ConfigError, match="fewer than"):
         Trainer(tiny_cfg(tiny_root, tmp_path / "y", "model.num_classes=1"))
+
+
+def test_train_logs_each_epoch_off_a_terminal_and_ends_with_where_and_what_next(tiny_root, tmp_path, capsys):
+    out = tmp_path / "a-rather-long-folder-name-so-that-the-commands-pass-eighty-columns" / "run"
+    args = ["train", "--epochs", "2", "--output", str(out), "--set", f'data.root="{tiny_root}"']
+    for s in TINY:
+        args += ["--set", s]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    # captured output is not a terminal: one line per epoch instead of progress bars
+    epoch_lines = [ln for ln in lines if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in epoch_lines] == ["1/2", "2/2"]
+    assert all("loss" in ln and "lr" in ln and "img/s" in ln for ln in epoch_lines)
+    assert "ETA" in epoch_lines[0] and "mAP" in epoch_lines[1]
+    # where the run is, and the next commands, each whole on one line
+    assert f"run saved in {out}/" in printed
+    for command in (f"stgcn-pyg evaluate --checkpoint {out / 'last.pt'} --plots {out / 'plots'}",
+                    f"stgcn-pyg search --checkpoint {out / 'last.pt'} --query-tracklet 0",
+                    f"stgcn-pyg train --resume {out} --epochs 4"):
+        assert any(command in ln for ln in lines), command
+
+
+def test_results_say_where_the_run_went(tiny_root, tmp_path):
+    out = tmp_path / "run"
+    results = train(tiny_cfg(tiny_root, out, "train.epochs=1"))
+    assert results["output"] == str(out) and results["checkpoint"] == str(out / "last.pt")
+    # The folder is taken: the next run goes to run-2, and the results say so.
+    again = train(tiny_cfg(tiny_root, out, "train.epochs=1"))
+    assert again["output"] == str(out.parent / "run-2") and (out.parent / "run-2" / "last.pt").is_file()
+    assert load_checkpoint(again["checkpoint"])[1]["train"]["output"] == again["output"]

@@ -1,0 +1,101 @@
+"""Interrupting training: Ctrl-C leaves a resumable run, a kill mid-write leaves the previous checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from stgcn_pyg.cli import main
+from stgcn_pyg.data import ensure_synthetic
+from stgcn_pyg.training import read_checkpoint, save_checkpoint
+
+from test_train import TINY
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return ensure_synthetic(tmp_path_factory.mktemp("synth"), num_ids=6, min_frames=4, max_frames=6, height=64,
+                            width=32, progress=False)
+
+
+def _wait_for(condition, proc, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the process ended early ({proc.returncode}): {proc.communicate()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_leaves_a_resumable_last_pt_and_says_how(tiny_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "stgcn_pyg", "train", "--epochs", "1000", "--output", str(out),
+            "--set", f'data.root="{tiny_root}"']
+    for s in TINY:
+        argv += ["--set", s]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (out / "last.pt").is_file(), proc)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    said = " ".join((stdout + stderr).split())
+    assert f"interrupted: {out / 'last.pt'} holds the last completed epoch" in said
+    assert f"continue with: stgcn-pyg train --resume {out}" in said and "Traceback" not in said
+
+    done = read_checkpoint(out / "last.pt")["epoch"]
+    assert 1 <= done < 1000
+    # Resume exactly as the message says (a shorter budget, to finish now).
+    assert main(["train", "--resume", str(out), "--epochs", str(done + 1)]) == 0
+    capsys.readouterr()
+    assert read_checkpoint(out / "last.pt")["epoch"] == done + 1
+    with open(out / "metrics.csv", newline="") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == list(range(1, done + 2))
+
+
+def test_kill_during_a_checkpoint_write_leaves_the_previous_one_readable(tmp_path):
+    path = tmp_path / "last.pt"
+    writer = tmp_path / "writer.py"
+    writer.write_text(textwrap.dedent("""
+        import io, sys, time
+        import torch
+        from stgcn_pyg.training import save_checkpoint
+
+        path = sys.argv[1]
+        save_checkpoint(path, {"config": {}, "model": {"w": torch.zeros(3)}, "epoch": 1})
+        real_save = torch.save
+
+        def half_written_then_stuck(obj, f, *args, **kwargs):
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            with open(f, "wb") as fh:
+                fh.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            print("writing", flush=True)
+            time.sleep(600)
+
+        torch.save = half_written_then_stuck
+        save_checkpoint(path, {"config": {}, "model": {"w": torch.ones(3)}, "epoch": 2})
+    """))
+    proc = subprocess.Popen([sys.executable, str(writer), str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+    previous = read_checkpoint(path)
+    assert previous["epoch"] == 1 and torch.equal(previous["model"]["w"], torch.zeros(3))
+    leftover = tmp_path / f".last.pt.tmp-{proc.pid}"
+    assert leftover.is_file() and 0 < leftover.stat().st_size  # the half-written file, never renamed
+    # The next save replaces the checkpoint and removes the dead writer's temporary file.
+    save_checkpoint(path, {"config": {}, "model": {"w": torch.ones(3)}, "epoch": 3})
+    assert read_checkpoint(path)["epoch"] == 3 and not leftover.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".last.pt.tmp-")]
