@@ -1,10 +1,10 @@
 """Benchmark the training data pipeline: frames per second by loader workers.
 
-What is timed: a P x K epoch of the training loader (decode with
-torchvision.io, resize to the training size, flip, restricted random
-sampling, TrackletData graphs, PyG collation), each batch handed to the
-device (``.to(device)``, synchronised), on the synthetic dataset written in
-MARS layout. Two paths are compared:
+What is timed: an epoch of the training loader, batches of num_ids x
+num_instances tracklets (decode with torchvision.io, resize to the training
+size, flip, restricted random sampling, TrackletData graphs, PyG
+collation), each batch handed to the device (``.to(device)``,
+synchronised), on the synthetic dataset written in MARS layout. Two paths are compared:
 
 * ``cpu-float``: workers normalise, float32 frames travel to the device
   (the default of ``build_train_loader``);
@@ -100,7 +100,7 @@ def time_model(num_classes: int, device: torch.device, args, steps: int = 12) ->
     B = args.num_ids * args.num_instances
     frames = torch.randn(B, args.seq_len, 3, *args.image_size)
     labels = torch.arange(args.num_ids).repeat_interleave(args.num_instances)
-    batch: Batch = tracklet_batch(frames, labels, torch.zeros(B), cfg.num_stripes).to(device)
+    batch: Batch = tracklet_batch(frames, labels, torch.zeros(B), graph=model.graph).to(device)
     labels = labels.to(device)
     times = []
     for i in range(steps):
@@ -199,8 +199,8 @@ def baselines(ds, out_stem: Path) -> pd.DataFrame:
                 Sw += (Xp - m).T @ (Xp - m)
                 Sb += len(Xp) * np.outer(m - mu, m - mu)
             _, V = scipy.linalg.eigh(Sb, Sw + 0.1 * np.trace(Sw) / len(Sw) * np.eye(len(Sw)))
-            P = V[:, -40:]
-            rows.append({"method": "4 stripes + LDA learned on train ids", **score(q @ P, g @ P, g_off @ P)})
+            lda = V[:, -40:]
+            rows.append({"method": "4 stripes + LDA learned on train ids", **score(q @ lda, g @ lda, g_off @ lda)})
     df = pd.DataFrame(rows)
     df.to_csv(out_stem.with_suffix(".csv"), index=False, float_format="%.2f")
     text = ["# How hard is the synthetic set? Hand-crafted baselines", "",

@@ -4,11 +4,17 @@ Topologies are data: one TOML file per topology under the repository's
 ``graphs/`` folder (see graphs/README.md). Node ``t * P + p`` is stripe ``p``
 of frame ``t``. :func:`build_edge_index` turns a topology and (T, P) into a
 PyG ``edge_index`` (cached, so it is built once per shape).
+
+:class:`TrackletGraph` is the one owner of a model's graphs: the stripe count
+and the two topologies. The model builds one from its config; tracklets and
+batches carry the one they were built from, so the model can tell at no cost
+whether a batch's edges are its own.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import sys
 from dataclasses import dataclass
@@ -16,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import TopologyError
+from .errors import ConfigError, TopologyError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,7 +35,16 @@ __all__ = [
     "available_topologies",
     "load_topology",
     "build_edge_index",
+    "TrackletGraph",
+    "tracklet_graph",
+    "DEFAULT_TEMPORAL_TOPOLOGY",
+    "DEFAULT_SPATIAL_TOPOLOGY",
+    "DEFAULT_NUM_STRIPES",
 ]
+
+DEFAULT_TEMPORAL_TOPOLOGY = "temporal-complete"
+DEFAULT_SPATIAL_TOPOLOGY = "spatial-frame-complete"
+DEFAULT_NUM_STRIPES = 4
 
 
 def topology_dirs() -> list[Path]:
@@ -170,3 +185,57 @@ def _edge_index_cached(topology: Topology, T: int, P: int) -> torch.Tensor:
 def build_edge_index(topology: str | os.PathLike | Topology, T: int, P: int) -> torch.Tensor:
     """``edge_index`` [2, E] of a topology over T*P patch nodes (a cached tensor; do not modify)."""
     return _edge_index_cached(load_topology(topology), int(T), int(P))
+
+
+@dataclass(frozen=True, repr=False)
+class TrackletGraph:
+    """The temporal and spatial graphs over the ``T * num_stripes`` patch nodes of a tracklet.
+
+    Built once (by the model from its config, by a loader from the same
+    values) and shared: :meth:`edges` is cached per T, and a pickled graph
+    (a tracklet coming back from a loader worker) unpickles to the same
+    object, so comparing a batch's graphs with the model's is an identity
+    check.
+    """
+
+    temporal: Topology
+    spatial: Topology
+    num_stripes: int
+
+    def edges(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(temporal_edge_index, spatial_edge_index)`` of a T-frame tracklet (cached tensors; do not modify)."""
+        return (build_edge_index(self.temporal, T, self.num_stripes),
+                build_edge_index(self.spatial, T, self.num_stripes))
+
+    def describe(self) -> str:
+        return (f"{self.num_stripes} stripes, temporal graph {self.temporal.name!r}, "
+                f"spatial graph {self.spatial.name!r}")
+
+    def __repr__(self) -> str:
+        return f"TrackletGraph({self.describe()})"
+
+    def __reduce__(self):
+        return _interned_graph, (self.temporal, self.spatial, self.num_stripes)
+
+
+@functools.lru_cache(maxsize=64)
+def _interned_graph(temporal: Topology, spatial: Topology, num_stripes: int) -> TrackletGraph:
+    return TrackletGraph(temporal, spatial, num_stripes)
+
+
+def tracklet_graph(
+    num_stripes: int = DEFAULT_NUM_STRIPES,
+    temporal: str | os.PathLike | Topology = DEFAULT_TEMPORAL_TOPOLOGY,
+    spatial: str | os.PathLike | Topology = DEFAULT_SPATIAL_TOPOLOGY,
+) -> TrackletGraph:
+    """The :class:`TrackletGraph` of a stripe count and two topologies (names, ``.toml`` paths or objects).
+
+    Equal arguments give the same object.
+    """
+    try:
+        stripes = operator.index(num_stripes)  # ints of any kind, not floats
+    except TypeError:
+        stripes = 0
+    if isinstance(num_stripes, bool) or stripes < 1:
+        raise ConfigError(f"num_stripes must be a positive integer, got {num_stripes!r}")
+    return _interned_graph(load_topology(temporal), load_topology(spatial), stripes)

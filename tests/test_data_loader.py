@@ -56,6 +56,7 @@ def test_train_batch_shapes_labels_and_graph_offsets(mars):
             part = ei[:, g * single.size(1):(g + 1) * single.size(1)]
             assert torch.equal(part, single + g * T * P)
     assert batch.num_frames.tolist() == [T] * B and batch.num_stripes.tolist() == [P] * B
+    assert batch.graph == [loader.dataset.graph] * B and loader.dataset.graph.num_stripes == P
     # Every frame comes from a tracklet of the batch item's identity and camera.
     colours = _pixels(batch.frames).view(B, T, 3)
     for b in range(B):
@@ -66,7 +67,7 @@ def test_train_batch_shapes_labels_and_graph_offsets(mars):
 def test_train_loader_is_deterministic_and_reshuffles(mars):
     def epoch(loader, e):
         loader.set_epoch(e)
-        return [(b.pid.clone(), b.frames.clone()) for b in loader]
+        return [(b.pid.clone(), b.frames.clone(), b.graph) for b in loader]
 
     a, b = _train_loader(mars.train), _train_loader(mars.train)
     threads = torch.get_num_threads()
@@ -79,6 +80,8 @@ def test_train_loader_is_deterministic_and_reshuffles(mars):
     w = _train_loader(mars.train, num_workers=1)
     ew = epoch(w, 0)
     assert all(torch.equal(x[1], y[1]) for x, y in zip(ea, ew))
+    # The loader's one graph comes back from the worker as the same object (the model's check is by identity).
+    assert all(g is w.dataset.graph is a.dataset.graph for *_, graphs in ea + ew for g in graphs)
 
 
 def test_random_erasing_and_flip():

@@ -9,6 +9,7 @@ import torch
 
 from stgcn_pyg.data import tracklet_batch
 from stgcn_pyg.errors import ConfigError, TopologyError
+from stgcn_pyg.graphs import build_edge_index
 from stgcn_pyg.models import STGCN, STGCNLoss
 from stgcn_pyg.models.backbone import ResNetBackbone
 from stgcn_pyg.training.config import ModelConfig
@@ -22,11 +23,12 @@ def tiny_cfg(**kw) -> ModelConfig:
     return ModelConfig(**base)
 
 
-def make_batch(B=4, T=2, seed=0, P=4, **kw):
+def make_batch(B=4, T=2, seed=0, P=None, **graph):
+    """Random clips as a batch; ``graph`` a model's graph= or topology names (default: 4 stripes, the paper's)."""
     g = torch.Generator().manual_seed(seed)
     frames = torch.randn(B, T, 3, H, W, generator=g)
     pids = [i // 2 for i in range(B)]
-    return tracklet_batch(frames, pids=pids, num_stripes=P, **kw), torch.tensor(pids), frames
+    return tracklet_batch(frames, pids=pids, num_stripes=P, **graph), torch.tensor(pids), frames
 
 
 def test_output_shapes_and_descriptor_is_concatenated_bn_features():
@@ -215,7 +217,7 @@ OPTIONS = [
 def test_every_parameter_gets_a_gradient(options):
     torch.manual_seed(0)
     model = STGCN(tiny_cfg(**options))
-    batch, labels, _ = make_batch()
+    batch, labels, _ = make_batch(graph=model.graph)
     loss, parts = STGCNLoss()(model(batch), labels)
     loss.backward()
     bad = [n for n, p in model.named_parameters()
@@ -311,14 +313,45 @@ def test_bad_inputs_raise_config_errors():
         STGCN(tiny_cfg(temporal_topology="no-such-graph"))
     with pytest.raises(ConfigError, match="model.branches"):
         STGCN(tiny_cfg(branches=[]))
-    model = STGCN(tiny_cfg())
-    batch, _, _ = make_batch(P=2)
-    with pytest.raises(ConfigError, match="built with 2 stripes"):
-        model(batch)
     with pytest.raises(ConfigError, match="no temporal branch"):
         STGCN(tiny_cfg(branches=["global"])).temporal_affinity(torch.randn(1, 2, 3, H, W))
     with pytest.raises(ConfigError, match="num_stripes"):
         STGCN(tiny_cfg(num_stripes=8)).eval().encode(torch.randn(1, 2, 3, H, W))
+
+
+@pytest.mark.parametrize("graph_mode", ["auto", "batched"])
+def test_a_batch_built_on_another_graph_is_rejected(graph_mode):
+    """The model owns stripe count and topologies: a batch built with others fails with one message, in static
+    mode (which would ignore the batch's edges) as in batched mode (which would use them)."""
+    model = STGCN(tiny_cfg())
+    model.graph_mode = graph_mode
+    ours = "4 stripes, temporal graph 'temporal-complete', spatial graph 'spatial-frame-complete'"
+    for kw, theirs in [
+        ({"P": 2}, "2 stripes, temporal graph 'temporal-complete', spatial graph 'spatial-frame-complete'"),
+        ({"temporal_topology": "temporal-adjacent"},
+         "4 stripes, temporal graph 'temporal-adjacent', spatial graph 'spatial-frame-complete'"),
+        ({"spatial_topology": "temporal-same-stripe"},
+         "4 stripes, temporal graph 'temporal-complete', spatial graph 'temporal-same-stripe'"),
+    ]:
+        batch, _, _ = make_batch(B=2, **kw)
+        with pytest.raises(ConfigError) as err:
+            model(batch)
+        assert f"built with {theirs}" in str(err.value) and f"the model uses {ours}" in str(err.value)
+    batch, _, _ = make_batch(B=2)
+    del batch.graph  # tracklets built by hand, without a graph to check
+    with pytest.raises(ConfigError, match="carry no graph"):
+        model(batch)
+
+
+def test_batches_from_the_model_config_values_carry_the_models_graph():
+    """Built from the same config values, a batch's tracklets hold the model's graph object itself, and the
+    static mode's edges are that graph's."""
+    model = STGCN(tiny_cfg(temporal_topology="temporal-adjacent")).eval()
+    batch, _, frames = make_batch(B=2, temporal_topology="temporal-adjacent")
+    assert all(g is model.graph for g in batch.graph)
+    torch.testing.assert_close(model(batch).descriptor, model.encode(frames))
+    assert torch.equal(model._static_edges("temporal", 2, torch.device("cpu")),
+                       build_edge_index("temporal-adjacent", 2, 4))
 
 
 def test_weights_local_file_and_errors(tmp_path, monkeypatch):

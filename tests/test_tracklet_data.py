@@ -4,8 +4,10 @@ import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
+from stgcn_pyg import graphs
 from stgcn_pyg.data import TrackletData, tracklet_batch
-from stgcn_pyg.graphs import build_edge_index
+from stgcn_pyg.errors import ConfigError
+from stgcn_pyg.graphs import build_edge_index, tracklet_graph
 
 
 def _tracklet(T, P, pid, seed):
@@ -54,3 +56,40 @@ def test_tracklet_batch_from_clips():
     assert torch.equal(batch.frames.view(3, 4, 3, 8, 4), clips)
     with pytest.raises(ValueError, match=r"\[B, T, 3, H, W\]"):
         tracklet_batch(torch.rand(4, 3, 8, 4))
+
+
+def test_edges_are_built_once_per_topology_and_shape_not_per_tracklet(monkeypatch):
+    built = []
+    adjacency = graphs.Topology.adjacency
+
+    def counting_adjacency(self, T, P):
+        built.append((self.name, T, P))
+        return adjacency(self, T, P)
+
+    monkeypatch.setattr(graphs.Topology, "adjacency", counting_adjacency)
+    graphs._edge_index_cached.cache_clear()
+    graph = tracklet_graph(3, "temporal-adjacent", "spatial-frame-complete")
+    items = [TrackletData.from_frames(torch.zeros(T, 3, 8, 4), graph=graph) for T in (2, 5, 2, 5, 2)]
+    assert sorted(built) == [("spatial-frame-complete", 2, 3), ("spatial-frame-complete", 5, 3),
+                             ("temporal-adjacent", 2, 3), ("temporal-adjacent", 5, 3)]
+    # every tracklet of a length shares the same edge tensors and the one graph object
+    assert items[0].temporal_edge_index is items[2].temporal_edge_index is items[4].temporal_edge_index
+    assert all(d.graph is graph for d in items)
+    tracklet_batch(torch.zeros(4, 5, 3, 8, 4), graph=graph)
+    assert len(built) == 4
+
+
+def test_graph_arguments():
+    graph = tracklet_graph(2, "temporal-adjacent")
+    assert tracklet_graph(2, "temporal-adjacent", "spatial-frame-complete") is graph
+    # a graph pickled to a loader worker and back is the same object, so the model's check is an identity test
+    import pickle
+
+    assert pickle.loads(pickle.dumps(graph)) is graph
+    data = TrackletData.from_frames(torch.zeros(3, 3, 8, 4), num_stripes=2, temporal_topology="temporal-adjacent")
+    assert data.graph is graph and data.num_stripes == 2
+    assert torch.equal(data.temporal_edge_index, build_edge_index("temporal-adjacent", 3, 2))
+    with pytest.raises(ConfigError, match="not both"):
+        TrackletData.from_frames(torch.zeros(3, 3, 8, 4), num_stripes=2, graph=graph)
+    with pytest.raises(ConfigError, match="positive integer"):
+        tracklet_graph(0)

@@ -2,9 +2,10 @@
 
 Training batches are :class:`~torch_geometric.data.Batch` objects of
 :class:`TrackletData` from :class:`torch_geometric.loader.DataLoader`
-(P x K identities, restricted random frame sampling); test batches are plain
-``(clips [b, T, 3, H, W], tracklet_index [b])`` pairs, whose clips cover every
-frame ("all") or one evenly spaced clip per tracklet ("evenly").
+(``num_ids`` identities x ``num_instances`` tracklets, restricted random
+frame sampling); test batches are plain ``(clips [b, T, 3, H, W],
+tracklet_index [b])`` pairs, whose clips cover every frame ("all") or one
+evenly spaced clip per tracklet ("evenly").
 
 A corrupt or missing frame met while loading is replaced by a readable frame
 of the same tracklet, with a warning; the loaders count these
@@ -24,7 +25,8 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DatasetError
 from .sampling import RandomIdentitySampler, all_clips, evenly, restricted_random
-from .tracklet import TrackletData
+from ..graphs import TrackletGraph
+from .tracklet import TrackletData, resolve_graph
 from .transforms import CorruptFrameError, TrackletTransform, normalize_frames, read_frame
 
 __all__ = ["build_train_loader", "build_test_loader", "load_tracklet_frames", "TrainLoader", "TestLoader",
@@ -110,20 +112,20 @@ class TrackletTrainSet(Dataset):
     """Training tracklets; item ``(row, draw_seed)`` -> a :class:`TrackletData`.
 
     The draw seed fixes the restricted random frames and the augmentation.
+    Every item shares ``graph`` (edges built once per T, not per item).
     Extra attributes: ``label`` (pid relabelled 0..C-1), ``skipped`` (frames
     replaced because unreadable).
     """
 
-    def __init__(self, df: pd.DataFrame, seq_len: int, transform: TrackletTransform, num_stripes: int,
-                 temporal_topology, spatial_topology, raw: bool = False):
+    def __init__(self, df: pd.DataFrame, seq_len: int, transform: TrackletTransform, graph: TrackletGraph,
+                 raw: bool = False):
         self.frames = _frames_column(df)
         self.pids = df["pid"].to_numpy(np.int64)
         self.camids = df["camid"].to_numpy(np.int64)
         uniq = sorted(set(self.pids.tolist()))
         self.pid2label = {p: i for i, p in enumerate(uniq)}
         self.labels = np.array([self.pid2label[p] for p in self.pids.tolist()], np.int64)
-        self.seq_len, self.transform, self.num_stripes = seq_len, transform, num_stripes
-        self.temporal_topology, self.spatial_topology = temporal_topology, spatial_topology
+        self.seq_len, self.transform, self.graph = seq_len, transform, graph
         self.raw = raw  # uint8 frames + erasing rectangles, normalised later (on the GPU)
 
     def __len__(self) -> int:
@@ -143,8 +145,7 @@ class TrackletTrainSet(Dataset):
         else:
             x = self.transform(imgs, gen)
         return TrackletData.from_frames(
-            x, int(self.pids[row]), int(self.camids[row]), self.num_stripes,
-            self.temporal_topology, self.spatial_topology,
+            x, int(self.pids[row]), int(self.camids[row]), graph=self.graph,
             label=torch.tensor([int(self.labels[row])]), skipped=torch.tensor([len(skipped)]), **extra,
         )
 
@@ -191,12 +192,16 @@ def _pin(pin_memory):
 
 
 def build_train_loader(df: pd.DataFrame, *, seq_len: int = 8, num_ids: int = 16, num_instances: int = 4,
-                       image_size=(256, 128), num_stripes: int = 4, temporal_topology="temporal-complete",
-                       spatial_topology="spatial-frame-complete", num_workers: int = 0, seed: int = 0,
+                       image_size=(256, 128), graph: TrackletGraph | None = None, num_stripes: int | None = None,
+                       temporal_topology=None, spatial_topology=None, num_workers: int = 0, seed: int = 0,
                        random_erasing: bool = False, rank: int = 0, world_size: int = 1,
                        pin_memory=None, flip_prob: float = 0.5, prefetch_factor: int = 4,
                        device=None) -> TrainLoader:
-    """P x K identity batches of tracklet graphs from a training table (``dataset.train``).
+    """Batches of ``num_ids`` identities x ``num_instances`` tracklets from a training table (``dataset.train``).
+
+    The tracklet graphs are ``graph`` (give the model's, ``model.graph``) or
+    the graph of ``num_stripes`` and the two topologies (the model's config
+    values; the model rejects batches whose graph is not its own).
 
     With ``device`` (e.g. "cuda"), workers send uint8 frames, and the loader
     moves each batch to ``device`` and normalises (and erases) there: the
@@ -208,8 +213,8 @@ def build_train_loader(df: pd.DataFrame, *, seq_len: int = 8, num_ids: int = 16,
     if seq_len < 1:
         raise ConfigError(f"seq_len must be >= 1, got {seq_len}")
     transform = TrackletTransform(image_size, train=True, flip_prob=flip_prob, random_erasing=random_erasing)
-    ds = TrackletTrainSet(df, seq_len, transform, num_stripes, temporal_topology, spatial_topology,
-                          raw=device is not None)
+    graph = resolve_graph(graph, num_stripes, temporal_topology, spatial_topology)
+    ds = TrackletTrainSet(df, seq_len, transform, graph, raw=device is not None)
     sampler = RandomIdentitySampler(ds.pids, num_instances, num_ids, seed, rank, world_size)
     extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if num_workers > 0 else {}
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=num_workers, pin_memory=_pin(pin_memory), **extra)

@@ -5,9 +5,24 @@ from __future__ import annotations
 import torch
 from torch_geometric.data import Batch, Data
 
-from ..graphs import build_edge_index
+from ..errors import ConfigError
+from ..graphs import TrackletGraph, tracklet_graph
 
-__all__ = ["TrackletData", "tracklet_batch"]
+__all__ = ["TrackletData", "tracklet_batch", "resolve_graph"]
+
+
+def resolve_graph(graph: TrackletGraph | None, num_stripes=None, temporal_topology=None,
+                  spatial_topology=None) -> TrackletGraph:
+    """``graph`` itself, or the graph of a stripe count and two topologies (each defaulted); not both."""
+    described = (num_stripes, temporal_topology, spatial_topology)
+    if graph is not None:
+        if any(v is not None for v in described):
+            raise ConfigError("give either graph= or num_stripes / temporal_topology / spatial_topology, not both")
+        if not isinstance(graph, TrackletGraph):
+            raise ConfigError(f"graph must be a TrackletGraph (see stgcn_pyg.graphs.tracklet_graph), got {graph!r}")
+        return graph
+    kwargs = {k: v for k, v in zip(("num_stripes", "temporal", "spatial"), described) if v is not None}
+    return tracklet_graph(**kwargs)
 
 
 class TrackletData(Data):
@@ -21,7 +36,9 @@ class TrackletData(Data):
 
     Attributes: ``frames``, ``pid``, ``camid`` (1-element long tensors, so they
     batch into [B]), ``temporal_edge_index``, ``spatial_edge_index``,
-    ``num_frames`` (T), ``num_stripes`` (P), ``num_nodes`` (T*P).
+    ``num_frames`` (T), ``num_stripes`` (P), ``num_nodes`` (T*P) and ``graph``,
+    the :class:`~stgcn_pyg.graphs.TrackletGraph` the edges come from (a list
+    of B references in a batch, which the model checks against its own).
     """
 
     def __inc__(self, key, value, *args, **kwargs):
@@ -40,24 +57,34 @@ class TrackletData(Data):
         frames: torch.Tensor,
         pid: int = -1,
         camid: int = -1,
-        num_stripes: int = 4,
-        temporal_topology="temporal-complete",
-        spatial_topology="spatial-frame-complete",
+        num_stripes: int | None = None,
+        temporal_topology=None,
+        spatial_topology=None,
+        *,
+        graph: TrackletGraph | None = None,
         **extra,
     ) -> "TrackletData":
-        """Build a tracklet graph from frames [T, 3, H, W] and two topology names/files."""
+        """A tracklet graph from frames [T, 3, H, W] and a :class:`~stgcn_pyg.graphs.TrackletGraph`.
+
+        Without ``graph``, the graph of ``num_stripes`` (default 4) and two
+        topology names or files (default the paper's). Loaders pass one shared
+        ``graph``, so nothing is resolved per tracklet.
+        """
         if frames.dim() != 4:
             raise ValueError(f"frames must be [T, 3, H, W], got shape {tuple(frames.shape)}")
-        T, P = frames.size(0), int(num_stripes)
+        graph = resolve_graph(graph, num_stripes, temporal_topology, spatial_topology)
+        T, P = frames.size(0), graph.num_stripes
+        temporal_edge_index, spatial_edge_index = graph.edges(T)
         return cls(
             frames=frames,
             pid=torch.tensor([int(pid)]),
             camid=torch.tensor([int(camid)]),
-            temporal_edge_index=build_edge_index(temporal_topology, T, P),
-            spatial_edge_index=build_edge_index(spatial_topology, T, P),
+            temporal_edge_index=temporal_edge_index,
+            spatial_edge_index=spatial_edge_index,
             num_frames=T,
             num_stripes=P,
             num_nodes=T * P,
+            graph=graph,
             **extra,
         )
 
@@ -66,18 +93,18 @@ def tracklet_batch(
     frames: torch.Tensor,
     pids=None,
     camids=None,
-    num_stripes: int = 4,
-    temporal_topology="temporal-complete",
-    spatial_topology="spatial-frame-complete",
+    num_stripes: int | None = None,
+    temporal_topology=None,
+    spatial_topology=None,
+    *,
+    graph: TrackletGraph | None = None,
 ) -> Batch:
-    """A :class:`Batch` of tracklet graphs from clips ``frames`` [B, T, 3, H, W]."""
+    """A :class:`Batch` of tracklet graphs from clips ``frames`` [B, T, 3, H, W] (``graph`` as in ``from_frames``)."""
     if frames.dim() != 5:
         raise ValueError(f"frames must be [B, T, 3, H, W], got shape {tuple(frames.shape)}")
+    graph = resolve_graph(graph, num_stripes, temporal_topology, spatial_topology)
     B = frames.size(0)
     pids = [-1] * B if pids is None else [int(p) for p in pids]
     camids = [-1] * B if camids is None else [int(c) for c in camids]
-    items = [
-        TrackletData.from_frames(frames[b], pids[b], camids[b], num_stripes, temporal_topology, spatial_topology)
-        for b in range(B)
-    ]
-    return Batch.from_data_list(items)
+    return Batch.from_data_list([TrackletData.from_frames(frames[b], pids[b], camids[b], graph=graph)
+                                 for b in range(B)])

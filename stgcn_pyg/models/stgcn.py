@@ -1,23 +1,26 @@
 """STGCN (Yang et al., CVPR 2020): global, temporal-graph and spatial-graph branches over a ResNet.
 
-Forward pass of a batch of tracklet graphs (STGCN.md steps 1-7):
+Forward pass of a batch of tracklet graphs (docs/method.md, "Forward pass"):
 
 1. the backbone runs on every frame: maps [B*T, C, h, w];
-2. each map is cut into P horizontal stripes and average-pooled: patch nodes
-   [B*T*P, C], node ``t*P + p`` of each tracklet;
-3. the **temporal** branch runs M affinity-GCN layers over the temporal
-   topology (all patches of the tracklet) and max-pools over the nodes;
-4. the **spatial** branch runs K layers over the per-frame topology, max-pools
-   each frame's patches and fuses the frames (mean or max);
+2. each map is cut into P = ``num_stripes`` horizontal stripes and
+   average-pooled: patch nodes [B*T*P, C], node ``t*P + p`` of each tracklet;
+3. the **temporal** branch runs ``temporal_layers`` affinity-GCN layers over
+   the temporal topology (all patches of the tracklet) and max-pools over the
+   nodes;
+4. the **spatial** branch runs ``spatial_layers`` layers over the per-frame
+   topology, max-pools each frame's patches and fuses the frames (mean or max);
 5. the **global** branch averages each map and then the frames;
 6. each branch has a BN neck and a classifier; the descriptor f_all is the
    concatenation of the BN-normalised branch features.
 
-Graph layers run in the layer's *static* mode whenever every tracklet of the
-batch has the same T (the usual case): patch features are viewed as [B, T*P, C]
-and share the topology's single-graph ``edge_index``. Otherwise they run on
-the batch's offset edge sets (PyG's disjoint-union batching); both give the
-same result.
+The model owns its graphs: ``model.graph`` (a :class:`~stgcn_pyg.graphs.TrackletGraph`
+of ``num_stripes`` and the two topologies of its config). Graph layers run in
+the layer's *static* mode whenever every tracklet of the batch has the same T
+(the usual case): patch features are viewed as [B, T*P, C] and share the
+graph's single-tracklet ``edge_index``. Otherwise they run on the batch's
+offset edge sets (PyG's disjoint-union batching); both give the same result,
+because a batch whose tracklets were built on another graph is rejected.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from torch import nn
 from torch_geometric.utils import scatter
 
 from ..errors import ConfigError
-from ..graphs import build_edge_index, load_topology
+from ..graphs import tracklet_graph
 from ..nn import AffinityGCNConv, to_dense_affinity
 from .backbone import build_backbone
 from .heads import BNNeckHead
@@ -166,7 +169,8 @@ class STGCN(nn.Module):
 
     ``model(batch)`` takes a PyG ``Batch`` of :class:`~stgcn_pyg.data.TrackletData`
     (``frames`` [B*T, 3, H, W], ``num_frames``, ``temporal_edge_index``,
-    ``spatial_edge_index``) and returns an :class:`STGCNOutput`.
+    ``spatial_edge_index``, ``graph``) built on ``model.graph`` and returns an
+    :class:`STGCNOutput`.
     ``model.encode(clips)`` maps clips [B, T, 3, H, W] to descriptors.
     """
 
@@ -176,15 +180,14 @@ class STGCN(nn.Module):
         if not cfg.branches:
             raise ConfigError("model.branches: at least one branch is needed")
         self.branches = list(cfg.branches)
-        self.num_stripes = cfg.num_stripes
+        # The one owner of the stripe count and the topologies; resolved now, so a bad name fails here.
+        self.graph = tracklet_graph(cfg.num_stripes, cfg.temporal_topology, cfg.spatial_topology)
+        self.num_stripes = self.graph.num_stripes
         with _part_seed("backbone"):
             self.backbone = build_backbone(cfg.backbone, cfg.weights, cfg.last_stride)
         C = self.backbone.out_channels
-        # Topologies are resolved now so a bad name fails at construction, not mid-epoch.
-        self.temporal_topology = load_topology(cfg.temporal_topology)
-        self.spatial_topology = load_topology(cfg.spatial_topology)
         # True for the paper's per-frame graph (and any topology linking only patches of one frame).
-        self._spatial_within_frames = self.spatial_topology.frame_gap in (("max", 0), ("set", frozenset({0})))
+        self._spatial_within_frames = self.graph.spatial.frame_gap in (("max", 0), ("set", frozenset({0})))
         common = dict(layer=cfg.graph_layer, affinity=cfg.affinity, residual=cfg.residual, norm=cfg.norm,
                       negative_slope=cfg.negative_slope, scaled_affinity=cfg.scaled_affinity,
                       centered_affinity=cfg.centered_affinity)
@@ -217,13 +220,36 @@ class STGCN(nn.Module):
         self.channels_last = False
 
     # ------------------------------------------------------------------ graphs
-    def _static_edges(self, topology, T: int, device: torch.device) -> torch.Tensor:
-        key = (topology.name, topology.source, T, self.num_stripes, str(device))
+    def _static_edges(self, which: str, T: int, device: torch.device) -> torch.Tensor:
+        """The model's own ``edge_index`` of one T-frame tracklet ("temporal" or "spatial"), kept per device."""
+        key = (which, T, str(device))
         ei = self._edge_cache.get(key)
         if ei is None:
-            ei = build_edge_index(topology, T, self.num_stripes).to(device)
+            temporal, spatial = self.graph.edges(T)
+            ei = (temporal if which == "temporal" else spatial).to(device)
             self._edge_cache[key] = ei
         return ei
+
+    def _check_graph(self, batch) -> None:
+        """Reject a batch whose tracklets were built on another graph than the model's.
+
+        Host-side references only (no device read), so it costs nothing on the GPU either.
+        """
+        graphs = getattr(batch, "graph", None)
+        if graphs is None:
+            raise ConfigError("the batch's tracklets carry no graph: build them with TrackletData.from_frames "
+                              "(graph=model.graph)")
+        for g in graphs if isinstance(graphs, (list, tuple)) else [graphs]:
+            if g is not self.graph and g != self.graph:
+                theirs, ours = getattr(g, "describe", lambda: repr(g))(), self.graph.describe()
+                if theirs == ours:  # same names, different definitions: name the files
+                    theirs = f"{theirs} ({g.temporal.source}, {g.spatial.source})"
+                    ours = f"{ours} ({self.graph.temporal.source}, {self.graph.spatial.source})"
+                raise ConfigError(
+                    f"the batch was built with {theirs}, the model uses {ours}: set them in one place "
+                    f"(model.num_stripes / temporal_topology / spatial_topology) and build batches with "
+                    f"graph=model.graph"
+                )
 
     def _patches(self, maps: torch.Tensor) -> torch.Tensor:
         """[B*T, C, h, w] -> [B*T*P, C]: P horizontal stripes, average-pooled, node t*P + p."""
@@ -240,14 +266,7 @@ class STGCN(nn.Module):
         frames = batch.frames
         B = int(batch.num_graphs)
         nf = _frames_per_graph(batch, B)
-        P = batch.num_stripes
-        if isinstance(P, torch.Tensor):
-            # Checked where it costs nothing (batches on the CPU); on the GPU it would be a host sync per step.
-            P = int(P.reshape(-1)[0]) if P.device.type == "cpu" else self.num_stripes
-        if int(P) != self.num_stripes:
-            raise ConfigError(
-                f"model.num_stripes: the batch was built with {P} stripes, the model uses {self.num_stripes}"
-            )
+        self._check_graph(batch)
         static = self.graph_mode == "auto" and len(set(nf)) == 1 and frames.size(0) == B * nf[0]
         return self._run(frames, B, nf, static, batch)
 
@@ -272,16 +291,16 @@ class STGCN(nn.Module):
             if "temporal" in self.branches or "spatial" in self.branches:
                 nodes = self._patches(maps).view(B, T * self.num_stripes, C)
             if "temporal" in self.branches:
-                ei = self._static_edges(self.temporal_topology, T, device)
+                ei = self._static_edges("temporal", T, device)
                 features["temporal"] = self.temporal(nodes, ei).amax(1)
             if "spatial" in self.branches:
                 if self._spatial_within_frames:
                     # No edge crosses frames: the same graph as B*T separate P-node graphs, which keeps
                     # the layer on its small dense path instead of a sparse block-diagonal one.
-                    ei = self._static_edges(self.spatial_topology, 1, device)
+                    ei = self._static_edges("spatial", 1, device)
                     h = self.spatial(nodes.reshape(B * T, self.num_stripes, C), ei)
                 else:
-                    ei = self._static_edges(self.spatial_topology, T, device)
+                    ei = self._static_edges("spatial", T, device)
                     h = self.spatial(nodes, ei)  # [B, T*P, F]
                 per_frame = h.reshape(B, T, self.num_stripes, -1).amax(2)
                 fused = per_frame.mean(1) if self.cfg.frame_fusion == "mean" else per_frame.amax(1)
@@ -336,7 +355,7 @@ class STGCN(nn.Module):
             T = clips.size(1)
             maps = self.backbone(clips[0].to(device))
             nodes = self._patches(maps).view(1, T * self.num_stripes, -1)
-            ei = self._static_edges(self.temporal_topology, T, device)
+            ei = self._static_edges("temporal", T, device)
             index, weight = self.temporal.affinity_weights(nodes, ei)
             dense = to_dense_affinity(index, weight.reshape(1, -1), T * self.num_stripes)
         finally:
