@@ -206,8 +206,9 @@ def main(argv=None) -> int:
         f"torch {torch.__version__}; bf16 autocast: {use_amp}; channels_last: {device.type == 'cuda'}",
         f"- config: {cfg.model.backbone} (last stride {cfg.model.last_stride}), "
         f"{d.image_size[0]}x{d.image_size[1]}, T={d.seq_len}, {d.num_ids} ids x {d.num_instances} tracklets "
-        f"= {batches[0].frames.size(0)} images/step, P={cfg.model.num_stripes}, "
-        f"M={cfg.model.temporal_layers}, K={cfg.model.spatial_layers}, Adam; synthetic set in MARS layout",
+        f"= {batches[0].frames.size(0)} images/step, {cfg.model.num_stripes} stripes, "
+        f"{cfg.model.temporal_layers} temporal / {cfg.model.spatial_layers} spatial graph layers, Adam; "
+        f"synthetic set in MARS layout",
         f"- {warmup} warm-up + {steps} timed steps per variant, cycling over {len(batches)} batches already on "
         f"the device (the model's cost without JPEG decoding)",
         "",

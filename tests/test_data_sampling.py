@@ -1,4 +1,4 @@
-"""Frame sampling and the P x K identity sampler (including distributed shares)."""
+"""Frame sampling and the identity sampler, num_ids x num_instances (including distributed shares)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _pids(counts):
     return [p for p, n in enumerate(counts) for _ in range(n)]
 
 
-def test_identity_batches_are_p_ids_times_k_tracklets():
+def test_identity_batches_are_num_ids_times_num_instances_tracklets():
     pids = _pids([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 1])  # 12 identities, some with one tracklet
     s = RandomIdentitySampler(pids, num_instances=4, num_ids=3, seed=1)
     batches = list(s)
@@ -57,9 +57,9 @@ def test_identity_batches_are_p_ids_times_k_tracklets():
         ids = [pids[r] for r in rows]
         assert len(b) == 12
         assert len(set(ids)) == 3 and all(c == 4 for c in Counter(ids).values())
-        # Consecutive groups of K share an identity (the layout the triplet loss expects).
+        # Consecutive groups of num_instances share an identity (the layout the triplet loss expects).
         assert all(len(set(ids[g:g + 4])) == 1 for g in range(0, 12, 4))
-    # Identities with >= K tracklets never repeat a tracklet within a group.
+    # Identities with >= num_instances tracklets never repeat a tracklet within a group.
     for b in batches:
         for g in range(0, 12, 4):
             rows = [r for r, _ in b[g:g + 4]]
@@ -82,7 +82,7 @@ def test_epochs_are_deterministic_reshuffled_and_equally_long():
         orders.append(ea)
     assert lengths == {len(a)}
     assert orders[0] != orders[1]
-    # Groups of K=2: 4+1+2+1+2+4+1+3 = 18 (a lone tracklet is repeated into one group) -> 18 // 3 batches.
+    # Groups of num_instances=2: 4+1+2+1+2+4+1+3 = 18 (a lone tracklet is repeated into one group) -> 18 // 3 batches.
     assert len(a) == 6
     # Draw seeds differ between items, so repeated rows get different frames.
     seeds = [s for bt in orders[0] for _, s in bt]
@@ -108,7 +108,7 @@ def test_distributed_shares_are_disjoint_and_equal():
 
 
 def test_sampler_errors():
-    with pytest.raises(ConfigError, match="needs 16 identities but the training split has 2"):
+    with pytest.raises(ConfigError, match="num_ids=16 identities needs 16 identities but the training split has 2"):
         RandomIdentitySampler([0, 0, 1, 1], num_instances=2, num_ids=16)
     with pytest.raises(ConfigError, match="rank 2 outside world size 2"):
         RandomIdentitySampler([0, 1], num_instances=1, num_ids=1, rank=2, world_size=2)

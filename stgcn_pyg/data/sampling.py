@@ -1,4 +1,4 @@
-"""Frame sampling within a tracklet, and the P x K identity batch sampler.
+"""Frame sampling within a tracklet, and the identity batch sampler (``num_ids`` x ``num_instances``).
 
 Frame sampling (``n`` frames -> indices):
 
@@ -57,18 +57,19 @@ def all_clips(n: int, T: int) -> list[np.ndarray]:
 
 
 class RandomIdentitySampler(torch.utils.data.Sampler):
-    """Batches of ``num_ids`` identities x ``num_instances`` tracklets (P x K).
+    """Batches of ``num_ids`` identities x ``num_instances`` tracklets per identity.
 
     Per epoch (seeded by ``seed`` and the epoch given to :meth:`set_epoch`):
-    each identity's tracklets are shuffled and cut into groups of K (an
-    identity with fewer than K tracklets is sampled with replacement, up to
-    K); batches then take P random identities that still have a group left.
+    each identity's tracklets are shuffled and cut into groups of
+    ``num_instances`` (an identity with fewer tracklets is sampled with
+    replacement, up to ``num_instances``); batches then take ``num_ids``
+    random identities that still have a group left.
     Each batch item is ``(row, draw_seed)``: the seed of its frame sampling and
     augmentation, so a batch is the same whatever the loader's workers.
 
     Under DistributedDataParallel every rank builds the same global list of
     batches and takes every ``world_size``-th one from ``rank``; all ranks get
-    ``len(self)`` batches, a global batch being ``world_size`` x P x K.
+    ``len(self)`` batches, a global batch being ``world_size`` x ``num_ids`` x ``num_instances``.
     """
 
     def __init__(self, pids, num_instances: int = 4, num_ids: int = 16, seed: int = 0,
@@ -83,17 +84,17 @@ class RandomIdentitySampler(torch.utils.data.Sampler):
             self.index[p].append(i)
         self.pids = sorted(self.index)
         if len(self.pids) < num_ids:
-            raise ConfigError(f"a P x K batch needs {num_ids} identities but the training split has "
+            raise ConfigError(f"a batch of num_ids={num_ids} identities needs {num_ids} identities but the training split has "
                               f"{len(self.pids)}: lower num_ids")
-        self.K, self.P, self.seed = int(num_instances), int(num_ids), int(seed)
+        self.num_instances, self.num_ids, self.seed = int(num_instances), int(num_ids), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 0
-        groups = sum(max(1, len(v) // self.K) for v in self.index.values())
-        # An epoch is as many batches as the groups of K fill: fixed by the counts alone.
-        self._len = (groups // self.P) // self.world_size
+        groups = sum(max(1, len(v) // self.num_instances) for v in self.index.values())
+        # An epoch is as many batches as the groups fill: fixed by the counts alone.
+        self._len = (groups // self.num_ids) // self.world_size
         if self._len == 0:
-            raise ConfigError(f"the training split gives no complete {self.P} x {self.K} batch per rank "
-                              f"({len(self.pids)} identities, {groups} groups of {self.K}, "
+            raise ConfigError(f"the training split gives no complete {self.num_ids} x {self.num_instances} batch "
+                              f"per rank ({len(self.pids)} identities, {groups} groups of {self.num_instances}, "
                               f"world size {self.world_size})")
 
     def set_epoch(self, epoch: int) -> None:
@@ -104,9 +105,9 @@ class RandomIdentitySampler(torch.utils.data.Sampler):
         groups = {}
         for p in self.pids:
             idx = np.asarray(self.index[p])
-            idx = rng.choice(idx, self.K, replace=True) if len(idx) < self.K else rng.permutation(idx)
-            n = len(idx) // self.K
-            groups[p] = [idx[g * self.K:(g + 1) * self.K].tolist() for g in range(n)]
+            k = self.num_instances
+            idx = rng.choice(idx, k, replace=True) if len(idx) < k else rng.permutation(idx)
+            groups[p] = [idx[g * k:(g + 1) * k].tolist() for g in range(len(idx) // k)]
         return groups
 
     def global_batches(self, epoch: int | None = None) -> list[list[tuple[int, int]]]:
@@ -117,14 +118,14 @@ class RandomIdentitySampler(torch.utils.data.Sampler):
         groups = self._groups(rng)
         while len(batches) < target:
             avail = [p for p in self.pids if groups[p]]
-            if len(avail) < self.P:
+            if len(avail) < self.num_ids:
                 # Identities with many tracklets outlast the others: start a fresh round of groups.
                 fresh = self._groups(rng)
                 for p in self.pids:
                     groups[p] = groups[p] + fresh[p]
                 continue
             batch = []
-            for c in rng.choice(len(avail), self.P, replace=False):
+            for c in rng.choice(len(avail), self.num_ids, replace=False):
                 batch.extend(groups[avail[c]].pop())
             batches.append([(int(i), int(rng.integers(2**62))) for i in batch])
         return batches

@@ -180,7 +180,7 @@ def _check_nan(row_has_nan: torch.Tensor) -> None:
 def _chunk_ranks(d, qp, qc, gal: _Gallery, protocol: str, sorted_rows):
     """Positions of each query's goods among its kept gallery items.
 
-    Returns ``(rank [c, K] long, valid [c, K] bool, n_good [c] long)``: the
+    Returns ``(rank [c, max_good] long, valid [c, max_good] bool, n_good [c] long)``: the
     0-based position of the k-th closest good, counted over the gallery items
     that are not junk for that query. Only the distances are sorted; the
     goods and junk of a query are the gallery items sharing its pid (a short
@@ -206,13 +206,13 @@ def _chunk_ranks(d, qp, qc, gal: _Gallery, protocol: str, sorted_rows):
     if protocol == "official":
         good &= (qp != -1).unsqueeze(1)
     n_good = good.sum(1)
-    K = int(n_good.max())
+    max_good = int(n_good.max())
     d_sorted = sorted_rows().to(dev)
     _check_nan(d_sorted[:, -1].isnan())  # NaN sorts last
-    if K == 0:
+    if max_good == 0:
         empty = torch.zeros(c, 0, dtype=torch.long, device=dev)
         return empty, empty.bool(), n_good
-    t = torch.where(good, sp_d, inf).sort(1).values[:, :K].contiguous()  # the goods' distances, ascending
+    t = torch.where(good, sp_d, inf).sort(1).values[:, :max_good].contiguous()  # the goods' distances, ascending
     # items at a distance <= t_k, minus those that are goods or junk of the query
     le = torch.searchsorted(d_sorted, t, right=True)
     le -= torch.searchsorted(sp_d.sort(1).values.contiguous(), t, right=True)
@@ -221,7 +221,7 @@ def _chunk_ranks(d, qp, qc, gal: _Gallery, protocol: str, sorted_rows):
     if gal.junk_cols is not None:
         junk_sorted = _sort_rows(d.index_select(1, gal.junk_cols), gal.sort_threads).to(dev)
         le -= torch.searchsorted(junk_sorted, t, right=True)
-    k = torch.arange(K, device=dev)
+    k = torch.arange(max_good, device=dev)
     rank = k.unsqueeze(0) + le
     valid = k.unsqueeze(0) < n_good.unsqueeze(1)
     return rank, valid, n_good
@@ -260,14 +260,14 @@ def _score_chunks(distmat, q_pids, q_camids, gal, protocol, device, chunk_size, 
         del d
         has = n_good > 0
         n = n_good.clamp_min(1).double()
-        K = rank.size(1)
-        if K == 0:
+        max_good = rank.size(1)
+        if max_good == 0:
             ap = torch.zeros(stop - start, dtype=torch.float64, device=device)
             inp = ap.clone()
             first = torch.full_like(n_good, num_g)
         else:
             r = rank.double()
-            hits = torch.arange(1, K + 1, device=device, dtype=torch.float64).unsqueeze(0)  # k + 1
+            hits = torch.arange(1, max_good + 1, device=device, dtype=torch.float64).unsqueeze(0)  # k + 1
             prec_at_hit = hits / (r + 1)
             if protocol == "standard":
                 contrib = prec_at_hit

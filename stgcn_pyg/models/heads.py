@@ -2,7 +2,7 @@
 
 The triplet loss sees the features before BN, the cross-entropy the BN-normalised
 features through the classifier, and retrieval uses the BN-normalised features
-(STGCN.md, Testing).
+(docs/method.md, "Testing").
 """
 
 from __future__ import annotations

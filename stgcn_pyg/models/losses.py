@@ -1,4 +1,4 @@
-"""Batch-hard triplet loss and cross-entropy, per branch or on f_all (STGCN.md, Training)."""
+"""Batch-hard triplet loss and cross-entropy, per branch or on f_all (docs/method.md, "Training")."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def batch_hard_triplet_loss(features: torch.Tensor, labels: torch.Tensor, margin
     """Hermans et al. (2017): for each anchor its farthest positive and nearest negative.
 
     ``mean_i max(0, d(a_i, p_i^hard) - d(a_i, n_i^hard) + margin)`` over anchors
-    that have at least one positive and one negative in the batch (a P x K
-    batch always does). Computed in float32 for stability under autocast.
+    that have at least one positive and one negative in the batch (a batch of
+    ``num_ids`` >= 2 identities x ``num_instances`` >= 2 tracklets always does). Computed in float32 for stability under autocast.
     """
     dist = pairwise_euclidean(features.float())
     same = labels[:, None] == labels[None, :]

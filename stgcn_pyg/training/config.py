@@ -45,7 +45,7 @@ __all__ = [
 
 @dataclass
 class ModelConfig:
-    """The network (STGCN.md, forward pass steps 1-7) and its ablation options."""
+    """The network (docs/method.md, "Forward pass") and its ablation options."""
 
     backbone: str = "resnet50"
     """torchvision backbone: resnet18, resnet34, resnet50 or mobilenet_v2."""
@@ -55,15 +55,16 @@ class ModelConfig:
     last_stride: int = 1
     """Stride of the last ResNet stage; 1 doubles the feature map (16x8 at 256x128)."""
     num_stripes: int = 4
-    """P: horizontal stripes (patch nodes) per frame."""
+    """Horizontal stripes per frame, each pooled into one patch node (P in docs/method.md). With the two
+    topologies below it makes the model's graph, which every training batch must be built on."""
     num_classes: int = 0
     """Classifier outputs; 0 = number of training identities, filled in by the trainer."""
     branches: list[str] = field(default_factory=lambda: ["global", "temporal", "spatial"])
     """Enabled branches, in descriptor order (any non-empty subset, for ablations)."""
     temporal_layers: int = 3
-    """M: graph layers of the temporal branch."""
+    """Graph layers of the temporal branch (3 in the paper)."""
     spatial_layers: int = 2
-    """K: graph layers of the spatial branch."""
+    """Graph layers of the spatial branch (2 in the paper)."""
     temporal_width: int = 0
     """Output width of the temporal layers; 0 = the backbone's channels (2048 for ResNet-50)."""
     spatial_width: int = 0
@@ -109,9 +110,9 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [256, 128])
     """[height, width] of the resized frames."""
     num_ids: int = 16
-    """Identities per batch (P of the P x K sampler)."""
+    """Identities per training batch."""
     num_instances: int = 4
-    """Tracklets per identity in a batch (K of the P x K sampler)."""
+    """Tracklets per identity in a training batch (a batch holds num_ids x num_instances tracklets)."""
     num_workers: int = 0
     """DataLoader worker processes."""
     random_erasing: bool = False
@@ -126,7 +127,7 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """Batch-hard triplet + cross-entropy, per branch (STGCN.md, Training)."""
+    """Batch-hard triplet + cross-entropy, per branch (docs/method.md, "Training")."""
 
     margin: float = 0.3
     """Margin of the batch-hard triplet loss."""
