@@ -1,0 +1,64 @@
+"""benchmarks/frozen_tier.py: cached stripe features reproduce the model, and the paired interval is right."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from stgcn_pyg.models import STGCN
+from stgcn_pyg.training.config import ModelConfig
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "frozen_tier.py"
+
+
+@pytest.fixture(scope="module")
+def frozen_tier():
+    spec = importlib.util.spec_from_file_location("_benchmarks_frozen_tier", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up by name
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_cached_stripes_give_the_backbones_descriptor(frozen_tier, centered):
+    """The frozen tier feeds [P, 1] stripe maps through an identity backbone: f_all must not change."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", weights="none", num_classes=4, num_stripes=2, temporal_width=24,
+                      spatial_width=16, centered_affinity=centered, scaled_affinity=centered)
+    model = STGCN(cfg).eval()
+    clips = torch.randn(3, 4, 3, 64, 32)  # maps of 4 rows: two rows per stripe
+    with torch.no_grad():
+        expected = model.encode(clips)
+        maps = model.backbone(clips.flatten(0, 1))
+        stripes = torch.nn.functional.adaptive_avg_pool2d(maps, (2, 1))  # [B*T, C, P, 1]
+        cached = copy.deepcopy(model)
+        cached.backbone = frozen_tier.CachedMaps(maps.size(1))
+        got = cached.encode(stripes.view(3, 4, *stripes.shape[1:]))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_paired_summary_is_the_t_interval_of_per_seed_differences(frozen_tier):
+    df = pd.DataFrame({
+        "variant": ["global"] * 3 + ["full"] * 3 + ["solo"],
+        "seed": [0, 1, 2, 0, 1, 2, 5],
+        "mAP": [10.0, 20.0, 30.0, 13.0, 21.0, 35.0, 50.0],
+    })
+    table = frozen_tier.paired_summary(df).set_index("variant")
+    # differences 3, 1, 5: mean 3, sd 2, t(0.975, 2) = 4.302653 -> half width 4.302653 * 2 / sqrt(3)
+    half = 4.302653 * 2 / 3**0.5
+    assert table.loc["full", "diff"] == pytest.approx(3.0)
+    assert table.loc["full", "ci_low"] == pytest.approx(3.0 - half, abs=1e-5)
+    assert table.loc["full", "ci_high"] == pytest.approx(3.0 + half, abs=1e-5)
+    assert table.loc["full", "wins"] == "3/3"
+    assert table.loc["full", "sd"] == pytest.approx(124**0.5)  # of 13, 21, 35: squared deviations 100 + 4 + 144, over 2
+    assert pd.isna(table.loc["solo", "diff"])  # no seed in common with the baseline: no pair, no interval
