@@ -13,8 +13,9 @@ from stgcn_pyg.data import SynthConfig, ensure_synthetic, generate_synthetic, lo
 from stgcn_pyg.data.synth import _VARIANT_ATTRS, _random_identity, _vary, plan_synthetic
 from stgcn_pyg.errors import DatasetError
 
-TINY = dict(num_ids=4, num_cameras=3, min_frames=2, max_frames=3, height=32, width=16, junk_fraction=0.2,
-            distractor_fraction=0.3)
+# The generator's own tests: a small set in both layouts, with more junk and distractors than by default.
+SMALL_SET = dict(num_ids=4, num_cameras=3, min_frames=2, max_frames=3, height=32, width=16, junk_fraction=0.2,
+                 distractor_fraction=0.3)
 
 
 def _digest(root: Path) -> str:
@@ -27,15 +28,15 @@ def _digest(root: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def small_set(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
-    generate_synthetic(out, SynthConfig(**TINY), layout="both", workers=1, progress=False)
+    generate_synthetic(out, SynthConfig(**SMALL_SET), layout="both", workers=1, progress=False)
     return out
 
 
-def test_mars_layout_splits_and_queries(tiny):
-    ds = load_dataset("mars", tiny)
-    official = load_dataset("mars", tiny, protocol="official")
+def test_mars_layout_splits_and_queries(small_set):
+    ds = load_dataset("mars", small_set)
+    official = load_dataset("mars", small_set, protocol="official")
     train_ids, test_ids = set(ds.train.pid), set(official.gallery.pid) - {0, -1}
     assert train_ids and test_ids and not train_ids & test_ids
     assert len(train_ids | test_ids) == 4 and ds.num_train_pids == len(train_ids)
@@ -58,9 +59,9 @@ def test_mars_layout_splits_and_queries(tiny):
     assert Image.open(ds.train.frames[0][0]).size == (16, 32)
 
 
-def test_duke_layout(tiny):
-    mars = load_dataset("mars", tiny)
-    duke = load_dataset("dukemtmc-videoreid", tiny)
+def test_duke_layout(small_set):
+    mars = load_dataset("mars", small_set)
+    duke = load_dataset("dukemtmc-videoreid", small_set)
     assert sorted(duke.train.pid) == sorted(mars.train.pid)
     # One query per test identity; distractors are identities of their own, gallery only.
     assert len(duke.query) == duke.query.pid.nunique() == len(set(mars.query.pid))
@@ -70,11 +71,12 @@ def test_duke_layout(tiny):
     assert all(duke.gallery.pid.tolist().count(p) == 1 for p in extra)
 
 
-def test_deterministic_by_seed_whatever_the_workers(tiny, tmp_path):
-    cfg = SynthConfig(**TINY)
+def test_deterministic_by_seed_whatever_the_workers(small_set, tmp_path):
+    cfg = SynthConfig(**SMALL_SET)
     generate_synthetic(tmp_path / "a", cfg, layout="both", workers=2, progress=False)
-    assert _digest(tmp_path / "a") == _digest(tiny)
-    generate_synthetic(tmp_path / "b", SynthConfig(**{**TINY, "seed": 1}), layout="mars", workers=1, progress=False)
+    assert _digest(tmp_path / "a") == _digest(small_set)
+    generate_synthetic(tmp_path / "b", SynthConfig(**{**SMALL_SET, "seed": 1}), layout="mars", workers=1,
+                       progress=False)
     assert _digest(tmp_path / "b") != _digest(tmp_path / "a" / "mars")
 
 
@@ -104,7 +106,7 @@ def test_lookalikes_differ_in_exactly_one_attribute():
 
 def test_ensure_synthetic_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("STGCN_PYG_CACHE", str(tmp_path / "cache"))
-    small = {k: v for k, v in TINY.items() if k != "num_ids"}
+    small = {k: v for k, v in SMALL_SET.items() if k != "num_ids"}
     root = ensure_synthetic(num_ids=3, progress=False, workers=1, **small)
     assert root.parent == tmp_path / "cache" and root.name.startswith("synthetic-")
     stamp = (root / "mars" / "info" / "query_IDX.mat").stat().st_mtime_ns
@@ -165,7 +167,7 @@ def test_info_accepts_the_paths_it_prints_and_checks_a_folder_before_generating(
     with pytest.raises(DatasetError, match="without the MARS layout"):
         duke_only = tmp_path / "duke-only"
         monkeypatch.undo()
-        generate_synthetic(duke_only, SynthConfig(**TINY), layout="duke", workers=1, progress=False)
+        generate_synthetic(duke_only, SynthConfig(**SMALL_SET), layout="duke", workers=1, progress=False)
         monkeypatch.setattr(synth, "generate_synthetic", no_generation)
         ensure_synthetic(duke_only, progress=False)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stgcn_pyg.evaluation import evaluate_descriptors, evaluate_model, extract_descriptors, print_results
-from stgcn_pyg.metrics import EvaluationError, compute_distance, evaluate_rank
+from stgcn_pyg.metrics import EvaluationError, compute_distance, evaluate_rank, re_ranking
 
 H, W, T = 8, 4, 8
 
@@ -164,7 +164,9 @@ def test_evaluate_descriptors_matches_evaluate_rank_and_rerank_option():
     assert res["rank1"] == pytest.approx(cmc[0] * 100) and res["rank5"] == pytest.approx(cmc[4] * 100)
     assert res["mAP"] == pytest.approx(mAP * 100) and res["mINP"] == pytest.approx(mINP * 100)
     rr = evaluate_descriptors(qf, gf, qp, gp, qc, gc, rerank=True)
-    assert rr["rerank"] is True and 0 <= rr["mAP"] <= 100
+    cmc, mAP, mINP = evaluate_rank(re_ranking(qf, gf), qp, gp, qc, gc, return_minp=True, max_rank=30)
+    assert rr["rerank"] is True and rr["rank1"] == pytest.approx(cmc[0] * 100)
+    assert rr["mAP"] == pytest.approx(mAP * 100) and rr["mINP"] == pytest.approx(mINP * 100)
 
 
 def test_print_results_names_the_protocol():

@@ -10,30 +10,23 @@ from PIL import Image
 
 from stgcn_pyg.cli import main
 from stgcn_pyg.cli.evaluate import read_features
-from stgcn_pyg.data import ensure_synthetic, load_dataset
+from stgcn_pyg.data import load_dataset
 from stgcn_pyg.metrics import compute_distance, evaluate_rank
-
-TINY = [
-    "model.backbone=resnet18", "model.temporal_width=16", "model.spatial_width=16", "model.num_classes=4",
-    "data.image_size=[64, 32]", "eval.seq_len=2", "eval.mode=evenly", "eval.batch_size=16",
-]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A 4-identity synthetic set and an untrained ResNet-18 STGCN checkpoint (weights: none)."""
+def setup(tmp_path_factory, tiny_root, tiny_config):
+    """The shared tiny synthetic set and an untrained checkpoint of the tiny run's model (conftest.py)."""
     from stgcn_pyg.models import STGCN
     from stgcn_pyg.training.checkpoint import save_checkpoint
-    from stgcn_pyg.training.config import config_to_dict, load_config
+    from stgcn_pyg.training.config import config_to_dict
 
     tmp = tmp_path_factory.mktemp("evalcli")
-    root = ensure_synthetic(tmp / "synth", num_ids=4, min_frames=4, max_frames=6, height=64, width=32,
-                            progress=False)
-    cfg = load_config("synthetic", TINY + [f'data.root="{root}"', "model.weights=none"])
+    cfg = tiny_config(tmp / "run")
     torch.manual_seed(0)
     model = STGCN(cfg.model).eval()
     ckpt = save_checkpoint(tmp / "tiny.pt", {"config": config_to_dict(cfg), "model": model.state_dict()})
-    return tmp, root, ckpt
+    return tmp, tiny_root, ckpt
 
 
 def run(capsys, argv):

@@ -1,8 +1,6 @@
-"""The STGCN model: shapes, gradients, graph modes, options and errors (tiny ResNet-18 inputs)."""
+"""The STGCN model: shapes, gradients, graph modes, options and errors (small ResNet-18 models)."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 import torch
@@ -17,7 +15,8 @@ from stgcn_pyg.training.config import ModelConfig
 H, W = 64, 32
 
 
-def tiny_cfg(**kw) -> ModelConfig:
+def model_cfg(**kw) -> ModelConfig:
+    """A small model: ResNet-18 from scratch, narrow graph branches, 3 classes."""
     base = dict(backbone="resnet18", weights="none", num_classes=3, temporal_width=64, spatial_width=32)
     base.update(kw)
     return ModelConfig(**base)
@@ -33,7 +32,7 @@ def make_batch(B=4, T=2, seed=0, P=None, **graph):
 
 def test_output_shapes_and_descriptor_is_concatenated_bn_features():
     torch.manual_seed(0)
-    model = STGCN(tiny_cfg())
+    model = STGCN(model_cfg())
     batch, labels, frames = make_batch()
     out = model(batch)
     assert {k: tuple(v.shape) for k, v in out.features.items()} == {
@@ -58,7 +57,7 @@ def test_last_stride_one_doubles_the_feature_map():
 
 def test_global_branch_is_mean_of_frame_averages():
     torch.manual_seed(0)
-    model = STGCN(tiny_cfg(branches=["global"])).eval()
+    model = STGCN(model_cfg(branches=["global"])).eval()
     batch, _, frames = make_batch(B=2, T=3)
     maps = model.backbone(frames.flatten(0, 1))
     expected = maps.mean((2, 3)).view(2, 3, -1).mean(1)
@@ -68,7 +67,7 @@ def test_global_branch_is_mean_of_frame_averages():
 def test_temporal_branch_matches_hand_computation():
     """One shared-affinity layer + batch norm + LeakyReLU + max over nodes, by dense math."""
     torch.manual_seed(0)
-    model = STGCN(tiny_cfg(branches=["temporal"], temporal_layers=2, norm="none")).eval()
+    model = STGCN(model_cfg(branches=["temporal"], temporal_layers=2, norm="none")).eval()
     batch, _, frames = make_batch(B=2, T=2)
     maps = model.backbone(frames.flatten(0, 1))  # [4, 512, 4, 2]
     # node t*P + p = stripe p of frame t: the mean over the stripe's rows (4 rows / 4 stripes = 1 row each).
@@ -104,7 +103,7 @@ def test_spatial_branch_matches_hand_computation(options):
     """Two shared-affinity layers over each frame's P patches (complete, no self-loops), max over a frame's
     patches, then mean (or max) over the frames. 128-pixel frames: two feature-map rows per stripe."""
     torch.manual_seed(0)
-    model = STGCN(tiny_cfg(branches=["spatial"], spatial_layers=2, norm="none", **options)).eval()
+    model = STGCN(model_cfg(branches=["spatial"], spatial_layers=2, norm="none", **options)).eval()
     B, T, P = 2, 3, 4
     frames = torch.randn(B, T, 3, 128, 64, generator=torch.Generator().manual_seed(1))
     batch = tracklet_batch(frames, pids=[0, 1], num_stripes=P)
@@ -131,7 +130,7 @@ def test_norm_sits_between_each_graph_layer_and_its_activation(norm):
     its running statistics (eval). Random affine parameters and statistics, so a misplaced norm shows."""
     torch.manual_seed(0)
     kind = norm.split("-")[0]
-    model = STGCN(tiny_cfg(branches=["temporal"], temporal_layers=2, norm=kind)).eval()
+    model = STGCN(model_cfg(branches=["temporal"], temporal_layers=2, norm=kind)).eval()
     norms = [n.norm for n in model.temporal.norms]
     with torch.no_grad():
         for m in norms:
@@ -165,7 +164,7 @@ def test_norm_sits_between_each_graph_layer_and_its_activation(norm):
 
 def test_stripes_average_every_row_and_column_of_their_band():
     """STGCN._patches: P horizontal bands of h/P rows each (here 3), node t*P + p of frame t."""
-    model = STGCN(tiny_cfg(branches=["global"]))
+    model = STGCN(model_cfg(branches=["global"]))
     maps = torch.randn(6, 5, 12, 3)
     expected = torch.stack([maps[t, :, 3 * p : 3 * p + 3, :].mean((1, 2)) for t in range(6) for p in range(4)])
     torch.testing.assert_close(model._patches(maps), expected)
@@ -216,7 +215,7 @@ OPTIONS = [
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 def test_every_parameter_gets_a_gradient(options):
     torch.manual_seed(0)
-    model = STGCN(tiny_cfg(**options))
+    model = STGCN(model_cfg(**options))
     batch, labels, _ = make_batch(graph=model.graph)
     loss, parts = STGCNLoss()(model(batch), labels)
     loss.backward()
@@ -230,8 +229,8 @@ def test_every_parameter_gets_a_gradient(options):
 
 
 def test_shared_affinity_layers_have_no_own_phi_but_per_layer_do():
-    shared = STGCN(tiny_cfg(temporal_layers=3))
-    per_layer = STGCN(tiny_cfg(temporal_layers=3, affinity="per-layer"))
+    shared = STGCN(model_cfg(temporal_layers=3))
+    per_layer = STGCN(model_cfg(temporal_layers=3, affinity="per-layer"))
     count = lambda m: sum(1 for n, _ in m.temporal.named_parameters() if ".phi." in n)  # noqa: E731
     assert count(shared) == 1 and count(per_layer) == 3
 
@@ -240,7 +239,7 @@ def test_fc_ablation_ignores_the_graph():
     """With graph_layer="fc" a node's output depends only on that node: shuffling frames across tracklets in
     the temporal graph changes nothing but the order, so per-node features equal a plain MLP."""
     torch.manual_seed(0)
-    model = STGCN(tiny_cfg(graph_layer="fc", norm="none", branches=["temporal"])).eval()
+    model = STGCN(model_cfg(graph_layer="fc", norm="none", branches=["temporal"])).eval()
     batch, _, frames = make_batch(B=2, T=2)
     maps = model.backbone(frames.flatten(0, 1))
     nodes = maps.mean(3).transpose(1, 2).reshape(2, 8, 512)
@@ -260,7 +259,7 @@ def test_fc_ablation_ignores_the_graph():
 def test_static_mode_equals_batched_graphs(topologies):
     torch.manual_seed(0)
     t_top, s_top, centered = topologies
-    model = STGCN(tiny_cfg(temporal_topology=t_top, spatial_topology=s_top, affinity="shared",
+    model = STGCN(model_cfg(temporal_topology=t_top, spatial_topology=s_top, affinity="shared",
                            centered_affinity=centered))
     assert model._spatial_within_frames == (s_top == "spatial-frame-complete")
     batch, labels, _ = make_batch(temporal_topology=t_top, spatial_topology=s_top)
@@ -284,7 +283,7 @@ def test_tracklets_of_different_lengths_fall_back_to_batched_graphs(centered):
     from stgcn_pyg.data import TrackletData
 
     torch.manual_seed(0)
-    model = STGCN(tiny_cfg(frame_fusion="mean", centered_affinity=centered)).eval()
+    model = STGCN(model_cfg(frame_fusion="mean", centered_affinity=centered)).eval()
     clips = [torch.randn(2, 3, H, W), torch.randn(4, 3, H, W), torch.randn(3, 3, H, W)]
     batch = Batch.from_data_list([TrackletData.from_frames(c, num_stripes=4) for c in clips])
     mixed = model(batch).descriptor
@@ -294,7 +293,7 @@ def test_tracklets_of_different_lengths_fall_back_to_batched_graphs(centered):
 
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
     torch.manual_seed(0)
-    model = STGCN(tiny_cfg(num_classes=3))
+    model = STGCN(model_cfg(num_classes=3))
     batch, labels, _ = make_batch(B=6, T=2)  # three identities
     crit = STGCNLoss(margin=0.3)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -310,20 +309,20 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
 
 def test_bad_inputs_raise_config_errors():
     with pytest.raises(TopologyError, match="unknown topology 'no-such-graph'"):
-        STGCN(tiny_cfg(temporal_topology="no-such-graph"))
+        STGCN(model_cfg(temporal_topology="no-such-graph"))
     with pytest.raises(ConfigError, match="model.branches"):
-        STGCN(tiny_cfg(branches=[]))
+        STGCN(model_cfg(branches=[]))
     with pytest.raises(ConfigError, match="no temporal branch"):
-        STGCN(tiny_cfg(branches=["global"])).temporal_affinity(torch.randn(1, 2, 3, H, W))
+        STGCN(model_cfg(branches=["global"])).temporal_affinity(torch.randn(1, 2, 3, H, W))
     with pytest.raises(ConfigError, match="num_stripes"):
-        STGCN(tiny_cfg(num_stripes=8)).eval().encode(torch.randn(1, 2, 3, H, W))
+        STGCN(model_cfg(num_stripes=8)).eval().encode(torch.randn(1, 2, 3, H, W))
 
 
 @pytest.mark.parametrize("graph_mode", ["auto", "batched"])
 def test_a_batch_built_on_another_graph_is_rejected(graph_mode):
     """The model owns stripe count and topologies: a batch built with others fails with one message, in static
     mode (which would ignore the batch's edges) as in batched mode (which would use them)."""
-    model = STGCN(tiny_cfg())
+    model = STGCN(model_cfg())
     model.graph_mode = graph_mode
     ours = "4 stripes, temporal graph 'temporal-complete', spatial graph 'spatial-frame-complete'"
     for kw, theirs in [
@@ -346,7 +345,7 @@ def test_a_batch_built_on_another_graph_is_rejected(graph_mode):
 def test_batches_from_the_model_config_values_carry_the_models_graph():
     """Built from the same config values, a batch's tracklets hold the model's graph object itself, and the
     static mode's edges are that graph's."""
-    model = STGCN(tiny_cfg(temporal_topology="temporal-adjacent")).eval()
+    model = STGCN(model_cfg(temporal_topology="temporal-adjacent")).eval()
     batch, _, frames = make_batch(B=2, temporal_topology="temporal-adjacent")
     assert all(g is model.graph for g in batch.graph)
     torch.testing.assert_close(model(batch).descriptor, model.encode(frames))
@@ -382,9 +381,28 @@ def test_weights_local_file_and_errors(tmp_path, monkeypatch):
         backbone.ResNetBackbone("resnet18", "imagenet")
 
 
-def test_config_dataclass_round_trip():
-    cfg = tiny_cfg(branches=["global"])
-    assert ModelConfig(**dataclasses.asdict(cfg)) == cfg
+def test_default_model_config_is_the_papers_network():
+    """ResNet-50 with last stride 1 (16x8 maps at 256x128), 4 stripes, 3 temporal and 2 spatial graph layers of
+    2048 channels with one affinity projection per branch, a BN neck per branch and f_all of 3 x 2048; parameter
+    counts by hand."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = STGCN(ModelConfig(weights="none", num_classes=625))
+        maps = model.backbone(torch.empty(2, 3, 256, 128))
+    C = 2048
+    assert maps.shape == (2, C, 16, 8)
+    assert model.feature_dims == {"global": C, "temporal": C, "spatial": C} and model.descriptor_dim == 3 * C
+    assert model.graph.describe() == ("4 stripes, temporal graph 'temporal-complete', "
+                                      "spatial graph 'spatial-frame-complete'")
+    resnet50_without_fc = 25_557_032 - (2048 * 1000 + 1000)
+    temporal = 3 * (C * C + C) + C * C + 3 * 2 * C  # 3 layers (weight, bias), one shared phi, 3 batch norms
+    spatial = 2 * (C * C + C) + C * C + 2 * 2 * C
+    heads = 3 * (2 * C + 625 * C)  # per branch: BN (scale, frozen shift) and a bias-free classifier
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    assert count(model.backbone) == resnet50_without_fc
+    assert (count(model.temporal), count(model.spatial), count(model.heads)) == (temporal, spatial, heads)
 
 
 @pytest.mark.parametrize("graph_mode", ["auto", "batched"])
@@ -392,7 +410,7 @@ def test_bf16_autocast_and_channels_last_train_step(graph_mode):
     """The GPU recipe (bf16 autocast + channels_last) on the CPU: finite loss and gradients on both graph paths,
     close to the float32 loss."""
     torch.manual_seed(0)
-    model = STGCN(tiny_cfg()).to(memory_format=torch.channels_last)
+    model = STGCN(model_cfg()).to(memory_format=torch.channels_last)
     model.graph_mode = graph_mode
     batch, labels, _ = make_batch()
     reference, _ = STGCNLoss()(model(batch), labels)

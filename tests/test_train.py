@@ -9,31 +9,14 @@ import pytest
 import torch
 
 from stgcn_pyg.cli import main
-from stgcn_pyg.data import ensure_synthetic
+from stgcn_pyg.data import TrackletTransform, evenly, load_dataset, read_frame
 from stgcn_pyg.errors import CheckpointError, ConfigError, DatasetError
+from stgcn_pyg.metrics import compute_distance, evaluate_rank
 from stgcn_pyg.models import STGCNLoss
 from stgcn_pyg.training import Trainer, load_checkpoint, load_config, train
 from stgcn_pyg.training.checkpoint import FORMAT
 
-# Tiny everything: ResNet-18 at 64x32, T=2, 2 ids x 2 tracklets per batch, 1 step per epoch.
-TINY = [
-    "model.temporal_width=32", "model.spatial_width=32",
-    "data.image_size=[64, 32]", "data.seq_len=2", "data.num_ids=2", "data.num_instances=2",
-    "data.synthetic_ids=6", "data.synthetic_frames=[4, 6]", "data.synthetic_image_size=[64, 32]",
-    "train.max_steps_per_epoch=1", "train.progress=false", "train.deterministic=true",
-    "eval.seq_len=2", "eval.mode=evenly", "eval.batch_size=16",
-]
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    """A 6-identity synthetic set in MARS layout, generated once for this module."""
-    return ensure_synthetic(tmp_path_factory.mktemp("synth"), num_ids=6, min_frames=4, max_frames=6, height=64,
-                            width=32, progress=False)
-
-
-def tiny_cfg(root, output, *extra):
-    return load_config("synthetic", TINY + [f'data.root="{root}"', f'train.output="{output}"', *extra])
+# tiny_root, tiny_config and tiny_overrides (the tiny run) come from conftest.py.
 
 
 def read_csv(path):
@@ -42,19 +25,18 @@ def read_csv(path):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_root, tmp_path_factory):
+def trained(tiny_config, tmp_path_factory):
     """One finished 2-epoch run (evaluated after each epoch): (trainer, results, output folder)."""
     out = tmp_path_factory.mktemp("trained") / "run"
-    trainer = Trainer(tiny_cfg(tiny_root, out, "train.epochs=2", "train.eval_every=1"))
+    trainer = Trainer(tiny_config(out, "train.epochs=2", "train.eval_every=1"))
     return trainer, trainer.fit(), out
 
 
-def test_run_writes_outputs_and_checkpoint_round_trips(tiny_root, trained):
+def test_run_writes_outputs_and_checkpoint_round_trips(tiny_root, tiny_config, trained):
     trainer, results, out = trained
     assert {"config.toml", "train.log", "metrics.csv", "last.pt", "best.pt"} <= {p.name for p in out.iterdir()}
     rows = read_csv(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["mAP"] != "" for r in rows)
-    assert 0 <= results["mAP"] <= 100 and results["num_query"] > 0
     assert float(rows[-1]["mAP"]) == pytest.approx(results["mAP"], abs=1e-3)
     # The resolved config reloads to the same run settings (num_classes filled in from the data).
     assert load_config(str(out / "config.toml")).model.num_classes == trainer.loader.num_classes
@@ -68,16 +50,28 @@ def test_run_writes_outputs_and_checkpoint_round_trips(tiny_root, trained):
     clips = torch.randn(2, 3, 3, 64, 32)
     trainer.model.eval()
     torch.testing.assert_close(model.encode(clips), trainer.model.encode(clips))
+    # The reported scores are the checkpointed model's on the test split, recomputed here from the frames:
+    # one clip of eval.seq_len=2 evenly spaced frames per tracklet, euclidean distances, standard protocol.
+    ds = load_dataset("mars", tiny_root)
+    to_clip = TrackletTransform((64, 32), train=False)
+    with torch.no_grad():
+        qf, gf = (model.encode(torch.stack([to_clip([read_frame(f[i]) for i in evenly(len(f), 2)])
+                                            for f in df["frames"]])) for df in (ds.query, ds.gallery))
+    cmc, mAP = evaluate_rank(compute_distance(qf, gf), ds.query["pid"], ds.gallery["pid"], ds.query["camid"],
+                             ds.gallery["camid"], max_rank=len(ds.gallery))
+    assert results["mAP"] == pytest.approx(100 * mAP, abs=1e-3)
+    assert results["rank1"] == pytest.approx(100 * cmc[0], abs=1e-3)
+    assert (results["num_query"], results["num_gallery"]) == (len(ds.query), len(ds.gallery))
     # best.pt holds the epoch with the best mAP.
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["best"] == max(float(r["mAP"]) for r in rows)
     # A second run into the same folder never overwrites it.
-    assert Trainer(tiny_cfg(tiny_root, out, "train.epochs=1")).output == out.parent / "run-2"
+    assert Trainer(tiny_config(out, "train.epochs=1")).output == out.parent / "run-2"
 
 
 @pytest.mark.slow
-def test_resume_after_interruption_equals_uninterrupted_run(tiny_root, tmp_path, monkeypatch):
-    train(tiny_cfg(tiny_root, tmp_path / "straight", "train.epochs=2"))
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
+    train(tiny_config(tmp_path / "straight", "train.epochs=2"))
     straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
 
     # Interrupt the second run during its second epoch (at its second step).
@@ -92,11 +86,11 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_root, tmp_path,
 
     monkeypatch.setattr(STGCNLoss, "forward", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_cfg(tiny_root, tmp_path / "broken", "train.epochs=2"))
+        train(tiny_config(tmp_path / "broken", "train.epochs=2"))
     monkeypatch.setattr(STGCNLoss, "forward", original)
     assert torch.load(tmp_path / "broken" / "last.pt", weights_only=True)["epoch"] == 1
 
-    train(tiny_cfg(tiny_root, tmp_path / "broken", "train.epochs=2"), resume=tmp_path / "broken" / "last.pt")
+    train(tiny_config(tmp_path / "broken", "train.epochs=2"), resume=tmp_path / "broken" / "last.pt")
     resumed = torch.load(tmp_path / "broken" / "last.pt", weights_only=True)
     assert resumed["epoch"] == 2 and resumed["step"] == straight["step"] == 2
     for k, v in straight["model"].items():
@@ -109,12 +103,12 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_root, tmp_path,
 
 
 @pytest.mark.slow
-def test_cli_default_dataset_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+def test_cli_default_dataset_end_to_end_and_resume(tiny_overrides, tmp_path, monkeypatch, capsys):
     """`stgcn-pyg train` on the built-in synthetic set (generated into a fresh cache), then --resume alone."""
     monkeypatch.setenv("STGCN_PYG_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "cli-run"
     args = ["train", "--epochs", "1", "--output", str(out)]
-    for s in TINY:
+    for s in tiny_overrides:
         args += ["--set", s]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -129,13 +123,13 @@ def test_cli_default_dataset_end_to_end_and_resume(tmp_path, monkeypatch, capsys
     # The config records the generated set's folder, so `stgcn-pyg evaluate` scores the same split again.
     assert ckpt["config"]["data"]["root"].startswith(str(tmp_path / "cache"))
     capsys.readouterr()
-    # `evaluate` defaults to the dense test; the run's own mode (evenly, in TINY) gives its table again.
+    # `evaluate` defaults to the dense test; the run's own mode (evenly, in the tiny run) gives its table again.
     assert main(["evaluate", "--checkpoint", str(out / "last.pt"), "--mode", "evenly", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["mAP"] == pytest.approx(float(rows[-1]["mAP"]), abs=1e-3)
 
 
-def test_bad_input_gives_one_clear_message(tiny_root, trained, tmp_path, capsys):
+def test_bad_input_gives_one_clear_message(tiny_config, trained, tmp_path, capsys):
     def fails(argv):
         code = main(argv)
         err = capsys.readouterr().err
@@ -169,15 +163,16 @@ def test_bad_input_gives_one_clear_message(tiny_root, trained, tmp_path, capsys)
     with pytest.raises(CheckpointError, match="of another model.*shape mismatch"):
         load_checkpoint(tmp_path / "tampered.pt")
     with pytest.raises(DatasetError):
-        train(tiny_cfg(tmp_path / "empty-root", tmp_path / "x", "data.dataset=mars"))
+        train(tiny_config(tmp_path / "x", f'data.root="{tmp_path / "empty-root"}"', "data.dataset=mars"))
     with pytest.raises(ConfigError, match="fewer than"):
-        Trainer(tiny_cfg(tiny_root, tmp_path / "y", "model.num_classes=1"))
+        Trainer(tiny_config(tmp_path / "y", "model.num_classes=1"))
 
 
-def test_train_logs_each_epoch_off_a_terminal_and_ends_with_where_and_what_next(tiny_root, tmp_path, capsys):
+def test_train_logs_each_epoch_off_a_terminal_and_ends_with_where_and_what_next(tiny_root, tiny_overrides, tmp_path,
+                                                                                 capsys):
     out = tmp_path / "a-rather-long-folder-name-so-that-the-commands-pass-eighty-columns" / "run"
     args = ["train", "--epochs", "2", "--output", str(out), "--set", f'data.root="{tiny_root}"']
-    for s in TINY:
+    for s in tiny_overrides:
         args += ["--set", s]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -195,11 +190,11 @@ def test_train_logs_each_epoch_off_a_terminal_and_ends_with_where_and_what_next(
         assert any(command in ln for ln in lines), command
 
 
-def test_results_say_where_the_run_went(tiny_root, tmp_path):
+def test_results_say_where_the_run_went(tiny_config, tmp_path):
     out = tmp_path / "run"
-    results = train(tiny_cfg(tiny_root, out, "train.epochs=1"))
+    results = train(tiny_config(out, "train.epochs=1"))
     assert results["output"] == str(out) and results["checkpoint"] == str(out / "last.pt")
     # The folder is taken: the next run goes to run-2, and the results say so.
-    again = train(tiny_cfg(tiny_root, out, "train.epochs=1"))
+    again = train(tiny_config(out, "train.epochs=1"))
     assert again["output"] == str(out.parent / "run-2") and (out.parent / "run-2" / "last.pt").is_file()
     assert load_checkpoint(again["checkpoint"])[1]["train"]["output"] == again["output"]

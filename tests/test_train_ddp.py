@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from stgcn_pyg.training.distributed import DistContext, gather_rows, shard_indices
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_train import TINY  # noqa: E402
 
 
 def _free_port() -> int:
@@ -23,7 +19,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, root: str, out: str) -> None:
+def _worker(rank: int, world_size: int, port: int, overrides: list[str], root: str, out: str) -> None:
     # What torchrun sets for each process.
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
@@ -31,7 +27,7 @@ def _worker(rank: int, world_size: int, port: int, root: str, out: str) -> None:
     from stgcn_pyg.training import Trainer, load_config
     from stgcn_pyg.training.distributed import init_distributed
 
-    cfg = load_config("synthetic", TINY + [f'data.root="{root}"', f'train.output="{out}"', "train.epochs=2"])
+    cfg = load_config("synthetic", overrides + [f'data.root="{root}"', f'train.output="{out}"', "train.epochs=2"])
     ctx = init_distributed("cpu")
     try:
         trainer = Trainer(cfg, ctx=ctx)
@@ -44,14 +40,6 @@ def _worker(rank: int, world_size: int, port: int, root: str, out: str) -> None:
         ctx.close()
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    from stgcn_pyg.data import ensure_synthetic
-
-    return ensure_synthetic(tmp_path_factory.mktemp("synth"), num_ids=6, min_frames=4, max_frames=6, height=64,
-                            width=32, progress=False)
-
-
 def test_shard_and_gather_rows_single_process():
     assert shard_indices(7, 0, 3) == [0, 3, 6] and shard_indices(7, 2, 3) == [2, 5]
     x = torch.randn(5, 3)
@@ -59,10 +47,10 @@ def test_shard_and_gather_rows_single_process():
 
 
 @pytest.mark.slow
-def test_two_process_gloo_run_syncs_weights_and_gathers_evaluation(tiny_root, tmp_path):
+def test_two_process_gloo_run_syncs_weights_and_gathers_evaluation(tiny_root, tiny_overrides, tmp_path):
     out = tmp_path / "ddp"
     out.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), str(tiny_root), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), tiny_overrides, str(tiny_root), str(out)), nprocs=2, join=True)
     r0 = json.loads((out / "rank0.json").read_text())
     r1 = json.loads((out / "rank1.json").read_text())
     assert r0["world"] == r1["world"] == 2
