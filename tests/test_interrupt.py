@@ -13,16 +13,7 @@ import pytest
 import torch
 
 from stgcn_pyg.cli import main
-from stgcn_pyg.data import ensure_synthetic
 from stgcn_pyg.training import read_checkpoint, save_checkpoint
-
-from test_train import TINY
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return ensure_synthetic(tmp_path_factory.mktemp("synth"), num_ids=6, min_frames=4, max_frames=6, height=64,
-                            width=32, progress=False)
 
 
 def _wait_for(condition, proc, timeout=240.0):
@@ -37,11 +28,11 @@ def _wait_for(condition, proc, timeout=240.0):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_training_leaves_a_resumable_last_pt_and_says_how(tiny_root, tmp_path, capsys):
+def test_ctrl_c_during_training_leaves_a_resumable_last_pt_and_says_how(tiny_root, tiny_overrides, tmp_path, capsys):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "stgcn_pyg", "train", "--epochs", "1000", "--output", str(out),
             "--set", f'data.root="{tiny_root}"']
-    for s in TINY:
+    for s in tiny_overrides:
         argv += ["--set", s]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (out / "last.pt").is_file(), proc)
