@@ -12,16 +12,12 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "train_gpu.py"
 
 
 @pytest.mark.slow
-def test_train_benchmark_quick(tmp_path):
-    from stgcn_pyg.data import ensure_synthetic
-
-    root = ensure_synthetic(tmp_path / "synth", num_ids=6, min_frames=4, max_frames=6, height=64, width=32,
-                            progress=False)
+def test_train_benchmark_quick(tiny_root, tmp_path):
     spec = importlib.util.spec_from_file_location("train_gpu", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "results"
-    assert bench.main(["--quick", "--steps", "2", "--warmup", "0", "--loader-steps", "1", "--root", str(root),
+    assert bench.main(["--quick", "--steps", "2", "--warmup", "0", "--loader-steps", "1", "--root", str(tiny_root),
                        "--variants", "global-only,STGCN (all three)", "--out", str(out)]) == 0
     with open(out / "train_gpu_quick.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
