@@ -39,13 +39,13 @@ def _train_loader(df, **kw):
 
 def test_train_batch_shapes_labels_and_graph_offsets(mars):
     loader = _train_loader(mars.train)
-    assert len(loader) == 1 and loader.num_classes == 2  # groups of K=2: pid 1 one, pid 3 one -> 2 // P=2
+    assert len(loader) == 1 and loader.num_classes == 2  # groups of 2 tracklets: pid 1 one, pid 3 one -> 2 // num_ids=2
     batch = next(iter(loader))
     B, T, P = 4, 4, 2
     assert batch.num_graphs == B
     assert batch.frames.shape == (B * T, 3, *SIZE)
     assert batch.pid.shape == batch.camid.shape == batch.label.shape == (B,)
-    # Labels relabel pids 1, 3 -> 0, 1; K=2 consecutive items share an identity.
+    # Labels relabel pids 1, 3 -> 0, 1; num_instances=2 consecutive items share an identity.
     assert batch.label.tolist() == [{1: 0, 3: 1}[p] for p in batch.pid.tolist()]
     assert batch.pid[0] == batch.pid[1] and batch.pid[2] == batch.pid[3] and batch.pid[0] != batch.pid[2]
     for key, topo in (("temporal_edge_index", "temporal-complete"), ("spatial_edge_index", "spatial-frame-complete")):
