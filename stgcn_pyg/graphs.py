@@ -192,10 +192,10 @@ class TrackletGraph:
     """The temporal and spatial graphs over the ``T * num_stripes`` patch nodes of a tracklet.
 
     Built once (by the model from its config, by a loader from the same
-    values) and shared: :meth:`edges` is cached per T, and a pickled graph
-    (a tracklet coming back from a loader worker) unpickles to the same
-    object, so comparing a batch's graphs with the model's is an identity
-    check.
+    values) and shared: :meth:`edges` is built once per topology, T and
+    stripe count, and a pickled graph (a tracklet coming back from a loader
+    worker) unpickles to the same object, so comparing a batch's graphs with
+    the model's is an identity check.
     """
 
     temporal: Topology
