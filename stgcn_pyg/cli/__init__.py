@@ -13,7 +13,7 @@ import sys
 
 from ..errors import STGCNError
 
-_COMMAND_MODULES = ["train", "data", "evaluate"]
+_COMMAND_MODULES = ["train", "data", "evaluate", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,373 @@
+"""Descriptor extraction on the CPU against what the CPU can do: peak GFLOP/s, model FLOPs, clips/s per setting.
+
+In one run on one machine:
+
+* the machine's peak: a large square matmul in float32, and in bfloat16
+  where the CPU has bf16 instructions (AVX512-BF16 or AMX), in GFLOP/s;
+* the model's FLOPs per clip (``torch.utils.flop_counter``), the full STGCN
+  and the global-branch-only model, split into backbone and graph branches;
+* clips/s and frames/s of ``encode`` (clips [B, T, 3, H, W] -> f_all) for
+  eager fp32, channels_last fp32, bf16 autocast, channels_last + bf16,
+  ``torch.compile`` (fp32 and bf16, channels_last) and onnxruntime (fp32),
+  for resnet50 and mobilenet_v2 at 256x128 and 128x64, over a sweep of batch
+  sizes; each as GFLOP/s and as a fraction of the peak of its own dtype;
+* the graph branches' share of the time: the full model against the
+  global-only model in the same setting and batch;
+* each setting's descriptors against eager fp32 (max relative difference).
+
+The fastest setting is what ``stgcn-pyg extract/evaluate/search`` use on the
+CPU by default (``stgcn_pyg.deploy.inference_settings``); the report says
+whether this run agrees. Untrained weights (``weights=none``): speed does not
+depend on them.
+
+    python benchmarks/inference.py           # the full run (tens of minutes on 2 cores): results/inference_cpu.*
+    python benchmarks/inference.py --quick   # tiny models, a minute or two: checks the script (inference_cpu_quick.*)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import importlib.util
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from rich.console import Console
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from common import device_name, to_markdown  # noqa: E402
+
+from stgcn_pyg.deploy import InferenceModel, InferenceSettings, cpu_has_native_bf16, inference_settings  # noqa: E402
+from stgcn_pyg.models import STGCN  # noqa: E402
+from stgcn_pyg.training.config import ModelConfig  # noqa: E402
+
+RESULTS = HERE / "results"
+console = Console()
+BF16 = torch.bfloat16
+MARS_TEST_FRAMES = 681_089  # query + gallery frames of MARS's test split
+
+# name -> (channels_last, autocast dtype, compiled); onnxruntime is handled apart.
+SETTINGS = {
+    "eager fp32": (False, None, False),
+    "channels_last fp32": (True, None, False),
+    "bf16 autocast": (False, BF16, False),
+    "channels_last + bf16": (True, BF16, False),
+    "compile fp32 (channels_last)": (True, None, True),
+    "compile bf16 (channels_last)": (True, BF16, True),
+    "onnxruntime fp32": None,
+}
+BASELINE = "eager fp32"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny models and sizes, to check the script")
+    p.add_argument("--backbones", nargs="+", default=None, help="default: resnet50 mobilenet_v2 (quick: resnet18 mobilenet_v2)")
+    p.add_argument("--sizes", nargs="+", default=None, metavar="HxW", help="default: 256x128 128x64 (quick: 64x32)")
+    p.add_argument("--batches", type=int, nargs="+", default=None, help="clips per call (default: 1 4 16; quick: 1 2)")
+    p.add_argument("--seq-len", type=int, default=None, help="frames per clip T (default 8; quick 4)")
+    p.add_argument("--settings", nargs="+", default=None, choices=list(SETTINGS), metavar="SETTING",
+                   help="default: all of " + "; ".join(SETTINGS))
+    p.add_argument("--min-seconds", type=float, default=None,
+                   help="time each point for at least this long (default 6; quick 0)")
+    p.add_argument("--matmul-size", type=int, default=None, help="n of the n x n peak matmul (default 4096; quick 1024)")
+    p.add_argument("--out", default="inference_cpu",
+                   help="file stem under benchmarks/results (default inference_cpu; a quick run adds _quick)")
+    args = p.parse_args(argv)
+    q = args.quick
+    args.backbones = args.backbones or (["resnet18", "mobilenet_v2"] if q else ["resnet50", "mobilenet_v2"])
+    args.sizes = [tuple(int(v) for v in s.lower().split("x")) for s in (args.sizes or (["64x32"] if q else ["256x128", "128x64"]))]
+    args.batches = args.batches or ([1, 2] if q else [1, 4, 16])
+    args.seq_len = args.seq_len or (4 if q else 8)
+    args.settings = args.settings or list(SETTINGS)
+    args.min_seconds = args.min_seconds if args.min_seconds is not None else (0.0 if q else 6.0)
+    args.matmul_size = args.matmul_size or (1024 if q else 4096)
+    return args
+
+
+# ---------------------------------------------------------------------- peak
+def matmul_peak(n: int, dtype: torch.dtype, seconds: float = 3.0) -> float:
+    """Best GFLOP/s of an n x n x n matmul (2 n^3 FLOPs) over a few seconds."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    torch.mm(a, b, out=out)  # warm-up: oneDNN/BLAS pick their kernels
+    best, start = 0.0, time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+        if time.perf_counter() - start > seconds:
+            return best
+
+
+# ---------------------------------------------------------------------- models
+def build_model(backbone: str, branches: list[str], quick: bool) -> STGCN:
+    narrow = dict(temporal_width=64, spatial_width=64) if quick and backbone.startswith("resnet") else {}
+    cfg = ModelConfig(backbone=backbone, weights="none", branches=branches, num_classes=0, **narrow)
+    torch.manual_seed(0)
+    return STGCN(cfg).eval()
+
+
+def count_flops(model: STGCN, clips: torch.Tensor) -> dict:
+    """FLOPs of one encode call (2 per multiply-add), total and by part."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from stgcn_pyg.deploy import DescriptorModel
+
+    program = DescriptorModel(model)  # encode as a module's forward, so the counter names the parts
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        program(clips)
+    by_module = counter.get_flop_counts()
+
+    def part(name):
+        return sum(by_module.get(f"DescriptorModel.stgcn.{name}", {}).values())
+
+    return {"total": counter.get_total_flops(), "backbone": part("backbone"),
+            "graph": part("temporal") + part("spatial")}
+
+
+def make_encoder(name: str, model: STGCN, seq_len: int, size, tmp: Path):
+    """A callable clips -> f_all in setting ``name``; None with the reason when it cannot run here."""
+    if SETTINGS[name] is None:
+        if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None:
+            return None, "onnxruntime/onnxscript not installed (pip install 'stgcn-pyg[export]')"
+        from stgcn_pyg.deploy import export_model, load_exported
+
+        path = tmp / f"{model.cfg.backbone}_{len(model.branches)}_{size[0]}x{size[1]}.onnx"
+        export_model(model, path, "onnx", seq_len=seq_len, image_size=size, check=False)
+        return load_exported(path).encode, None
+    channels_last, dtype, compiled = SETTINGS[name]
+    if dtype is BF16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None, "no bf16 support in this CPU's oneDNN"
+    wrapped = InferenceModel(copy.deepcopy(model), InferenceSettings(channels_last, dtype), "cpu")
+    if not compiled:
+        return wrapped.encode, None
+    return torch.compile(wrapped.encode), None
+
+
+def time_encoder(encode, clips: torch.Tensor, min_seconds: float, warmup: int) -> tuple[float, int]:
+    """Median seconds per call (at least 3 calls and min_seconds of timing), and the number of calls."""
+    for _ in range(warmup):
+        encode(clips)
+    times, start = [], time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        encode(clips)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), len(times)  # the median resists a busy neighbour
+
+
+def relative_difference(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.float() - ref).abs().max() / ref.abs().max())
+
+
+# ---------------------------------------------------------------------- run
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    native_bf16 = cpu_has_native_bf16()
+    dev = device_name("cpu")
+    console.print(f"[bold]{dev}[/]; torch {torch.__version__}; native bf16: {native_bf16}; "
+                  f"capability {torch.backends.cpu.get_cpu_capability()}")
+    peak = {"fp32": matmul_peak(args.matmul_size, torch.float32)}
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        peak["bf16"] = matmul_peak(args.matmul_size, BF16)
+    console.print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
+
+    rows, flop_rows = [], []
+    T = args.seq_len
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for backbone in args.backbones:
+            for size in args.sizes:
+                H, W = size
+                models = {"full": build_model(backbone, ["global", "temporal", "spatial"], args.quick),
+                          "global-only": build_model(backbone, ["global"], args.quick)}
+                one = torch.randn(1, T, 3, H, W)
+                flops = {k: count_flops(m, one) for k, m in models.items()}
+                for variant, f in flops.items():
+                    flop_rows.append(dict(backbone=backbone, size=f"{H}x{W}", variant=variant, T=T,
+                                          gflop_per_clip=f["total"] / 1e9, gflop_per_frame=f["total"] / T / 1e9,
+                                          backbone_gflop=f["backbone"] / 1e9, graph_gflop=f["graph"] / 1e9))
+                for name in args.settings:
+                    for variant, model in models.items():
+                        # the graph branches' share: global-only at the largest batch only
+                        compiled = bool(SETTINGS[name] and SETTINGS[name][2])
+                        # global-only (for the graph branches' share) at the largest batch only; so is
+                        # compile in a quick run, where compiling takes most of the time
+                        sweep = variant == "full" and not (compiled and args.quick)
+                        batches = args.batches if sweep else args.batches[-1:]
+                        encode, why = make_encoder(name, model, T, size, Path(tmpdir))
+                        if encode is None:
+                            console.print(f"[yellow]skip[/] {name}: {why}")
+                            break
+                        for B in batches:
+                            clips = torch.randn(B, T, 3, H, W, generator=torch.Generator().manual_seed(B))
+                            with torch.no_grad():
+                                ref = model.encode(clips)
+                            warmup = 2 if compiled else 1  # compile: trace, then a first run of the compiled code
+                            t0 = time.perf_counter()
+                            seconds, calls = time_encoder(encode, clips, args.min_seconds, warmup)
+                            with torch.no_grad():
+                                diff = relative_difference(encode(clips), ref)
+                            dtype = "bf16" if (SETTINGS[name] and SETTINGS[name][1] is BF16) else "fp32"
+                            gflops = flops[variant]["total"] / 1e9 * B / seconds
+                            rows.append(dict(
+                                backbone=backbone, size=f"{H}x{W}", T=T, variant=variant, setting=name, batch=B,
+                                frames=B * T, ms_per_call=seconds * 1e3, clips_per_s=B / seconds,
+                                frames_per_s=B * T / seconds, gflop_per_s=gflops, dtype=dtype,
+                                peak_gflop_per_s=peak.get(dtype, float("nan")),
+                                fraction_of_peak=gflops / peak.get(dtype, float("nan")),
+                                fraction_of_fp32_peak=gflops / peak["fp32"],
+                                max_rel_diff_vs_eager_fp32=diff, calls=calls, device=dev))
+                            console.print(f"{backbone} {H}x{W} {variant:11s} {name:28s} B={B:<3d} "
+                                          f"{B * T / seconds:8.1f} frames/s  {100 * gflops / peak.get(dtype, 1):5.1f}% "
+                                          f"of {dtype} peak  diff {diff:.1e}  ({time.perf_counter() - t0:.0f} s)")
+                        del encode
+                        torch._dynamo.reset()  # compiled graphs of one model are no use for the next
+
+    df, fl = pd.DataFrame(rows), pd.DataFrame(flop_rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    quick = "_quick" if args.quick else ""  # quick results are not committed (.gitignore: *_quick.*)
+    paths = {kind: RESULTS / f"{args.out}{kind}{quick}" for kind in ("", "_flops")}
+    df.to_csv(f"{paths['']}.csv", index=False, float_format="%.6g")
+    fl.to_csv(f"{paths['_flops']}.csv", index=False, float_format="%.6g")
+    best, default_name = summarise(df)
+    write_markdown(df, fl, best, default_name, peak, native_bf16, args, dev, Path(f"{paths['']}.md"))
+    write_plot(df, fl, peak, Path(f"{paths['']}.png"), dev)
+    console.print(f"wrote {paths['']}.csv, .md and .png, and {paths['_flops']}.csv")
+    return 0
+
+
+# ---------------------------------------------------------------------- report
+def summarise(df: pd.DataFrame):
+    """Per (backbone, size, setting): the full model at its best batch, with the speedup over eager fp32."""
+    full = df[df.variant == "full"]
+    best = full.loc[full.groupby(["backbone", "size", "setting"], sort=False).frames_per_s.idxmax()].copy()
+    base = best[best.setting == BASELINE].set_index(["backbone", "size"]).frames_per_s
+    best["speedup_vs_eager_fp32"] = [r.frames_per_s / base.get((r.backbone, r.size), float("nan"))
+                                     for r in best.itertuples()]
+    # The graph branches' share at the largest batch: 1 - t(global-only) / t(full), same setting.
+    largest = df.groupby(["backbone", "size", "setting", "variant"]).batch.transform("max") == df.batch
+    at = df[largest].pivot_table(index=["backbone", "size", "setting"], columns="variant", values="ms_per_call")
+    if {"full", "global-only"} <= set(at.columns):
+        share = (1 - at["global-only"] / at["full"]).rename("graph_share_of_time")
+        best = best.join(share, on=["backbone", "size", "setting"])
+    # The default: the eager setting (no compile, no export) with the best mean speedup over all models and sizes.
+    eager = best[best.setting.isin([k for k, v in SETTINGS.items() if v and not v[2]])]
+    ranking = eager.groupby("setting").speedup_vs_eager_fp32.mean().sort_values(ascending=False)
+    return best, (ranking.index[0] if len(ranking) else None)
+
+
+def setting_name(s) -> str:
+    return {(False, None): "eager fp32", (True, None): "channels_last fp32", (False, BF16): "bf16 autocast",
+            (True, BF16): "channels_last + bf16"}[(s.channels_last, s.autocast_dtype)]
+
+
+def write_markdown(df, fl, best, default_name, peak, native_bf16, args, dev, path):
+    chosen = setting_name(inference_settings("cpu"))
+    agree = "agrees" if chosen == default_name else f"DISAGREES (fastest eager setting here: {default_name})"
+    headline = best[["backbone", "size", "setting", "batch", "clips_per_s", "frames_per_s", "gflop_per_s",
+                     "fraction_of_peak", "fraction_of_fp32_peak", "speedup_vs_eager_fp32",
+                     "max_rel_diff_vs_eager_fp32"] + (["graph_share_of_time"] if "graph_share_of_time" in best else [])]
+    headline = headline.rename(columns={"batch": "best batch", "fraction_of_peak": "of own-dtype peak",
+                                        "fraction_of_fp32_peak": "of fp32 peak", "speedup_vs_eager_fp32": "x eager fp32",
+                                        "max_rel_diff_vs_eager_fp32": "max rel diff", "graph_share_of_time": "graph share"})
+    for col in ("of own-dtype peak", "of fp32 peak", "graph share"):
+        if col in headline:
+            headline[col] = [f"{100 * v:.0f}%" for v in headline[col]]
+    headline["max rel diff"] = [f"{v:.1e}" for v in headline["max rel diff"]]
+    mars = []
+    for (backbone, size), part in best.groupby(["backbone", "size"], sort=False):
+        rate = part.set_index("setting").frames_per_s
+        if BASELINE in rate and chosen in rate:
+            mars.append(f"- {backbone} {size}: {MARS_TEST_FRAMES / rate[BASELINE] / 3600:.1f} h in eager fp32, "
+                        f"{MARS_TEST_FRAMES / rate[chosen] / 3600:.1f} h in {chosen} (the default)")
+    flops = fl.copy()
+    flops["graph share of FLOPs"] = [f"{100 * g / c:.1f}%" for g, c in zip(flops.graph_gflop, flops.gflop_per_clip)]
+    lines = [
+        f"# Descriptor extraction on {dev}{' (quick run: tiny models, checks the script)' if args.quick else ''}",
+        "",
+        f"{datetime.date.today().isoformat()}; torch {torch.__version__}; CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; native bf16 instructions: {native_bf16}. "
+        f"Clips of T={args.seq_len} frames, untrained weights; `encode` (clips -> f_all) timed as the median of "
+        f"at least 3 calls and {args.min_seconds:g} s per point, after warm-up. "
+        "Generated by `python benchmarks/inference.py" + (" --quick`." if args.quick else "`."),
+        "",
+        "## The machine's peak (n x n matmul)",
+        "",
+        "| dtype | GFLOP/s |",
+        "|:---|---:|",
+        *[f"| {k} | {v:.0f} |" for k, v in peak.items()],
+        "",
+        "## FLOPs per clip (torch.utils.flop_counter, 2 per multiply-add)",
+        "",
+        to_markdown(flops.drop(columns=["T"]), floatfmt=".3f"),
+        "",
+        "## Each setting at its best batch size (full STGCN)",
+        "",
+        "`of own-dtype peak`: achieved GFLOP/s over the matmul peak of the dtype the convolutions run in "
+        "(bf16 for the bf16 settings); `graph share`: 1 - time(global-only) / time(full STGCN) at the largest batch, "
+        "same setting; `max rel diff`: max |f_all - eager fp32's| / max |eager fp32's| on the same clips.",
+        "",
+        to_markdown(headline, floatfmt=".2f"),
+        "",
+        f"## Default on this CPU: {chosen}",
+        "",
+        f"`stgcn-pyg extract/evaluate/search` use {chosen} on the CPU by default "
+        f"(`stgcn_pyg.deploy.inference_settings`); this run {agree}. "
+        "torch.compile and onnxruntime are not candidates for the default: compile costs minutes per input shape "
+        "on 2 cores, and onnxruntime runs an exported file (`stgcn-pyg export`, then `--model FILE.onnx`).",
+        "",
+        f"MARS test split ({MARS_TEST_FRAMES:,} frames), extraction time at these rates:",
+        "",
+        *mars,
+        "",
+        "## Every point",
+        "",
+        to_markdown(df[["backbone", "size", "variant", "setting", "batch", "clips_per_s", "frames_per_s",
+                        "gflop_per_s", "fraction_of_peak"]], floatfmt=".2f"),
+        "",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plot(df, fl, peak, path, dev):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    full = df[df.variant == "full"]
+    panels = list(full.groupby(["backbone", "size"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.3), squeeze=False)
+    for ax, ((backbone, size), part) in zip(axes[0], panels):
+        for name, rows in part.groupby("setting", sort=False):
+            ax.plot(rows.batch, rows.frames_per_s, marker="o", label=name)
+        per_frame = fl[(fl.backbone == backbone) & (fl["size"] == size) & (fl.variant == "full")].gflop_per_frame
+        if len(per_frame):
+            for dtype, style in (("fp32", "--"), ("bf16", ":")):
+                if dtype in peak:
+                    ax.axhline(peak[dtype] / per_frame.iloc[0], color="grey", ls=style, lw=1)
+                    ax.annotate(f"{dtype} matmul peak", (part.batch.min(), peak[dtype] / per_frame.iloc[0]),
+                                fontsize=7, color="grey", va="bottom")
+        ax.set(xscale="log", yscale="log", xlabel="clips per call", ylabel="frames/s",
+               title=f"{backbone} {size}")
+        ax.set_xticks(sorted(part.batch.unique()), [str(b) for b in sorted(part.batch.unique())])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"STGCN descriptor extraction (full model) — {dev}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

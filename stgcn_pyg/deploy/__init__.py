@@ -1,0 +1,19 @@
+"""Deployment: export the descriptor model (ONNX, torch.export) and extract descriptors fast on the CPU.
+
+Nothing here imports onnx, onnxscript or onnxruntime until it is used: they
+are the optional ``export`` extra (``pip install 'stgcn-pyg[export]'``).
+"""
+
+from .export import (DEFAULT_OPSET, EXPORT_FORMATS, DescriptorModel, ExportError, ExportResult, export_checkpoint,
+                     export_model, format_from_path)
+from .inference import (PRECISIONS, InferenceModel, InferenceSettings, cpu_has_native_bf16, inference_settings,
+                        prepare_for_inference)
+from .runtime import ExportedEncoder, load_exported, load_model_file
+
+__all__ = [
+    "EXPORT_FORMATS", "DEFAULT_OPSET", "ExportError", "ExportResult", "DescriptorModel", "export_model",
+    "export_checkpoint", "format_from_path",
+    "ExportedEncoder", "load_exported", "load_model_file",
+    "PRECISIONS", "InferenceSettings", "InferenceModel", "inference_settings", "prepare_for_inference",
+    "cpu_has_native_bf16",
+]

@@ -1,0 +1,286 @@
+"""Export the descriptor model of a checkpoint: ONNX (torch's exporter) or a torch.export program (.pt2).
+
+The exported graph maps clips ``[B, T, 3, H, W]`` (float, normalised like the
+test loader's) to the descriptors ``f_all`` ``[B, D]`` that ``model.encode``
+returns, with a dynamic batch dimension ``B``; ``T``, ``H`` and ``W`` are
+fixed at export (the temporal graph is built for ``T`` frames). Every graph
+layer runs on its dense static path, which is plain batched matmuls.
+
+Each file carries the checkpoint's config and the export's shapes (ONNX:
+``metadata_props["stgcn_pyg"]``; .pt2: the extra file ``stgcn_pyg.json``), so
+``stgcn-pyg evaluate/extract/search --model FILE`` find their defaults the way
+they do for a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import STGCNError
+
+__all__ = [
+    "ExportError", "EXPORT_FORMATS", "EXPORT_FORMAT_TAG", "DEFAULT_OPSET", "METADATA_KEY", "PT2_METADATA_FILE",
+    "DescriptorModel", "ExportResult", "export_model", "export_checkpoint", "format_from_path", "require",
+]
+
+EXPORT_FORMATS = ("onnx", "torch-export")
+EXPORT_FORMAT_TAG = "stgcn-pyg/export-1"
+# The newest opset torch's exporter writes; onnxruntime 1.20 and later run it.
+DEFAULT_OPSET = 23
+METADATA_KEY = "stgcn_pyg"
+PT2_METADATA_FILE = "stgcn_pyg.json"
+INPUT_NAME, OUTPUT_NAME = "clips", "f_all"
+# An export whose output drifts further than this from eager is broken, not rounded.
+CHECK_TOLERANCE = 1e-3
+
+_SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "torch-export"}
+_NEEDS = {"onnx": ("onnx", "onnxscript"), "onnxruntime": ("onnxruntime",)}
+
+
+class ExportError(STGCNError):
+    """A model that cannot be exported, an exported file that cannot be read, or a missing export package."""
+
+
+def require(purpose: str, *modules: str) -> None:
+    """Raise one ExportError naming every missing package of ``modules`` (import names)."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(
+            f"{purpose} needs the package{'s' if len(missing) > 1 else ''} {', '.join(missing)}, "
+            f"not installed: pip install 'stgcn-pyg[export]' (or pip install {' '.join(missing)})"
+        )
+
+
+def format_from_path(path: str | os.PathLike) -> str | None:
+    """``"onnx"`` for ``*.onnx``, ``"torch-export"`` for ``*.pt2``, else None."""
+    return _SUFFIX_FORMATS.get(Path(path).suffix.lower())
+
+
+class _HeadsByBranch(nn.Module):
+    """The model's heads under names that are Python identifiers.
+
+    The ONNX exporter turns the traced program back into Python source, where
+    a submodule path such as ``heads.global`` is a syntax error ("global" is
+    a keyword). Indexing by branch name still works, as ``STGCN`` does it.
+    """
+
+    def __init__(self, heads: nn.ModuleDict):
+        super().__init__()
+        for branch, head in heads.items():
+            self.add_module(f"{branch}_head", head)
+
+    def __getitem__(self, branch: str) -> nn.Module:
+        return getattr(self, f"{branch}_head")
+
+
+class DescriptorModel(nn.Module):
+    """``clips [B, T, 3, H, W] -> f_all [B, D]``: an exportable copy of ``model.encode`` (eval mode).
+
+    The copy's graph layers are set to their dense path (``impl="dense"``,
+    which the static layout always allows), so the program holds no sparse
+    tensors; the caller's model is left as it was.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        from ..nn import AffinityGCNConv
+
+        model = copy.deepcopy(model).eval()
+        for module in model.modules():
+            if isinstance(module, AffinityGCNConv):
+                module.impl = "dense"
+        model.heads = _HeadsByBranch(model.heads)
+        self.stgcn = model
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        B, T = clips.shape[:2]
+        frames = clips.reshape(B * T, *clips.shape[2:])
+        # Not model.encode: it passes the frame counts as [T] * B, a Python list whose length fixes
+        # B at the traced value. The static path reads only the first count.
+        return self.stgcn._run(frames, B, [T], True, None, with_logits=False).descriptor
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote and how close it is to eager PyTorch."""
+
+    path: Path
+    format: str
+    seq_len: int
+    image_size: tuple[int, int]
+    descriptor_dim: int
+    max_relative_difference: float | None
+    """max |exported - eager| / max |eager| on a random batch of 2 clips (None when not checked)."""
+
+
+def _metadata(model, config: dict | None, seq_len: int, image_size: tuple[int, int]) -> dict:
+    config = copy.deepcopy(config) if isinstance(config, dict) else {}
+    # The defaults evaluate/extract/search read from a checkpoint's config, set to what the file accepts.
+    config.setdefault("eval", {})["seq_len"] = seq_len
+    config.setdefault("data", {})["image_size"] = list(image_size)
+    return {
+        "format": EXPORT_FORMAT_TAG,
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "seq_len": seq_len,
+        "image_size": list(image_size),
+        "branches": list(model.branches),
+        "feature_dims": dict(model.feature_dims),
+        "descriptor_dim": int(model.descriptor_dim),
+        "num_stripes": int(model.num_stripes),
+        "torch": torch.__version__,
+        "config": config,
+    }
+
+
+@contextlib.contextmanager
+def _exporter_quiet():
+    # onnx_ir logs a warning per empty attribute list (e.g. a reduction's empty axes); torch.export
+    # warns about tensors the model caches outside its buffers (the graphs' edge lists, constants here).
+    logger = logging.getLogger("onnx_ir")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split("\n\n")[0].split())
+    return f"{type(exc).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+
+
+def _trace(module: DescriptorModel, example: torch.Tensor, source: str):
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with torch.no_grad():
+            module(example)  # builds and caches the graphs' edge lists: constants of the program
+        with _exporter_quiet():
+            return torch.export.export(module, (example,), dynamic_shapes={INPUT_NAME: {0: batch}}, strict=False)
+    except STGCNError as exc:  # the model itself refuses these clips (e.g. too few rows for its stripes)
+        raise ExportError(f"{source}: cannot export: {exc}") from None
+    except Exception as exc:  # torch.export's many error types all mean "not traceable"
+        raise ExportError(f"{source}: the model cannot be exported (torch.export failed: {_first_line(exc)})") from None
+
+
+def _relative_difference(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-12))
+
+
+def export_model(model: nn.Module, out: str | os.PathLike, fmt: str | None = None, *, seq_len: int,
+                 image_size=(256, 128), config: dict | None = None, opset: int = DEFAULT_OPSET,
+                 check: bool = True, source: str | None = None) -> ExportResult:
+    """Export the descriptor model of ``model`` (an ``STGCN``) to ``out``.
+
+    Args:
+        model: the model; a copy is exported (its graph layers on the dense path).
+        out: the file to write (``.onnx`` or ``.pt2``); replaced atomically.
+        fmt: ``"onnx"`` or ``"torch-export"`` (default: from ``out``'s suffix).
+        seq_len: frames per clip, ``T``, fixed in the exported graph.
+        image_size: ``(H, W)`` of the frames, fixed in the exported graph.
+        config: the checkpoint's config dict, stored in the file.
+        opset: the ONNX opset.
+        check: run the exported file on a random batch and compare with eager
+            (needs onnxruntime for ONNX; skipped when it is not installed).
+        source: the name used in error messages (default: the class name).
+
+    Raises:
+        ExportError: a missing package, a model that cannot be traced or
+            converted, or an export whose output disagrees with eager.
+    """
+    out = Path(out)
+    fmt = fmt or format_from_path(out)
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"{out}: name the file *.onnx (ONNX) or *.pt2 (torch.export)")
+    suffix = {v: k for k, v in _SUFFIX_FORMATS.items()}[fmt]
+    if out.suffix.lower() != suffix:
+        # evaluate/extract/search tell an exported model from a checkpoint by its suffix.
+        raise ExportError(f"{out}: a {fmt} file must be named *{suffix}")
+    source = source or type(model).__name__
+    if fmt == "onnx":
+        require("ONNX export", *_NEEDS["onnx"])
+    H, W = (int(v) for v in image_size)
+    seq_len = int(seq_len)
+    if seq_len < 1 or H < 1 or W < 1:
+        raise ExportError(f"{source}: clips of {seq_len} frames of {H}x{W} pixels cannot be exported")
+    module = DescriptorModel(model)
+    device = next(module.parameters()).device
+    example = torch.randn(2, seq_len, 3, H, W, device=device)
+    program = _trace(module, example, source)
+    meta = _metadata(model, config, seq_len, (H, W))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{suffix}")  # torch.export wants the suffix
+    try:
+        if fmt == "onnx":
+            _write_onnx(program, example, tmp, meta, opset, source)
+        else:
+            torch.export.save(program, tmp, extra_files={PT2_METADATA_FILE: json.dumps(meta)})
+        difference = _check(tmp, fmt, module, seq_len, (H, W), device) if check else None
+        if difference is not None and not difference <= CHECK_TOLERANCE:
+            raise ExportError(
+                f"{source}: the exported {fmt} model disagrees with eager PyTorch "
+                f"(max relative difference {difference:.2e} > {CHECK_TOLERANCE:g}); nothing written to {out}"
+            )
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportResult(out, fmt, seq_len, (H, W), int(model.descriptor_dim), difference)
+
+
+def _write_onnx(program, example, path: Path, meta: dict, opset: int, source: str) -> None:
+    try:
+        with _exporter_quiet():
+            onnx_program = torch.onnx.export(program, (example,), dynamo=True, opset_version=opset,
+                                             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                             verbose=False, optimize=True)
+    except Exception as exc:  # the converter's errors carry a multi-page report: keep its first line
+        raise ExportError(f"{source}: the model cannot be converted to ONNX opset {opset} ({_first_line(exc)})") from None
+    onnx_program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
+    onnx_program.model.producer_name = "stgcn-pyg"
+    # One self-contained file: the weights inline (external data would not survive the rename).
+    onnx_program.save(path, external_data=False)
+
+
+def _check(path: Path, fmt: str, module: DescriptorModel, seq_len: int, image_size, device) -> float | None:
+    """max relative difference between the file just written and eager, on 2 random clips (None: no runtime)."""
+    if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        return None
+    from .runtime import load_exported
+
+    clips = torch.randn(2, seq_len, 3, *image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = module(clips.to(device)).cpu()
+    exported = load_exported(path, fmt)
+    return _relative_difference(exported.encode(clips), ref)
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt: str | None = None, *,
+                      seq_len: int | None = None, image_size=None, opset: int = DEFAULT_OPSET,
+                      check: bool = True) -> ExportResult:
+    """Export the descriptor model of a checkpoint written by ``stgcn-pyg train``.
+
+    ``seq_len`` defaults to the checkpoint's ``eval.seq_len`` (else
+    ``data.seq_len``), ``image_size`` to its ``data.image_size``.
+    """
+    from ..training import load_checkpoint
+
+    model, config = load_checkpoint(checkpoint, map_location="cpu")
+    data, ev = config.get("data") or {}, config.get("eval") or {}
+    seq_len = seq_len or ev.get("seq_len") or data.get("seq_len") or 8
+    image_size = tuple(image_size or data.get("image_size") or (256, 128))
+    return export_model(model, out, fmt, seq_len=seq_len, image_size=image_size, config=config, opset=opset,
+                        check=check, source=str(checkpoint))

@@ -1,0 +1,133 @@
+"""How descriptors are extracted: the fastest setting measured on the CPU, chosen per machine.
+
+``benchmarks/inference.py`` times descriptor extraction in eager fp32,
+channels_last, bf16 autocast, ``torch.compile`` and onnxruntime against the
+machine's matmul peak (results under ``benchmarks/results/inference_cpu.*``).
+On a CPU with native bf16 instructions (AVX512-BF16 or AMX) channels_last
+with bf16 autocast was the fastest eager setting, about three times eager
+fp32 on ResNet-50; without them bf16 is emulated and slower than fp32, so
+there the default is channels_last in fp32. The graph affinities stay in
+float32 under autocast (see :class:`~stgcn_pyg.nn.AffinityGCNConv`); the
+descriptors agree with fp32 to about 1e-2 relative (``tests/test_inference.py``).
+
+``precision="fp32"`` gives eager fp32's numbers exactly (only the memory
+layout changes); on CUDA the default is the model's eager fp32 path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+
+__all__ = ["PRECISIONS", "InferenceSettings", "InferenceModel", "cpu_has_native_bf16", "inference_settings",
+           "prepare_for_inference"]
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has bf16 matmul instructions (AVX512-BF16 or AMX tiles)."""
+    # private helpers of torch.cpu (2.1 and later); a torch without them is treated as "no".
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """One way of running ``model.encode``: memory layout and autocast dtype."""
+
+    channels_last: bool = False
+    """Frames and convolution weights in NHWC, the layout oneDNN's CPU convolutions run fastest in."""
+    autocast_dtype: torch.dtype | None = None
+    """``torch.bfloat16``: bf16 autocast; None: the model's own dtype (float32)."""
+
+    def describe(self) -> str:
+        layout = "channels_last" if self.channels_last else "contiguous"
+        return f"{layout}, {'bf16 autocast' if self.autocast_dtype == torch.bfloat16 else 'fp32'}"
+
+
+def inference_settings(device, precision: str = "auto") -> InferenceSettings:
+    """The setting ``extract``, ``evaluate`` and ``search`` use on ``device``.
+
+    ``precision``: ``"auto"`` (bf16 autocast on a CPU with native bf16, else
+    fp32), ``"fp32"`` or ``"bf16"``.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if device.type != "cpu":
+        if precision == "bf16":
+            return InferenceSettings(channels_last=True, autocast_dtype=torch.bfloat16)
+        return InferenceSettings()  # what the model does on CUDA today; not measured here
+    bf16 = precision == "bf16" or (precision == "auto" and cpu_has_native_bf16())
+    return InferenceSettings(channels_last=True, autocast_dtype=torch.bfloat16 if bf16 else None)
+
+
+class InferenceModel:
+    """``model`` with ``encode`` run in one :class:`InferenceSettings`; every other attribute is the model's.
+
+    ``encode`` returns float32 descriptors whatever the autocast dtype.
+    """
+
+    def __init__(self, model, settings: InferenceSettings, device):
+        self.model = model
+        self.settings = settings
+        self.device_type = torch.device(device).type
+        if settings.channels_last:
+            # In place, on the convolution weights (4-d tensors) only: the numbers do not change.
+            model.to(memory_format=torch.channels_last)
+
+    def __getattr__(self, name):
+        # Only reached for names this wrapper lacks: temporal_affinity, feature_dims, cfg, training ...
+        return getattr(self.__dict__["model"], name)
+
+    def __repr__(self) -> str:
+        return f"InferenceModel({type(self.model).__name__}, {self.settings.describe()})"
+
+    def encode(self, clips: torch.Tensor) -> torch.Tensor:
+        if self.settings.channels_last and clips.dim() == 5:
+            # [B, T, 3, H, W] with channels innermost, so the model's reshape to [B*T, 3, H, W]
+            # is a channels_last view and the first convolution needs no layout conversion.
+            clips = clips.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+        dtype = self.settings.autocast_dtype
+        with torch.no_grad(), torch.autocast(self.device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            return self.model.encode(clips).float()
+
+    def eval(self) -> "InferenceModel":
+        self.model.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "InferenceModel":
+        self.model.train(mode)
+        return self
+
+    def to(self, device) -> "InferenceModel":
+        self.model.to(device)
+        self.device_type = torch.device(device).type
+        return self
+
+
+def prepare_for_inference(model, device, precision: str = "auto"):
+    """``model`` (eval mode, on ``device``) set up to extract descriptors in :func:`inference_settings`.
+
+    An exported model (:class:`~stgcn_pyg.deploy.ExportedEncoder`) runs as it
+    was exported and comes back unchanged, as does a model whose setting is
+    plain fp32 with the default layout.
+    """
+    from .runtime import ExportedEncoder
+
+    if isinstance(model, ExportedEncoder):
+        if precision == "bf16":
+            raise ConfigError(f"--precision bf16: {model.path} runs as exported, in float32; "
+                              "bf16 applies to checkpoints")
+        return model.to(device)
+    if isinstance(model, InferenceModel):
+        return model
+    settings = inference_settings(device, precision)
+    model = model.to(device).eval()
+    if settings == InferenceSettings():
+        return model
+    return InferenceModel(model, settings, device)

@@ -1,0 +1,168 @@
+"""`stgcn-pyg export`: ONNX and torch.export files give eager's descriptors; bad models and files give one clear error."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from stgcn_pyg.cli import main
+from stgcn_pyg.deploy import ExportError, export_checkpoint, load_exported, load_model_file
+from stgcn_pyg.models import STGCN
+from stgcn_pyg.training.checkpoint import save_checkpoint
+from stgcn_pyg.training.config import config_to_dict, load_config
+
+HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
+needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="the export extra is not installed: pip install -e '.[export]'")
+
+T, H, W = 2, 64, 32
+TINY = ["model.temporal_width=16", "model.spatial_width=16", "model.num_classes=4", "model.weights=none",
+        f"data.image_size=[{H}, {W}]", f"eval.seq_len={T}"]
+MODELS = {
+    "resnet18-stgcn": ["model.backbone=resnet18"],
+    "resnet18-global": ["model.backbone=resnet18", 'model.branches=["global"]'],
+    "mobilenet_v2-stgcn": ["model.backbone=mobilenet_v2"],
+    "mobilenet_v2-global": ["model.backbone=mobilenet_v2", 'model.branches=["global"]'],
+}
+
+
+def make_checkpoint(path, overrides):
+    cfg = load_config("synthetic", TINY + overrides)
+    torch.manual_seed(0)
+    model = STGCN(cfg.model).eval()
+    # Non-trivial BN statistics, so that the necks' eval-mode normalisation is part of what is compared.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return save_checkpoint(path, {"config": config_to_dict(cfg), "model": model.state_dict()}), model
+
+
+def assert_same_descriptors(out, ref):
+    # "equal within 1e-4 relative": element-wise, relative to the descriptor's scale
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def exported(request, tmp_path_factory):
+    """A tiny checkpoint, its eager model and its exported files (ONNX only with the extra)."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    ckpt, model = make_checkpoint(tmp / "tiny.pt", MODELS[request.param])
+    files = {"torch-export": export_checkpoint(ckpt, tmp / "tiny.pt2")}
+    if HAS_ONNX:
+        files["onnx"] = export_checkpoint(ckpt, tmp / "tiny.onnx")
+    return model, files
+
+
+@pytest.mark.parametrize("fmt", ["torch-export", pytest.param("onnx", marks=needs_onnx)])
+def test_exported_descriptors_equal_eager(exported, fmt):
+    model, files = exported
+    result = files[fmt]
+    assert result.seq_len == T and result.image_size == (H, W) and result.descriptor_dim == model.descriptor_dim
+    assert result.max_relative_difference is not None and result.max_relative_difference < 1e-4  # export's own check
+    encoder = load_exported(result.path)
+    assert encoder.feature_dims == model.feature_dims and encoder.num_stripes == model.num_stripes
+    for batch in (1, 5):  # one file, any batch size
+        clips = torch.randn(batch, T, 3, H, W, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            ref = model.encode(clips)
+        out = encoder.encode(clips)
+        assert out.shape == (batch, model.descriptor_dim) and out.dtype == torch.float32
+        assert_same_descriptors(out, ref)
+
+
+def test_export_leaves_the_model_untouched(tmp_path):
+    from stgcn_pyg.deploy import DescriptorModel
+    from stgcn_pyg.nn import AffinityGCNConv
+
+    _, model = make_checkpoint(tmp_path / "m.pt", MODELS["resnet18-stgcn"])
+    exportable = DescriptorModel(model)
+    assert {c.impl for c in exportable.modules() if isinstance(c, AffinityGCNConv)} == {"dense"}
+    assert {c.impl for c in model.modules() if isinstance(c, AffinityGCNConv)} == {"auto"}
+    assert isinstance(model.heads, torch.nn.ModuleDict) and "global" in model.heads
+
+
+def test_exported_file_carries_the_config(tmp_path):
+    ckpt, _ = make_checkpoint(tmp_path / "m.pt", MODELS["resnet18-global"])
+    export_checkpoint(ckpt, tmp_path / "m.pt2", seq_len=3, check=False)
+    encoder, config = load_model_file(tmp_path / "m.pt2")
+    assert config["eval"]["seq_len"] == 3 and config["data"]["image_size"] == [H, W]
+    assert config["model"]["backbone"] == "resnet18" and encoder.cfg.branches == ["global"]
+    with pytest.raises(ExportError, match=r"m\.pt2: exported for clips \[B, 3, 3, 64, 32\].*--seq-len 3"):
+        encoder.encode(torch.randn(1, 2, 3, H, W))
+    with pytest.raises(ExportError, match="cannot be trained"):
+        encoder.train()
+
+
+def test_unexportable_model_fails_with_one_clear_error(tmp_path, monkeypatch):
+    ckpt, _ = make_checkpoint(tmp_path / "m.pt", MODELS["resnet18-global"])
+    original = STGCN._run
+
+    def data_dependent(self, frames, *args, **kwargs):
+        if frames.mean() > 0:  # a branch on values: torch.export cannot trace it
+            frames = frames * 2
+        return original(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(STGCN, "_run", data_dependent)
+    with pytest.raises(ExportError) as info:
+        export_checkpoint(ckpt, tmp_path / "m.pt2")
+    message = str(info.value)
+    assert message.startswith(f"{ckpt}: the model cannot be exported (torch.export failed: ")
+    assert "\n" not in message and len(message) < 600
+    assert not (tmp_path / "m.pt2").exists() and list(tmp_path.glob(".*")) == []
+
+
+def test_cli_export_errors_are_one_line(tmp_path, capsys):
+    # frames of 32 rows give feature maps of 2 rows: too few for the model's 4 stripes
+    small = ["model.backbone=resnet18", "data.image_size=[32, 16]", 'model.branches=["global", "temporal"]']
+    ckpt, _ = make_checkpoint(tmp_path / "small.pt", small)
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "small.pt2")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{ckpt}: cannot export: model.num_stripes: 4 stripes need feature maps at least that tall" in err
+    assert "Traceback" not in err
+
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "x.pt2")]) == 2
+    assert "x.pt2: a onnx file must be named *.onnx" in " ".join(capsys.readouterr().err.split())
+    assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.pt2")]) == 2
+    assert "none.pt: no such checkpoint" in " ".join(capsys.readouterr().err.split())
+
+
+def test_missing_export_packages_are_named(tmp_path, monkeypatch):
+    ckpt, _ = make_checkpoint(tmp_path / "m.pt", MODELS["resnet18-global"])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("onnxscript", "onnxruntime") else real(name, *a))
+    with pytest.raises(ExportError, match=r"ONNX export needs the package onnxscript, not installed: "
+                                          r"pip install 'stgcn-pyg\[export\]'"):
+        export_checkpoint(ckpt, tmp_path / "m.onnx")
+    (tmp_path / "x.onnx").write_bytes(b"")
+    with pytest.raises(ExportError, match=r"Running an ONNX model needs the package onnxruntime"):
+        load_exported(tmp_path / "x.onnx")
+
+
+def test_unreadable_exported_files(tmp_path):
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ExportError, match=r"bad\.pt2: not a torch\.export program"):
+        load_model_file(bad)
+    with pytest.raises(ExportError, match=r"gone\.onnx: no such file"):
+        load_model_file(tmp_path / "gone.onnx")
+
+
+@needs_onnx
+def test_foreign_onnx_files(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00 not protobuf")
+    with pytest.raises(ExportError, match=r"garbage\.onnx: not an ONNX model that onnxruntime can run"):
+        load_model_file(garbage)
+    # a valid ONNX model that stgcn-pyg did not write: no metadata to say what it takes
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "other.onnx")
+    with pytest.raises(ExportError, match=r"other\.onnx: an ONNX model not written by `stgcn-pyg export`"):
+        load_model_file(tmp_path / "other.onnx")
