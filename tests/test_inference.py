@@ -1,0 +1,69 @@
+"""CPU inference settings: which one is the default, and each gives eager fp32's descriptors within tolerance."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from stgcn_pyg.deploy import (InferenceModel, InferenceSettings, inference, inference_settings,
+                              prepare_for_inference)
+from stgcn_pyg.errors import ConfigError
+from stgcn_pyg.models import STGCN
+from stgcn_pyg.training.config import ModelConfig
+
+T, H, W = 2, 64, 32
+
+
+@pytest.fixture(scope="module", params=["resnet18", "mobilenet_v2"])
+def model(request):
+    torch.manual_seed(0)
+    return STGCN(ModelConfig(backbone=request.param, weights="none", temporal_width=16, spatial_width=16)).eval()
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return torch.randn(3, T, 3, H, W, generator=torch.Generator().manual_seed(0))
+
+
+def test_default_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
+    assert inference_settings("cpu") == InferenceSettings(channels_last=True, autocast_dtype=torch.bfloat16)
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
+    # emulated bf16 is slower than fp32: channels_last alone
+    assert inference_settings("cpu") == InferenceSettings(channels_last=True, autocast_dtype=None)
+    assert inference_settings("cpu", "bf16").autocast_dtype == torch.bfloat16
+    assert inference_settings("cpu", "fp32") == InferenceSettings(channels_last=True)
+    assert inference_settings("cuda") == InferenceSettings()  # the model's own path on a GPU
+    with pytest.raises(ConfigError, match=r"--precision: 'fp16' is not one of auto, fp32, bf16"):
+        inference_settings("cpu", "fp16")
+
+
+def test_fp32_setting_gives_eager_descriptors(model, clips):
+    with torch.no_grad():
+        ref = model.encode(clips)
+    fast = prepare_for_inference(copy.deepcopy(model), "cpu", "fp32")
+    assert isinstance(fast, InferenceModel) and fast.settings.channels_last
+    out = fast.encode(clips)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_bf16_setting_agrees_with_fp32(model, clips):
+    with torch.no_grad():
+        ref = model.encode(clips)
+    fast = prepare_for_inference(copy.deepcopy(model), "cpu", "bf16")
+    out = fast.encode(clips)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    # bf16 keeps 8 bits of mantissa; the affinities stay in float32. Measured: about 6e-3 relative.
+    assert float((out - ref).abs().max() / ref.abs().max()) < 3e-2
+    assert float(torch.nn.functional.cosine_similarity(out, ref).min()) > 0.999
+
+
+def test_wrapper_keeps_the_model_interface(model, clips):
+    fast = prepare_for_inference(copy.deepcopy(model), "cpu", "bf16")
+    assert fast.feature_dims == model.feature_dims and fast.num_stripes == model.num_stripes
+    assert not fast.training and fast.eval() is fast
+    affinity = fast.temporal_affinity(clips[:1])  # outside encode: float32, as the plots expect
+    assert affinity.dtype == torch.float32 and affinity.shape == (T * model.num_stripes,) * 2
+    assert prepare_for_inference(fast, "cpu") is fast
