@@ -23,9 +23,10 @@ TRAIN_OVERRIDES = [
     f"data.synthetic_frames=[{SYNTHETIC['min_frames']}, {SYNTHETIC['max_frames']}]",
     f"data.synthetic_image_size=[{SYNTHETIC['height']}, {SYNTHETIC['width']}]",
     "data.image_size=[64, 32]",
-    "data.num_ids=4",
+    "data.num_ids=2",
     "data.num_instances=2",
     "train.max_steps_per_epoch=1",
+    "eval.seq_len=4",
 ]
 
 
