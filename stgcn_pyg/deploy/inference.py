@@ -3,15 +3,21 @@
 ``benchmarks/inference.py`` times descriptor extraction in eager fp32,
 channels_last, bf16 autocast, ``torch.compile`` and onnxruntime against the
 machine's matmul peak (results under ``benchmarks/results/inference_cpu.*``).
-On a CPU with native bf16 instructions (AVX512-BF16 or AMX) channels_last
-with bf16 autocast was the fastest eager setting, about three times eager
-fp32 on ResNet-50; without them bf16 is emulated and slower than fp32, so
-there the default is channels_last in fp32. The graph affinities stay in
-float32 under autocast (see :class:`~stgcn_pyg.nn.AffinityGCNConv`); the
-descriptors agree with fp32 to about 1e-2 relative (``tests/test_inference.py``).
 
-``precision="fp32"`` gives eager fp32's numbers exactly (only the memory
-layout changes); on CUDA the default is the model's eager fp32 path.
+* channels_last (NHWC frames and convolution weights, the layout oneDNN's
+  convolutions run in) was never slower than eager fp32 and up to 1.6 times
+  faster, with the same numbers: it is the CPU default.
+* bf16 autocast pays only with AMX tiles (Sapphire Rapids and later), where
+  oneDNN's bf16 matmul runs at over twice the fp32 rate. With AVX512-BF16
+  alone, as on the project's 2-core machine, a bf16 matmul ran at half the
+  fp32 rate (47-55 against 103-106 GFLOP/s on one core) and STGCN's
+  extraction was 0.7 (ResNet-50) to 0.9 (MobileNetV2) times as fast as in
+  channels_last fp32. So bf16 is the default only on a CPU with AMX; there
+  the descriptors agree with fp32 to about 1e-2 relative (the graph
+  affinities stay in float32, see :class:`~stgcn_pyg.nn.AffinityGCNConv`).
+
+``precision="fp32"`` or ``"bf16"`` overrides the choice. On CUDA the default
+is the model's own eager fp32 path (not measured here: no GPU was lent).
 """
 
 from __future__ import annotations
@@ -22,17 +28,25 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["PRECISIONS", "InferenceSettings", "InferenceModel", "cpu_has_native_bf16", "inference_settings",
-           "prepare_for_inference"]
+__all__ = ["PRECISIONS", "InferenceSettings", "InferenceModel", "cpu_has_native_bf16", "cpu_has_amx",
+           "inference_settings", "prepare_for_inference"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def _torch_cpu_flag(name: str) -> bool:
+    # private helpers of torch.cpu (2.1 and later); a torch without them answers "no".
+    return bool(getattr(torch.cpu, name, lambda: False)())
+
+
 def cpu_has_native_bf16() -> bool:
-    """True when this CPU has bf16 matmul instructions (AVX512-BF16 or AMX tiles)."""
-    # private helpers of torch.cpu (2.1 and later); a torch without them is treated as "no".
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    """True when this CPU has bf16 instructions (AVX512-BF16 or AMX tiles)."""
+    return _torch_cpu_flag("_is_avx512_bf16_supported") or cpu_has_amx()
+
+
+def cpu_has_amx() -> bool:
+    """True when this CPU exposes AMX tiles, where oneDNN's bf16 matmuls beat fp32."""
+    return _torch_cpu_flag("_is_amx_tile_supported")
 
 
 @dataclass(frozen=True)
@@ -52,8 +66,8 @@ class InferenceSettings:
 def inference_settings(device, precision: str = "auto") -> InferenceSettings:
     """The setting ``extract``, ``evaluate`` and ``search`` use on ``device``.
 
-    ``precision``: ``"auto"`` (bf16 autocast on a CPU with native bf16, else
-    fp32), ``"fp32"`` or ``"bf16"``.
+    ``precision``: ``"auto"`` (on the CPU: channels_last, with bf16 autocast
+    where the CPU has AMX), ``"fp32"`` or ``"bf16"``.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -62,7 +76,7 @@ def inference_settings(device, precision: str = "auto") -> InferenceSettings:
         if precision == "bf16":
             return InferenceSettings(channels_last=True, autocast_dtype=torch.bfloat16)
         return InferenceSettings()  # what the model does on CUDA today; not measured here
-    bf16 = precision == "bf16" or (precision == "auto" and cpu_has_native_bf16())
+    bf16 = precision == "bf16" or (precision == "auto" and cpu_has_amx())
     return InferenceSettings(channels_last=True, autocast_dtype=torch.bfloat16 if bf16 else None)
 
 
