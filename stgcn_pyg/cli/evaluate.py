@@ -41,6 +41,8 @@ def _model_options(p: argparse.ArgumentParser, *, dataset_required: bool = False
     p.add_argument("--num-workers", type=int, default=None, help="data loader processes")
     p.add_argument("--flip", action="store_true", help="flip test: average with horizontally flipped clips")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto (default): the fastest measured setting for the device (stgcn_pyg.deploy.inference)")
 
 
 def register(subparsers) -> None:
@@ -49,7 +51,8 @@ def register(subparsers) -> None:
         description="Score a checkpoint on a dataset's query/gallery split, or descriptors saved by "
                     "`stgcn-pyg extract`. Prints rank-1/5/10/20, mAP and mINP and names the protocol.")
     src = ev.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="a checkpoint written by `stgcn-pyg train`")
+    src.add_argument("--checkpoint", "--model", help="a checkpoint written by `stgcn-pyg train`, or a model "
+                                                    "written by `stgcn-pyg export` (.onnx, .pt2)")
     src.add_argument("--features", help="a descriptor file written by `stgcn-pyg extract`")
     _model_options(ev)
     ev.add_argument("--metric", default=None, choices=["euclidean", "cosine"], help="distance (default euclidean)")
@@ -66,7 +69,7 @@ def register(subparsers) -> None:
         "extract", help="write query/gallery descriptors with pids and cameras",
         description="Extract the descriptors of a dataset's query and gallery tracklets with a checkpoint "
                     "and save them (with pids and cameras) for `stgcn-pyg evaluate --features`.")
-    ex.add_argument("--checkpoint", required=True)
+    ex.add_argument("--checkpoint", "--model", required=True, help="a checkpoint, or an exported .onnx/.pt2")
     ex.add_argument("--out", required=True, help="output file (.pt)")
     _model_options(ex)
     ex.set_defaults(func=_extract)
@@ -84,7 +87,7 @@ def register(subparsers) -> None:
                "  stgcn-pyg search --checkpoint runs/synthetic/last.pt --query DATA/mars/bbox_test/0051 "
                "--query-tracklet 0051C1T0001 --gallery DATA/mars/bbox_test",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    se.add_argument("--checkpoint", required=True)
+    se.add_argument("--checkpoint", "--model", required=True, help="a checkpoint, or an exported .onnx/.pt2")
     se.add_argument("--query", default=None, metavar="DIR",
                     help="a folder with the query's frames (or several tracklets: pick one with --query-tracklet)")
     se.add_argument("--query-tracklet", default=None, metavar="ID",
@@ -131,11 +134,11 @@ def _device(name: str):
 
 def _load_model(args):
     """Model (eval mode, on the device) and the resolved options, from the checkpoint and the flags."""
-    from ..training import load_checkpoint
+    from ..deploy import load_model_file, prepare_for_inference
 
     device = _device(args.device)
-    model, cfg = load_checkpoint(args.checkpoint, map_location="cpu")
-    model = model.to(device).eval()
+    model, cfg = load_model_file(args.checkpoint, map_location="cpu")
+    model = prepare_for_inference(model, device, args.precision)
     data, ev = _section(cfg, "data"), _section(cfg, "eval")
     trained_on = data.get("dataset") or "synthetic"
     dataset = args.dataset or trained_on
