@@ -166,3 +166,64 @@ def test_foreign_onnx_files(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "other.onnx")
     with pytest.raises(ExportError, match=r"other\.onnx: an ONNX model not written by `stgcn-pyg export`"):
         load_model_file(tmp_path / "other.onnx")
+
+
+# ---------------------------------------------------------------------- the exported model scores like the checkpoint
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory, tiny_root, tiny_config):
+    """The shared tiny synthetic set, an untrained checkpoint of the tiny run and its export (conftest.py)."""
+    tmp = tmp_path_factory.mktemp("export-cli")
+    cfg = tiny_config(tmp / "run")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp / "tiny.pt", {"config": config_to_dict(cfg), "model": STGCN(cfg.model).state_dict()})
+    fmt, name = ("onnx", "tiny.onnx") if HAS_ONNX else ("torch-export", "tiny.pt2")
+    assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(tmp / name)]) == 0
+    return tmp, ckpt, tmp / name
+
+
+def run_json(capsys, argv):
+    import json
+
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_exported_model_scores_the_synthetic_set_like_the_checkpoint(synthetic_run, capsys):
+    tmp, ckpt, exported_file = synthetic_run
+    capsys.readouterr()
+    eager = run_json(capsys, ["evaluate", "--checkpoint", str(ckpt), "--precision", "fp32", "--json"])
+    deployed = run_json(capsys, ["evaluate", "--model", str(exported_file), "--json"])
+    for key in ("rank1", "rank5", "mAP", "mINP"):
+        assert deployed[key] == pytest.approx(eager[key], abs=1e-6), key
+    assert deployed["cmc"] == pytest.approx(eager["cmc"])
+    assert (deployed["num_query"], deployed["seq_len"], deployed["mode"]) == (eager["num_query"], T, "all")
+    # the CPU's default setting gives the same numbers within tolerance
+    default = run_json(capsys, ["evaluate", "--checkpoint", str(ckpt), "--json"])
+    assert default["mAP"] == pytest.approx(eager["mAP"], abs=0.5)
+
+
+def test_extract_and_search_accept_the_exported_model(synthetic_run, capsys):
+    from stgcn_pyg.cli.evaluate import read_features
+
+    tmp, ckpt, exported_file = synthetic_run
+    for source, flags, out in ((ckpt, ["--precision", "fp32"], tmp / "eager.pt"), (exported_file, [], tmp / "dep.pt")):
+        assert main(["extract", "--model", str(source), "--out", str(out), *flags]) == 0
+    eager, deployed = read_features(tmp / "eager.pt"), read_features(tmp / "dep.pt")
+    for key in ("query_features", "gallery_features"):
+        assert_same_descriptors(deployed[key], eager[key])
+    capsys.readouterr()
+    ranked = [run_json(capsys, ["search", flag, str(source), "--query-tracklet", "0", "--topk", "3", "--json", *extra])
+              for flag, source, extra in (("--checkpoint", ckpt, ["--precision", "fp32"]),
+                                          ("--model", exported_file, []))]
+    assert [r["tracklet"] for r in ranked[0]["results"]] == [r["tracklet"] for r in ranked[1]["results"]]
+    assert [r["distance"] for r in ranked[1]["results"]] == pytest.approx([r["distance"] for r in ranked[0]["results"]],
+                                                                          rel=1e-4)
+
+
+def test_exported_model_with_another_clip_length_fails_clearly(synthetic_run, capsys):
+    _, _, exported_file = synthetic_run
+    assert main(["evaluate", "--model", str(exported_file), "--seq-len", "3"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{exported_file}: exported for clips [B, {T}, 3, {H}, {W}]" in err and f"--seq-len {T}" in err
+    assert main(["evaluate", "--model", str(exported_file), "--precision", "bf16"]) == 2
+    assert "runs as exported, in float32" in " ".join(capsys.readouterr().err.split())
