@@ -67,3 +67,4 @@ def test_wrapper_keeps_the_model_interface(model, clips):
     affinity = fast.temporal_affinity(clips[:1])  # outside encode: float32, as the plots expect
     assert affinity.dtype == torch.float32 and affinity.shape == (T * model.num_stripes,) * 2
     assert prepare_for_inference(fast, "cpu") is fast
+    assert copy.deepcopy(fast).settings == fast.settings  # copies build the wrapper before its model

@@ -5,8 +5,9 @@ channels_last, bf16 autocast, ``torch.compile`` and onnxruntime against the
 machine's matmul peak (results under ``benchmarks/results/inference_cpu.*``).
 
 * channels_last (NHWC frames and convolution weights, the layout oneDNN's
-  convolutions run in) was never slower than eager fp32 and up to 1.6 times
-  faster, with the same numbers: it is the CPU default.
+  convolutions run in) gives eager fp32's numbers and was as fast (ResNet-50,
+  one core) to 1.6 times as fast (MobileNetV2, one core; ResNet-50's body on
+  two cores: 1.5 times): it is the CPU default.
 * bf16 autocast pays only with AMX tiles (Sapphire Rapids and later), where
   oneDNN's bf16 matmul runs at over twice the fp32 rate. With AVX512-BF16
   alone, as on the project's 2-core machine, a bf16 matmul ran at half the
@@ -96,7 +97,10 @@ class InferenceModel:
 
     def __getattr__(self, name):
         # Only reached for names this wrapper lacks: temporal_affinity, feature_dims, cfg, training ...
-        return getattr(self.__dict__["model"], name)
+        model = self.__dict__.get("model")
+        if model is None:  # not initialised yet (copy, pickle): nothing to delegate to
+            raise AttributeError(name)
+        return getattr(model, name)
 
     def __repr__(self) -> str:
         return f"InferenceModel({type(self.model).__name__}, {self.settings.describe()})"
