@@ -8,10 +8,10 @@ import argparse
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export", help="export a checkpoint's descriptor model (ONNX or torch.export)",
-        description="Export the descriptor model of a checkpoint: clips [B, T, 3, H, W] (float, normalised) "
-                    "-> f_all [B, D], with a dynamic batch dimension B; T, H and W are fixed. The file is "
-                    "checked against eager PyTorch on a random batch, and `stgcn-pyg evaluate/extract/search "
-                    "--model FILE` score it like the checkpoint. ONNX needs the export extra: "
+        description="Export the descriptor model of a checkpoint: clips [B, T, 3, H, W] (float, normalised)\n"
+                    "-> f_all [B, D], with a dynamic batch dimension B; T, H and W are fixed. The file is\n"
+                    "checked against eager PyTorch on a random batch, and `stgcn-pyg evaluate/extract/search\n"
+                    "--model FILE` score it like the checkpoint. ONNX needs the export extra:\n"
                     "pip install 'stgcn-pyg[export]'.",
         epilog="examples:\n"
                "  stgcn-pyg export --checkpoint runs/synthetic/last.pt --format onnx --out stgcn.onnx\n"
