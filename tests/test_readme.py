@@ -13,8 +13,10 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-DOCS = sorted((REPO / "docs").glob("*.md"))
 NOT_RUN = re.compile(r"^<!-- not run by tests/test_readme\.py: (.+?) -->$")
 
 
@@ -81,14 +82,33 @@ def _anchors(markdown: str) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.relative_to(REPO).as_posix())
+def _links(page: Path) -> list[tuple[str, Path, str]]:
+    """(target as written, resolved path, anchor) of every relative markdown link of ``page``."""
+    out = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if not target.startswith(("http://", "https://")):
+            path, _, anchor = target.partition("#")
+            out.append((target, (page.parent / path).resolve() if path else page, anchor))
+    return out
+
+
+def _pages_reached_from_the_readme() -> list[Path]:
+    """The README and every markdown page a reader reaches from it by links."""
+    seen, todo = [], [README]
+    while todo:
+        page = todo.pop()
+        if page in seen or not page.is_file():
+            continue
+        seen.append(page)
+        todo.extend(p for _, p, _ in _links(page) if p.suffix == ".md" and p.is_relative_to(REPO))
+    return seen
+
+
+@pytest.mark.parametrize("page", _pages_reached_from_the_readme(), ids=lambda p: p.relative_to(REPO).as_posix())
 def test_links_point_inside_the_repository_and_exist(page):
     text = page.read_text()
-    for target in re.findall(r"\]\(([^)\s]+)\)", text):
-        if target.startswith(("http://", "https://")):
-            continue
-        path, _, anchor = target.partition("#")
-        resolved = (page.parent / path).resolve() if path else page
+    for target, resolved, anchor in _links(page):
+        path = target.partition("#")[0]
         assert resolved.is_relative_to(REPO), f"{page.name}: {target} leaves the repository"
         assert resolved.exists(), f"{page.name}: {target} does not exist"
         if anchor:
@@ -107,30 +127,65 @@ def test_default_run_figures_are_rendered_from_the_measurement():
     assert f"| {measured['results']['rank1']:.1f} |" in block and measured["date"] in block
 
 
+def _run_cli_in_process(argv: list[str], capfd) -> str:
+    """``stgcn-pyg ARGS`` through its entry point (``stgcn_pyg.cli:main``) in this process.
+
+    The same code path as the installed command without a new interpreter per line (a few seconds of
+    imports each). Warnings are recorded under Python's default filters, i.e. what a terminal would show.
+    """
+    from stgcn_pyg.cli import main
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", quiet)
+        warnings.simplefilter("default")
+        code = main(argv)
+    out, err = capfd.readouterr()
+    command = " ".join(["stgcn-pyg", *argv])
+    assert code == 0, f"{command} failed ({code}):\n--- stdout\n{out}\n--- stderr\n{err}"
+    assert err == "" and not caught, f"{command} warned:\n{err}{[str(w.message) for w in caught]}"
+    return out
+
+
 @pytest.mark.slow
-def test_readme_examples_run_as_written(tmp_path):
+def test_readme_examples_run_as_written(tmp_path, monkeypatch, capfd):
     clone = tmp_path / "clone"
     clone.mkdir()
-    env = {**os.environ, "STGCN_PYG_QUICK": "1", "STGCN_PYG_CACHE": str(tmp_path / "cache"), "MPLBACKEND": "Agg",
+    env = {"STGCN_PYG_QUICK": "1", "STGCN_PYG_CACHE": str(tmp_path / "cache"), "MPLBACKEND": "Agg",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("PYTHONWARNINGS", None)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("PYTHONWARNINGS", raising=False)
+    monkeypatch.chdir(clone)
 
-    def run(language: str, code: str, where: str) -> str:
-        argv = ["bash", "-euo", "pipefail", "-c", code] if language == "bash" else [sys.executable, "-c", code]
-        proc = subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"{where} failed:\n{code}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    def run_process(argv: list[str], where: str) -> str:
+        proc = subprocess.run(argv, cwd=clone, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{where} failed:\n{argv[-1]}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
         # No warnings, no noise: a new user's terminal shows only what the commands mean to say.
-        assert proc.stderr == "", f"{where} wrote to stderr:\n{code}\n--- stderr\n{proc.stderr}"
+        assert proc.stderr == "", f"{where} wrote to stderr:\n{argv[-1]}\n--- stderr\n{proc.stderr}"
         return proc.stdout
 
-    # The set-up block's last command (the venv and the install are the test environment itself).
-    printed = run("bash", "stgcn-pyg train", "the set-up command")
+    # The set-up block's last command, as a real process (the venv and the install are this environment).
+    printed = run_process(["bash", "-c", "stgcn-pyg train"], "the set-up command")
     assert "smoke-run mode" in printed and "run saved in runs/synthetic/" in printed
     for b in BLOCKS:
-        if b.not_run is None:
-            run(b.language, b.code, f"README line {b.line}")
+        if b.not_run is not None:
+            continue
+        if b.language == "python":  # a script: a process of its own, imports and all
+            run_process([sys.executable, "-c", b.code], f"README line {b.line}")
+            continue
+        for offset, line in enumerate(b.code.splitlines(), start=1):
+            argv = shlex.split(line, comments=True)
+            if not argv:
+                continue
+            if argv[0] == "stgcn-pyg":
+                _run_cli_in_process(argv[1:], capfd)
+            else:
+                run_process(["bash", "-euo", "pipefail", "-c", line], f"README line {b.line + offset}")
     # What the blocks promise, checked: the From-Python run went next to the first one, pictures were drawn.
-    assert (clone / "runs" / "synthetic-2" / "last.pt").is_file()
-    assert {"cmc.png", "affinity.png"} <= {p.name for p in (clone / "runs" / "synthetic" / "plots").iterdir()}
-    assert (clone / "runs" / "synthetic" / "search.png").is_file()
-    assert (clone / "runs" / "synthetic" / "folder-search.png").is_file()
+    runs = clone / "runs"
+    assert (runs / "synthetic-2" / "last.pt").is_file() and (runs / "global-only" / "last.pt").is_file()
+    assert {"cmc.png", "affinity.png"} <= {p.name for p in (runs / "synthetic" / "plots").iterdir()}
+    assert (runs / "synthetic" / "search.png").is_file() and (runs / "synthetic" / "folder-search.png").is_file()
+    assert (clone / "affinity.png").is_file()  # the layers example's picture
