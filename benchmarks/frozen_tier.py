@@ -262,4 +262,4 @@ def paired_summary(df: pd.DataFrame, metric: str = "mAP", baseline: str = "globa
             row.update(diff=diff.mean(), ci_low=diff.mean() - half, ci_high=diff.mean() + half,
                        wins=f"{int((diff > 0).sum())}/{len(diff)}")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["variant", "seeds", "mean", "sd", "diff", "ci_low", "ci_high", "wins"])
