@@ -110,6 +110,7 @@ def measure() -> dict:
         "uncommitted_changes_in_package": bool(_git("status", "--porcelain", "--", "stgcn_pyg")),
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "arch": platform.machine(), "python": platform.python_version(), "torch": torch.__version__},
+        "niceness": os.nice(0),
         "load_average_before": round(load_before, 2),
         "load_average_after": round(os.getloadavg()[0], 2),
         "generation_seconds": round(generation, 1),
@@ -129,6 +130,8 @@ def render_block(fig: dict) -> str:
     """The README's default-run paragraph and table (between the markers, markers excluded)."""
     r, m = fig["results"], fig["machine"]
     load = f"load average {fig['load_average_before']:g} at the start"
+    if fig.get("niceness"):
+        load += f", run at nice {fig['niceness']} beside other jobs: a quiet machine is faster"
     lines = [
         f"Measured on {fig['date']} (commit {fig['commit']}) on the project's machine: {m['cpu']}, "
         f"{m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']} ({load}). "

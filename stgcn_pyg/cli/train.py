@@ -106,8 +106,9 @@ def print_next_steps(output: str, epochs: int) -> None:
 
     run = Path(output)
     last = run / "last.pt"
+    files = sorted(p.name for p in run.iterdir() if p.is_file()) if run.is_dir() else []
     lines = [
-        f"run saved in {run}/: last.pt, best.pt, metrics.csv, train.log, config.toml",
+        f"run saved in {run}/: {', '.join(files)}",
         "next:",
         f"  stgcn-pyg evaluate --checkpoint {last} --plots {run / 'plots'}"
         "     # dense test (every frame), CMC curve, ranked results, affinity",
