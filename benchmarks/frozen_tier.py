@@ -11,7 +11,7 @@ sampling, flip augmentation and losses: the cached stripes enter
 backbone, so every line of the model after the backbone is the one that
 ``stgcn-pyg train`` runs.
 
-Pairing: a run is fixed by its seed. The P x K batches and each tracklet's
+Pairing: a run is fixed by its seed. The identity batches (num_ids x num_instances) and each tracklet's
 frames and flip come from the seed alone (the sampler's and the items' draw
 seeds), and every part of the model is initialised from (seed, part name),
 so two variants of one seed see the same batches and start their shared
@@ -155,7 +155,7 @@ def train_frozen(cfg, cache: FeatureCache, ds, *, eval_every: int = 0, threads: 
                  affinity_clips: int = 32) -> dict:
     """Train one variant's heads on the cache with ``cfg`` (a full Config); returns results and the curve.
 
-    ``cfg.train.epochs`` epochs of the P x K sampler over ``ds.train`` with
+    ``cfg.train.epochs`` epochs of the identity sampler (num_ids x num_instances) over ``ds.train`` with
     ``cfg.data.seq_len`` restricted-random frames per tracklet and the
     loader's per-tracklet flip; Adam/SGD and the step schedule of ``cfg.optim``.
     """
