@@ -89,6 +89,9 @@ def parse_table(text: str) -> dict:
 def measure() -> dict:
     python = sys.executable
     load_before = os.getloadavg()[0]
+    # The code the runs use: the commit at the start, and whether the package differs from it.
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", "stgcn_pyg"))
     with tempfile.TemporaryDirectory(prefix="readme-figures-") as tmp:
         tmp = Path(tmp)
         env = {**os.environ, "STGCN_PYG_CACHE": str(tmp / "cache")}
@@ -106,8 +109,8 @@ def measure() -> dict:
 
     return {
         "date": dt.date.today().isoformat(),
-        "commit": _git("rev-parse", "--short", "HEAD"),
-        "uncommitted_changes_in_package": bool(_git("status", "--porcelain", "--", "stgcn_pyg")),
+        "commit": commit,
+        "uncommitted_changes_in_package": dirty,
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "arch": platform.machine(), "python": platform.python_version(), "torch": torch.__version__},
         "niceness": os.nice(0),
@@ -133,7 +136,9 @@ def render_block(fig: dict) -> str:
     if fig.get("niceness"):
         load += f", run at nice {fig['niceness']} beside other jobs: a quiet machine is faster"
     lines = [
-        f"Measured on {fig['date']} (commit {fig['commit']}) on the project's machine: {m['cpu']}, "
+        f"Measured on {fig['date']} (commit {fig['commit']}"
+        f"{' with uncommitted changes' if fig.get('uncommitted_changes_in_package') else ''}) "
+        f"on the project's machine: {m['cpu']}, "
         f"{m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']} ({load}). "
         f"From a fresh clone, generating the synthetic set took {_duration(fig['generation_seconds'])} "
         f"(first use only) and `stgcn-pyg train` then took {_duration(fig['train_command_seconds'])} "
