@@ -1,4 +1,4 @@
-"""Checkpoints: plain dicts of tensors and Python values, written atomically.
+"""Checkpoints: plain dicts of tensors and Python values, written atomically by training, read by everyone.
 
 A checkpoint holds ``format``, ``config`` (the resolved config as a plain
 dict), ``model`` (state dict), ``optimizer``, ``scheduler``, ``epoch`` (epochs
@@ -9,6 +9,7 @@ completed), ``step``, ``best`` (best mAP so far), ``metrics`` and ``rng``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
@@ -17,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from .config import Config, config_from_dict
+from .errors import CheckpointError, ConfigError
 
-__all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "load_checkpoint", "get_rng_state", "set_rng_state",
-           "model_config_diff", "unreadable_reason"]
+__all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "load_checkpoint", "checkpoint_config", "get_rng_state",
+           "set_rng_state", "model_config_diff", "load_state_into", "unreadable_reason"]
 
 FORMAT = "stgcn-pyg/checkpoint-1"
 
@@ -143,24 +145,26 @@ def load_state_into(model: torch.nn.Module, state: dict, source: str) -> None:
     model.load_state_dict(state)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu"):
-    """``(model, config_dict)``: the STGCN of a checkpoint (eval mode) and its full config dict.
+def checkpoint_config(ckpt: dict, source: str | os.PathLike) -> Config:
+    """The :class:`~stgcn_pyg.config.Config` of a checkpoint dict, or a CheckpointError naming ``source``."""
+    try:
+        return config_from_dict(ckpt["config"], source="config")
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: its config is not valid here ({exc})") from None
 
-    ``config_dict`` is the run's resolved config (sections model, data, loss,
-    optim, train, eval), e.g. ``config_dict["data"]["image_size"]`` for
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.nn.Module, Config]:
+    """``(model, config)``: the STGCN of a checkpoint (eval mode) and the run's resolved :class:`Config`.
+
+    E.g. ``config.data.image_size`` and ``config.eval.seq_len`` for
     evaluation. The model is built with no pretrained weights (they are in the
     checkpoint), so this never downloads anything.
     """
-    from ..models import STGCN
-    from .config import config_from_dict
+    from .models import STGCN
 
     ckpt = read_checkpoint(path, map_location)
-    raw = ckpt["config"]
-    try:
-        cfg = config_from_dict({**raw, "model": {**raw.get("model", {}), "weights": "none"}}, source=str(path))
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: its config is not valid here ({exc})") from None
-    model = STGCN(cfg.model)
+    cfg = checkpoint_config(ckpt, path)
+    model = STGCN(dataclasses.replace(cfg.model, weights="none"))
     load_state_into(model, ckpt["model"], str(path))
     model.eval()
-    return model, raw
+    return model, cfg

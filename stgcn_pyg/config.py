@@ -1,10 +1,12 @@
-"""The training configuration: a tree of dataclasses read from TOML.
+"""The run configuration: a tree of dataclasses read from TOML, shared by training, evaluation and export.
 
 Every value has a default here; a TOML file (``stgcn_pyg/configs/*.toml`` or a
 user's file) overrides some of them, and ``--set section.key=value`` on the
 command line overrides again. Unknown keys and values of the wrong type or
 outside their allowed set raise :class:`~stgcn_pyg.errors.ConfigError` naming
-the key, so a typo never silently trains the default.
+the key, so a typo never silently trains the default. The allowed sets belong
+to the modules that implement the options (backbones, the model, the test
+loader, the metrics); :meth:`Config.validate` reads them from there.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +28,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
+    "DEFAULT_IMAGE_SIZE",
+    "OPTIMIZERS",
+    "AMP_MODES",
     "ModelConfig",
     "DataConfig",
     "LossConfig",
@@ -41,6 +46,11 @@ __all__ = [
     "parse_override",
     "dump_toml",
 ]
+
+DEFAULT_IMAGE_SIZE = (256, 128)
+"""[height, width] that frames are resized to (the paper's); the default of data.image_size and of the loaders."""
+OPTIMIZERS = ("adam", "adamw", "sgd")
+AMP_MODES = ("auto", "bf16", "off")
 
 
 @dataclass
@@ -107,7 +117,7 @@ class DataConfig:
     """Evaluation protocol passed to the dataset reader: standard or official."""
     seq_len: int = 8
     """T: frames per training clip (restricted random sampling)."""
-    image_size: list[int] = field(default_factory=lambda: [256, 128])
+    image_size: list[int] = field(default_factory=lambda: list(DEFAULT_IMAGE_SIZE))
     """[height, width] of the resized frames."""
     num_ids: int = 16
     """Identities per training batch."""
@@ -196,6 +206,8 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    """A whole run: what a config file, a ``config.toml`` of a run folder and a checkpoint hold."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -203,22 +215,32 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __getitem__(self, section: str) -> dict:
+        """``cfg["data"]``: a section as a plain dict (a copy), for code written when
+        ``load_checkpoint`` returned the config as a dict; new code reads ``cfg.data``."""
+        if section not in {f.name for f in dataclasses.fields(self)}:
+            raise KeyError(section)
+        return dataclasses.asdict(getattr(self, section))
+
     def validate(self) -> "Config":
         """Check values against their allowed sets and ranges; raise ConfigError naming the key."""
         m, d, lo, o, t, e = self.model, self.data, self.loss, self.optim, self.train, self.eval
-        from ..models.backbone import BACKBONES
+        from .data.loader import TEST_MODES
+        from .metrics import METRICS, PROTOCOLS
+        from .models.backbone import BACKBONES, LAST_STRIDES
+        from .models.stgcn import AFFINITIES, BRANCHES, CLASSIFIERS, FRAME_FUSIONS, GRAPH_LAYERS, NORMS
 
         _choice("model.backbone", m.backbone, BACKBONES)
-        _choice("model.affinity", m.affinity, ("shared", "per-layer"))
-        _choice("model.graph_layer", m.graph_layer, ("gcn", "fc"))
-        _choice("model.norm", m.norm, ("batch", "layer", "none"))
-        _choice("model.frame_fusion", m.frame_fusion, ("mean", "max"))
-        _choice("model.classifier", m.classifier, ("branch", "all"))
-        _choice("model.last_stride", m.last_stride, (1, 2))
+        _choice("model.affinity", m.affinity, AFFINITIES)
+        _choice("model.graph_layer", m.graph_layer, GRAPH_LAYERS)
+        _choice("model.norm", m.norm, NORMS)
+        _choice("model.frame_fusion", m.frame_fusion, FRAME_FUSIONS)
+        _choice("model.classifier", m.classifier, CLASSIFIERS)
+        _choice("model.last_stride", m.last_stride, LAST_STRIDES)
         if not m.branches:
             raise ConfigError("model.branches: at least one branch is needed")
         for b in m.branches:
-            _choice("model.branches", b, ("global", "temporal", "spatial"))
+            _choice("model.branches", b, BRANCHES)
         if len(set(m.branches)) != len(m.branches):
             raise ConfigError(f"model.branches: repeated branch in {m.branches}")
         _positive("model.num_stripes", m.num_stripes)
@@ -241,14 +263,14 @@ class Config:
             raise ConfigError(f"data.synthetic_frames: expected [min, max] with 1 <= min <= max, got {d.synthetic_frames}")
         if len(d.synthetic_image_size) != 2 or any(s < 16 for s in d.synthetic_image_size):
             raise ConfigError(f"data.synthetic_image_size: expected [height, width], each >= 16, got {d.synthetic_image_size}")
-        _choice("data.protocol", d.protocol, ("standard", "official"))
+        _choice("data.protocol", d.protocol, PROTOCOLS)
         if lo.margin <= 0:
             raise ConfigError(f"loss.margin: must be positive, got {lo.margin}")
         if not 0 <= lo.label_smoothing < 1:
             raise ConfigError(f"loss.label_smoothing: must be in [0, 1), got {lo.label_smoothing}")
         if lo.triplet_weight < 0 or lo.ce_weight < 0 or lo.triplet_weight + lo.ce_weight == 0:
             raise ConfigError("loss.triplet_weight / loss.ce_weight: non-negative and not both zero")
-        _choice("optim.optimizer", o.optimizer, ("adam", "adamw", "sgd"))
+        _choice("optim.optimizer", o.optimizer, OPTIMIZERS)
         if o.lr <= 0:
             raise ConfigError(f"optim.lr: must be positive, got {o.lr}")
         _positive("optim.step_size", o.step_size)
@@ -256,15 +278,15 @@ class Config:
             raise ConfigError(f"optim.gamma: must be in (0, 1], got {o.gamma}")
         _non_negative("optim.warmup_epochs", o.warmup_epochs)
         _positive("train.epochs", t.epochs)
-        _choice("train.amp", t.amp, ("auto", "bf16", "off"))
+        _choice("train.amp", t.amp, AMP_MODES)
         if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
             raise ConfigError(f"train.device: expected auto, cpu, cuda or cuda:N, got {t.device!r}")
         _non_negative("train.eval_every", t.eval_every)
         _non_negative("train.max_steps_per_epoch", t.max_steps_per_epoch)
         _positive("train.log_every", t.log_every)
         _positive("eval.seq_len", e.seq_len)
-        _choice("eval.mode", e.mode, ("all", "evenly"))
-        _choice("eval.metric", e.metric, ("euclidean", "cosine"))
+        _choice("eval.mode", e.mode, TEST_MODES)
+        _choice("eval.metric", e.metric, METRICS)
         _positive("eval.batch_size", e.batch_size)
         return self
 

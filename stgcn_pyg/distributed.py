@@ -1,4 +1,4 @@
-"""Multi-process training: torchrun's environment, the process group, gathering across ranks.
+"""Several processes, one run: torchrun's environment, the process group, the device, gathering across ranks.
 
 ``torchrun --nproc-per-node=N -m stgcn_pyg train ...`` sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["DistContext", "init_distributed", "resolve_device", "gather_rows", "shard_indices"]
 
@@ -45,14 +45,17 @@ class DistContext:
             self.initialized_here = False
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else the CPU."""
+def resolve_device(name: str, local_rank: int = 0, option: str = "train.device") -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else the CPU; errors name ``option``."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{option}: unknown device {name!r}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device: {name!r} asked for, but CUDA is not available here")
+            raise ConfigError(f"{option}: {name!r} asked for, but CUDA is not available here")
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
     return device

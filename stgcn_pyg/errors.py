@@ -24,3 +24,7 @@ class ConfigError(STGCNError):
 
 class CheckpointError(STGCNError):
     """A checkpoint that cannot be read or belongs to another model."""
+
+
+class EvaluationError(STGCNError, ValueError):
+    """Inputs to an evaluation function that do not fit together, or an unreadable descriptor file."""

@@ -32,7 +32,7 @@ def tiny_overrides() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_config(tiny_root, tiny_overrides):
     """``tiny_config(output, *overrides)``: the tiny run's Config on ``tiny_root``, writing to ``output``."""
-    from stgcn_pyg.training import load_config
+    from stgcn_pyg.config import load_config
 
     def make(output, *extra):
         return load_config("synthetic", tiny_overrides + [f'data.root="{tiny_root}"', f'train.output="{output}"',

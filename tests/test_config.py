@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from stgcn_pyg.config import (Config, apply_overrides, builtin_configs, config_from_dict, config_to_dict, dump_toml,
+                              load_config, parse_override)
 from stgcn_pyg.errors import ConfigError
-from stgcn_pyg.training.config import (Config, apply_overrides, builtin_configs, config_from_dict, config_to_dict,
-                                       dump_toml, load_config, parse_override)
 
 
 def test_builtin_configs_load_and_paper_settings():
@@ -92,3 +92,29 @@ def test_cli_print_config_applies_file_set_and_flags(capsys, tmp_path):
     assert printed["data"]["dataset"] == "mars" and printed["data"]["root"] == str(tmp_path)
     assert printed["model"]["residual"] is True and printed["train"]["epochs"] == 7
     assert printed["optim"]["lr"] == 3e-4
+
+
+def test_allowed_values_come_from_the_modules_that_implement_them(monkeypatch):
+    """The config keeps no copy of them: a metric the metrics module gains is a valid eval.metric."""
+    import stgcn_pyg.metrics as metrics
+
+    monkeypatch.setattr(metrics, "METRICS", metrics.METRICS + ("manhattan",))
+    assert load_config(None, ["eval.metric=manhattan"]).eval.metric == "manhattan"
+
+
+def test_moved_names_keep_their_old_import_paths():
+    import stgcn_pyg.checkpoint
+    import stgcn_pyg.config
+    import stgcn_pyg.distributed
+    from stgcn_pyg.cli import evaluate as cli_evaluate
+    from stgcn_pyg.evaluation import descriptor_file
+    from stgcn_pyg.training import checkpoint, config, distributed, run, trainer
+
+    assert config.ModelConfig is stgcn_pyg.config.ModelConfig and config.load_config is load_config
+    assert checkpoint.load_checkpoint is stgcn_pyg.checkpoint.load_checkpoint
+    assert distributed.DistContext is stgcn_pyg.distributed.DistContext
+    assert (trainer.load_data, trainer.StepSchedule, trainer.seed_everything) == (run.load_data, run.StepSchedule,
+                                                                                   run.seed_everything)
+    assert cli_evaluate.read_features is descriptor_file.read_descriptor_file
+    # load_checkpoint's config was a dict: its sections still read as dicts
+    assert Config()["data"] == config_to_dict(Config())["data"]

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from stgcn_pyg.cli import main
-from stgcn_pyg.cli.evaluate import read_features
 from stgcn_pyg.data import load_dataset
+from stgcn_pyg.evaluation import TestOptions, read_descriptor_file
 from stgcn_pyg.metrics import compute_distance, evaluate_rank
 
 
@@ -18,8 +18,8 @@ from stgcn_pyg.metrics import compute_distance, evaluate_rank
 def setup(tmp_path_factory, tiny_root, tiny_config):
     """The shared tiny synthetic set and an untrained checkpoint of the tiny run's model (conftest.py)."""
     from stgcn_pyg.models import STGCN
-    from stgcn_pyg.training.checkpoint import save_checkpoint
-    from stgcn_pyg.training.config import config_to_dict
+    from stgcn_pyg.checkpoint import save_checkpoint
+    from stgcn_pyg.config import config_to_dict
 
     tmp = tmp_path_factory.mktemp("evalcli")
     cfg = tiny_config(tmp / "run")
@@ -45,7 +45,7 @@ def test_extract_then_evaluate_features_round_trip(setup, capsys):
     assert blob["query_features"].shape[0] == len(ds.query) and blob["gallery_features"].shape[0] == len(ds.gallery)
     assert blob["query_pids"].tolist() == ds.query["pid"].tolist()
     assert blob["gallery_camids"].tolist() == ds.gallery["camid"].tolist()
-    assert read_features(feats)["protocol"] == "standard"
+    assert read_descriptor_file(feats)["protocol"] == "standard"
 
     code, out, _ = run(capsys, ["evaluate", "--features", str(feats), "--json"])
     assert code == 0
@@ -217,17 +217,16 @@ def test_search_with_unknown_identities_draws_neutral_borders_and_says_so(setup,
 
 def test_evaluate_default_mode_is_dense_and_said(setup, capsys):
     """The checkpoint was trained with eval.mode=evenly; `evaluate` defaults to the documented dense mode."""
+    from stgcn_pyg.checkpoint import load_checkpoint
     from stgcn_pyg.evaluation import evaluate_model
-    from stgcn_pyg.training import load_checkpoint
 
     tmp, root, ckpt = setup
     code, out, _ = run(capsys, ["evaluate", "--checkpoint", str(ckpt), "--json"])
     assert code == 0
     res = json.loads(out)
     model, cfg = load_checkpoint(ckpt)
-    assert cfg["eval"]["mode"] == "evenly" and res["mode"] == "all"
-    dense = evaluate_model(model, load_dataset("mars", root), seq_len=cfg["eval"]["seq_len"], mode="all",
-                           image_size=tuple(cfg["data"]["image_size"]), progress=False)
+    assert cfg.eval.mode == "evenly" and res["mode"] == "all"
+    dense = evaluate_model(model, load_dataset("mars", root), TestOptions.from_config(cfg, mode="all", progress=False))
     assert res["mAP"] == pytest.approx(dense["mAP"]) and res["rank1"] == pytest.approx(dense["rank1"])
     code, out, _ = run(capsys, ["evaluate", "--checkpoint", str(ckpt)])
     assert code == 0 and "mode all: every frame, clips of 2" in out

@@ -10,8 +10,8 @@ import torch
 from stgcn_pyg.cli import main
 from stgcn_pyg.deploy import ExportError, export_checkpoint, load_exported, load_model_file
 from stgcn_pyg.models import STGCN
-from stgcn_pyg.training.checkpoint import save_checkpoint
-from stgcn_pyg.training.config import config_to_dict, load_config
+from stgcn_pyg.checkpoint import save_checkpoint
+from stgcn_pyg.config import config_to_dict, load_config
 
 HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="the export extra is not installed: pip install -e '.[export]'")
@@ -87,8 +87,8 @@ def test_exported_file_carries_the_config(tmp_path):
     ckpt, _ = make_checkpoint(tmp_path / "m.pt", MODELS["resnet18-global"])
     export_checkpoint(ckpt, tmp_path / "m.pt2", seq_len=3, check=False)
     encoder, config = load_model_file(tmp_path / "m.pt2")
-    assert config["eval"]["seq_len"] == 3 and config["data"]["image_size"] == [H, W]
-    assert config["model"]["backbone"] == "resnet18" and encoder.cfg.branches == ["global"]
+    assert config.eval.seq_len == 3 and config.data.image_size == [H, W]
+    assert config.model.backbone == "resnet18" and encoder.cfg.branches == ["global"]
     with pytest.raises(ExportError, match=r"m\.pt2: exported for clips \[B, 3, 3, 64, 32\].*--seq-len 3"):
         encoder.encode(torch.randn(1, 2, 3, H, W))
     with pytest.raises(ExportError, match="cannot be trained"):
@@ -203,12 +203,12 @@ def test_exported_model_scores_the_synthetic_set_like_the_checkpoint(synthetic_r
 
 
 def test_extract_and_search_accept_the_exported_model(synthetic_run, capsys):
-    from stgcn_pyg.cli.evaluate import read_features
+    from stgcn_pyg.evaluation import read_descriptor_file
 
     tmp, ckpt, exported_file = synthetic_run
     for source, flags, out in ((ckpt, ["--precision", "fp32"], tmp / "eager.pt"), (exported_file, [], tmp / "dep.pt")):
         assert main(["extract", "--model", str(source), "--out", str(out), *flags]) == 0
-    eager, deployed = read_features(tmp / "eager.pt"), read_features(tmp / "dep.pt")
+    eager, deployed = read_descriptor_file(tmp / "eager.pt"), read_descriptor_file(tmp / "dep.pt")
     for key in ("query_features", "gallery_features"):
         assert_same_descriptors(deployed[key], eager[key])
     capsys.readouterr()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from stgcn_pyg.models import STGCN
-from stgcn_pyg.training.config import ModelConfig
+from stgcn_pyg.config import ModelConfig
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "frozen_tier.py"
 

@@ -11,7 +11,7 @@ from stgcn_pyg.deploy import (InferenceModel, InferenceSettings, inference, infe
                               prepare_for_inference)
 from stgcn_pyg.errors import ConfigError
 from stgcn_pyg.models import STGCN
-from stgcn_pyg.training.config import ModelConfig
+from stgcn_pyg.config import ModelConfig
 
 T, H, W = 2, 64, 32
 

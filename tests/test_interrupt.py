@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from stgcn_pyg.cli import main
-from stgcn_pyg.training import read_checkpoint, save_checkpoint
+from stgcn_pyg.checkpoint import read_checkpoint, save_checkpoint
 
 
 def _wait_for(condition, proc, timeout=240.0):
@@ -59,7 +59,7 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_readable(tmp_pat
     writer.write_text(textwrap.dedent("""
         import io, sys, time
         import torch
-        from stgcn_pyg.training import save_checkpoint
+        from stgcn_pyg.checkpoint import save_checkpoint
 
         path = sys.argv[1]
         save_checkpoint(path, {"config": {}, "model": {"w": torch.zeros(3)}, "epoch": 1})

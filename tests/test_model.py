@@ -10,7 +10,7 @@ from stgcn_pyg.errors import ConfigError, TopologyError
 from stgcn_pyg.graphs import build_edge_index
 from stgcn_pyg.models import STGCN, STGCNLoss
 from stgcn_pyg.models.backbone import ResNetBackbone
-from stgcn_pyg.training.config import ModelConfig
+from stgcn_pyg.config import ModelConfig
 
 H, W = 64, 32
 

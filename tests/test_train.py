@@ -13,8 +13,9 @@ from stgcn_pyg.data import TrackletTransform, evenly, load_dataset, read_frame
 from stgcn_pyg.errors import CheckpointError, ConfigError, DatasetError
 from stgcn_pyg.metrics import compute_distance, evaluate_rank
 from stgcn_pyg.models import STGCNLoss
-from stgcn_pyg.training import Trainer, load_checkpoint, load_config, train
-from stgcn_pyg.training.checkpoint import FORMAT
+from stgcn_pyg.checkpoint import FORMAT, load_checkpoint
+from stgcn_pyg.config import load_config
+from stgcn_pyg.training import Trainer, train
 
 # tiny_root, tiny_config and tiny_overrides (the tiny run) come from conftest.py.
 
@@ -44,7 +45,7 @@ def test_run_writes_outputs_and_checkpoint_round_trips(tiny_root, tiny_config, t
     assert raw["format"] == FORMAT and raw["epoch"] == 2 and raw["step"] == 2
     assert set(raw) >= {"config", "model", "optimizer", "scheduler", "rng", "best"}
     model, config = load_checkpoint(out / "last.pt")
-    assert config["model"]["backbone"] == "resnet18" and not model.training
+    assert config.model.backbone == "resnet18" and not model.training
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
     clips = torch.randn(2, 3, 3, 64, 32)
@@ -197,4 +198,4 @@ def test_results_say_where_the_run_went(tiny_config, tmp_path):
     # The folder is taken: the next run goes to run-2, and the results say so.
     again = train(tiny_config(out, "train.epochs=1"))
     assert again["output"] == str(out.parent / "run-2") and (out.parent / "run-2" / "last.pt").is_file()
-    assert load_checkpoint(again["checkpoint"])[1]["train"]["output"] == again["output"]
+    assert load_checkpoint(again["checkpoint"])[1].train.output == again["output"]

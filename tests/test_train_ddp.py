@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from stgcn_pyg.training.distributed import DistContext, gather_rows, shard_indices
+from stgcn_pyg.distributed import DistContext, gather_rows, shard_indices
 
 
 def _free_port() -> int:
@@ -24,8 +24,9 @@ def _worker(rank: int, world_size: int, port: int, overrides: list[str], root: s
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from stgcn_pyg.training import Trainer, load_config
-    from stgcn_pyg.training.distributed import init_distributed
+    from stgcn_pyg.config import load_config
+    from stgcn_pyg.training import Trainer
+    from stgcn_pyg.distributed import init_distributed
 
     cfg = load_config("synthetic", overrides + [f'data.root="{root}"', f'train.output="{out}"', "train.epochs=2"])
     ctx = init_distributed("cpu")
@@ -65,9 +66,9 @@ def test_two_process_gloo_run_syncs_weights_and_gathers_evaluation(tiny_root, ti
         assert torch.equal(p, s1[name]), name
         assert torch.equal(p, ckpt["model"][name]), name
     # The evaluation gathered from both ranks' shards equals a single-process evaluation of the checkpoint.
+    from stgcn_pyg.checkpoint import load_checkpoint
     from stgcn_pyg.data import load_dataset
     from stgcn_pyg.evaluation import evaluate_model
-    from stgcn_pyg.training import load_checkpoint
 
     model, config = load_checkpoint(out / "last.pt")
     ds = load_dataset("mars", tiny_root)

@@ -9,8 +9,9 @@
 - search: rank a gallery (a dataset split or a folder of tracklet folders)
   for one query tracklet folder.
 
-Heavy imports (torch models, the checkpoint loader) happen inside the
-commands so that ``stgcn-pyg --help`` stays fast.
+The work is the library's (stgcn_pyg.evaluation, stgcn_pyg.viz); this module
+reads the flags and prints. Heavy imports (torch models, the checkpoint
+loader) happen inside the commands so that ``stgcn-pyg --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ import json
 import sys
 from pathlib import Path
 
-FEATURES_FORMAT = "stgcn-pyg-descriptors/1"
-_FEATURE_KEYS = ("query_features", "gallery_features", "query_pids", "query_camids", "gallery_pids", "gallery_camids")
+# Old names, now stgcn_pyg.evaluation.descriptor_file's (imported on first use: --help stays fast).
+_MOVED = {"FEATURES_FORMAT": "DESCRIPTOR_FILE_FORMAT", "read_features": "read_descriptor_file"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        from ..evaluation import descriptor_file
+
+        return getattr(descriptor_file, _MOVED[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- parser
@@ -109,251 +118,78 @@ def register(subparsers) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-def _section(cfg: dict, name: str) -> dict:
-    sec = cfg.get(name) if isinstance(cfg, dict) else None
-    return sec if isinstance(sec, dict) else {}
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"--device: unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from ..errors import ConfigError
-
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    return dev
-
-
 def _load_model(args):
-    """Model (eval mode, on the device) and the resolved options, from the checkpoint and the flags."""
+    """The model (eval mode, on the device), its config, and the test options of the config and the flags."""
     from ..deploy import load_model_file, prepare_for_inference
+    from ..distributed import resolve_device
+    from ..evaluation import TestOptions
 
-    device = _device(args.device)
+    device = resolve_device(args.device, option="--device")
     model, cfg = load_model_file(args.checkpoint, map_location="cpu")
     model = prepare_for_inference(model, device, args.precision)
-    data, ev = _section(cfg, "data"), _section(cfg, "eval")
-    trained_on = data.get("dataset") or "synthetic"
-    dataset = args.dataset or trained_on
-    if args.root is not None:
-        root = args.root
-    elif dataset == trained_on:  # the checkpoint's root only for the dataset it was trained on
-        root = data.get("root") or None
-    else:
-        root = None
-    opts = dict(
-        dataset=dataset,
-        root=root,
-        protocol=args.protocol or data.get("protocol") or "standard",
-        seq_len=args.seq_len or ev.get("seq_len") or data.get("seq_len") or 8,
+    options = TestOptions.from_config(
+        cfg, seq_len=args.seq_len, batch_size=args.batch_size, num_workers=args.num_workers, flip=args.flip,
         mode=args.mode,  # the documented default (all), not the checkpoint's eval.mode: say which ran
-        image_size=tuple(data.get("image_size") or (256, 128)),
-        batch_size=args.batch_size or ev.get("batch_size") or 32,
-        num_workers=args.num_workers if args.num_workers is not None else (ev.get("num_workers") or 0),
-        metric=getattr(args, "metric", None) or ev.get("metric") or "euclidean",
-        device=device,
-        flip=bool(args.flip),
-    )
-    return model, cfg, opts
+        device=device, progress=not getattr(args, "json", False))
+    return model, cfg, options
 
 
-def _load_dataset(name, root, protocol):
-    from ..data import load_dataset
+def _test_dataset(cfg, args):
+    """The checkpoint's dataset, or the one the flags name (the checkpoint's root only for its own dataset)."""
+    from dataclasses import replace
 
-    return load_dataset(name, root, protocol=protocol)
+    from ..data import load_configured_dataset
 
-
-def _extract_kwargs(opts: dict) -> dict:
-    """The options of ``extract_split`` among the resolved ones."""
-    return {k: opts[k] for k in ("seq_len", "mode", "image_size", "device", "batch_size", "num_workers", "flip")}
-
-
-def _ids(df, col):
-    from ..evaluation.evaluate import tracklet_ids
-
-    return tracklet_ids(df, col)
+    data = cfg.data
+    if args.dataset and args.dataset != data.dataset:
+        data = replace(data, dataset=args.dataset, root="")
+    data = replace(data, root=data.root if args.root is None else args.root, protocol=args.protocol or data.protocol)
+    return load_configured_dataset(data, progress=not getattr(args, "json", False))
 
 
-def _extract_both(model, ds, opts, progress):
-    from ..evaluation import extract_split
-
-    common = _extract_kwargs(opts)
-    qf = extract_split(model, ds.query, description="query descriptors", progress=progress, **common)
-    gf = extract_split(model, ds.gallery, description="gallery descriptors", progress=progress, **common)
-    return qf, gf
-
-
-def read_features(path) -> dict:
-    """Load a descriptor file written by ``stgcn-pyg extract`` (checked, weights_only)."""
-    import torch
-
-    from ..metrics.rank import EvaluationError
-
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"descriptor file not found: {path}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        from ..training.checkpoint import unreadable_reason
-
-        raise EvaluationError(
-            f"{path}: not a descriptor file written by `stgcn-pyg extract` ({unreadable_reason(exc)})"
-        ) from None
-    if not isinstance(blob, dict) or blob.get("format") != FEATURES_FORMAT:
-        raise EvaluationError(f"{path}: not a descriptor file written by `stgcn-pyg extract` (no {FEATURES_FORMAT!r} tag)")
-    missing = [k for k in _FEATURE_KEYS if k not in blob]
-    if missing:
-        raise EvaluationError(f"{path}: descriptor file lacks {', '.join(missing)}")
-    return blob
-
-
-def write_features(path, qf, gf, ds, opts) -> Path:
-    import torch
-
-    from ..viz._common import prepare_path
-
-    path = prepare_path(path)
-    blob = {
-        "format": FEATURES_FORMAT,
-        "query_features": qf.float().contiguous(),
-        "gallery_features": gf.float().contiguous(),
-        "query_pids": _ids(ds.query, "pid"),
-        "query_camids": _ids(ds.query, "camid"),
-        "gallery_pids": _ids(ds.gallery, "pid"),
-        "gallery_camids": _ids(ds.gallery, "camid"),
-        "dataset": str(getattr(ds, "name", "")),
-        "root": str(getattr(ds, "root", "")),
-        "protocol": str(opts["protocol"]),
-        "mode": str(opts["mode"]),
-        "seq_len": int(opts["seq_len"]),
-        "flip": bool(opts["flip"]),
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
-    return path
-
-
-def _kept_ranking(dist_row, q_pid, q_cam, g_pids, g_cams, protocol):
-    """Gallery indices in distance order without the query's junk (same pid and camera; pid -1 officially)."""
-    import torch
-
-    order = torch.argsort(dist_row, stable=True)
-    junk = (g_pids[order] == q_pid) & (g_cams[order] == q_cam)
-    if protocol == "official":
-        junk |= g_pids[order] == -1
-    return order[~junk]
-
-
-def _write_plots(out_dir, results, distmat, ds, model, opts, num_grids, topk, console):
-    """cmc.png, query_XXXX.png grids and affinity.png under ``out_dir``."""
-    from ..viz import plot_cmc, plot_ranked_results
-
-    out_dir = Path(out_dir)
-    written = [plot_cmc(results["cmc"], out_dir / "cmc.png",
-                        title=f"CMC ({results['protocol']} protocol, {results['num_query']} queries)")]
-    if ds is not None and distmat is not None:
-        qp, qc = _ids(ds.query, "pid"), _ids(ds.query, "camid")
-        gp, gc = _ids(ds.gallery, "pid"), _ids(ds.gallery, "camid")
-        for qi in range(min(num_grids, len(ds.query))):
-            order = _kept_ranking(distmat[qi].cpu(), qp[qi], qc[qi], gp, gc, results["protocol"])[:topk].tolist()
-            written.append(plot_ranked_results(
-                ds.query["frames"].iloc[qi],
-                [ds.gallery["frames"].iloc[g] for g in order],
-                out_dir / f"query_{qi:04d}.png",
-                matches=[bool(gp[g] == qp[qi]) for g in order],
-                captions=[f"#{r + 1} pid {int(gp[g])} c{int(gc[g])} d={float(distmat[qi, g]):.3f}"
-                          for r, g in enumerate(order)],
-                query_caption=f"query {qi}: pid {int(qp[qi])}, camera {int(qc[qi])}",
-            ))
-    if ds is not None and model is not None and hasattr(model, "temporal_affinity"):
-        path = _affinity_plot(model, ds.query.iloc[[0]], opts, out_dir / "affinity.png", console)
-        if path is not None:
-            written.append(path)
-    return written
-
-
-def _affinity_plot(model, df, opts, path, console):
-    import torch
-
-    from ..data import build_test_loader
-    from ..errors import ConfigError
-    from ..viz import plot_affinity
-
-    loader = build_test_loader(df, seq_len=opts["seq_len"], mode="evenly", image_size=opts["image_size"],
-                               batch_size=1, num_workers=0)
-    clips, _ = next(iter(loader))
-    try:
-        with torch.no_grad():
-            weights = model.temporal_affinity(clips[:1].to(opts["device"]))
-    except ConfigError as exc:  # a model without the temporal branch
-        console.print(f"[yellow]no affinity plot:[/] {exc}")
-        return None
-    T = clips.size(1)
-    P = weights.shape[-1] // T
-    return plot_affinity(weights, list(clips[0]), P, path,
-                         title=f"temporal affinity, query 0 (pid {int(df['pid'].iloc[0])})")
+def _print_lines(console, lines) -> None:
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- commands
 def _evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..evaluation import evaluate_descriptors, print_results
+    from ..evaluation import evaluate_dataset_descriptors, evaluate_descriptors, extract_query_gallery, print_results
 
     console = Console(stderr=args.json)
-    progress = not args.json
-    model, ds, opts = None, None, {}
+    model, ds, options = None, None, None
     if args.features:
-        blob = read_features(args.features)
-        qf, gf = blob["query_features"], blob["gallery_features"]
-        q_pids, q_cams = blob["query_pids"], blob["query_camids"]
-        g_pids, g_cams = blob["gallery_pids"], blob["gallery_camids"]
-        protocol = args.protocol or blob.get("protocol") or "standard"
-        metric = args.metric or "euclidean"
-        device = _device(args.device)
-        title = f"descriptors {Path(args.features).name}"
-        if args.plots and blob.get("dataset") and blob.get("root"):
-            try:  # frames for the ranked-results grids
-                # the synthetic set is read back as the MARS-layout folder it was generated into
-                name = "mars" if blob["dataset"] == "synthetic" else blob["dataset"]
-                ds = _load_dataset(name, blob["root"], protocol)
-                if len(ds.query) != len(qf) or len(ds.gallery) != len(gf):
-                    ds = None
-            except Exception:  # the dataset moved: draw the CMC curve only
-                ds = None
-    else:
-        model, cfg, opts = _load_model(args)
-        ds = _load_dataset(opts["dataset"], opts["root"], opts["protocol"])
-        qf, gf = _extract_both(model, ds, opts, progress)
-        q_pids, q_cams, g_pids, g_cams = (_ids(ds.query, "pid"), _ids(ds.query, "camid"),
-                                          _ids(ds.gallery, "pid"), _ids(ds.gallery, "camid"))
-        protocol, metric, device = opts["protocol"], opts["metric"], opts["device"]
-        title = f"{Path(args.checkpoint).name} on {getattr(ds, 'name', opts['dataset'])}"
-    results = evaluate_descriptors(
-        qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric, rerank=args.rerank, protocol=protocol,
-        max_rank=args.max_rank, device=device if device.type != "cpu" else None,
-    )
-    if opts:
-        results.update(mode=opts["mode"], seq_len=opts["seq_len"], flip=opts["flip"],
-                       dataset=getattr(ds, "name", None))
-    if args.plots:
-        from ..metrics import compute_distance, re_ranking
+        from ..distributed import resolve_device
+        from ..evaluation.descriptor_file import descriptor_file_dataset, read_descriptor_file
 
-        distmat = None
-        if ds is not None:
-            distmat = re_ranking(qf, gf, metric=metric) if args.rerank else compute_distance(qf, gf, metric)
-        written = _write_plots(args.plots, results, distmat, ds, model, opts or {"device": device},
-                               args.num_grids, args.topk, console)
+        blob = read_descriptor_file(args.features)
+        protocol = args.protocol or blob.get("protocol") or "standard"
+        device = resolve_device(args.device, option="--device")
+        results, distmat = evaluate_descriptors(
+            blob["query_features"], blob["gallery_features"], blob["query_pids"], blob["gallery_pids"],
+            blob["query_camids"], blob["gallery_camids"], metric=args.metric or "euclidean", rerank=args.rerank,
+            protocol=protocol, max_rank=args.max_rank, device=device if device.type != "cpu" else None,
+            return_distances=True)
+        title = f"descriptors {Path(args.features).name}"
+        if args.plots:
+            ds = descriptor_file_dataset(blob, protocol)  # the frames for the ranked-results grids
+    else:
+        model, cfg, options = _load_model(args)
+        ds = _test_dataset(cfg, args)
+        qf, gf = extract_query_gallery(model, ds, options)
+        results, distmat = evaluate_dataset_descriptors(qf, gf, ds, options, metric=args.metric or cfg.eval.metric,
+                                                        rerank=args.rerank, max_rank=args.max_rank,
+                                                        return_distances=True)
+        title = f"{Path(args.checkpoint).name} on {ds.name}"
+    if args.plots:
+        from ..viz import plot_evaluation
+
+        written, notes = plot_evaluation(args.plots, results, distmat=distmat, dataset=ds, model=model,
+                                         options=options, num_grids=args.num_grids, topk=args.topk)
         results["plots"] = [str(p) for p in written]
+        _print_lines(console, notes)
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -367,125 +203,59 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    model, cfg, opts = _load_model(args)
-    ds = _load_dataset(opts["dataset"], opts["root"], opts["protocol"])
-    qf, gf = _extract_both(model, ds, opts, progress=True)
-    path = write_features(args.out, qf, gf, ds, opts)
+    from ..evaluation import extract_query_gallery, write_descriptor_file
+
+    model, cfg, options = _load_model(args)
+    ds = _test_dataset(cfg, args)
+    qf, gf = extract_query_gallery(model, ds, options)
+    path = write_descriptor_file(args.out, qf, gf, ds, options)
     Console().print(f"wrote {len(qf)} query and {len(gf)} gallery descriptors (dim {qf.shape[1]}, "
-                    f"{opts['protocol']} protocol) to {path}")
+                    f"{ds.protocol} protocol) to {path}")
     return 0
 
 
-def _pick_tracklet(table, choice: str | None, source: str):
-    """Row of ``table`` named by ``choice`` (a row number or a tracklet name); the only row when None."""
-    from ..errors import ConfigError
-
-    if choice is None:
-        if len(table) == 1:
-            return 0
-        names = ", ".join(table["tracklet"].head(5))
-        raise ConfigError(f"{source} holds {len(table)} tracklets ({names}{', ...' if len(table) > 5 else ''}): "
-                          "pick one with --query-tracklet NAME or --query-tracklet ROW")
-    if choice.isdigit():
-        row = int(choice)
-        if row >= len(table):
-            raise ConfigError(f"--query-tracklet {choice}: {source} has rows 0..{len(table) - 1}")
-        return row
-    hits = (table["tracklet"].astype(str) == choice).to_numpy().nonzero()[0]
-    if not len(hits):
-        names = ", ".join(table["tracklet"].head(5))
-        raise ConfigError(f"--query-tracklet {choice}: no such tracklet in {source} (e.g. {names})")
-    return int(hits[0])
-
-
-def _search_tables(args, opts):
+def _search_tables(args, cfg):
     """``(query row as a one-row table, query source name, gallery table, gallery source name)``."""
-    import pandas as pd
-
-    from ..data.datasets.scan import scan_tracklets
+    from ..data.datasets.scan import pick_tracklet, scan_tracklets
 
     ds = None
 
     def dataset():
         nonlocal ds
         if ds is None:
-            ds = _load_dataset(opts["dataset"], opts["root"], opts["protocol"])
+            ds = _test_dataset(cfg, args)
         return ds
 
     if args.query:
         queries, qsource = scan_tracklets(args.query, "query folder"), f"query folder {args.query}"
     else:
         queries, qsource = dataset().query.reset_index(drop=True), f"the {dataset().name} query split"
-    query = queries.iloc[[_pick_tracklet(queries, args.query_tracklet, qsource)]].reset_index(drop=True)
+    query = queries.iloc[[pick_tracklet(queries, args.query_tracklet, qsource)]].reset_index(drop=True)
     if args.gallery:
         gallery, gsource = scan_tracklets(args.gallery, "gallery folder"), f"gallery folder {args.gallery}"
     else:
         gallery = getattr(dataset(), args.split).reset_index(drop=True)
         gsource = f"the {dataset().name} {args.split} split"
-    for table in (query, gallery):
-        if "known" not in table.columns:  # dataset splits: identities come from the dataset's own tables
-            table["known"] = True
-    gallery["tracklet"] = gallery["tracklet"].astype(str)
-    return query, qsource, pd.DataFrame(gallery), gsource
+    return query, qsource, gallery, gsource
 
 
 def _search(args: argparse.Namespace) -> int:
-    import torch
     from rich.console import Console
     from rich.table import Table
 
     from ..errors import ConfigError
-    from ..evaluation import extract_split
-    from ..metrics import compute_distance
+    from ..evaluation import search_gallery
 
     if not args.query and args.query_tracklet is None:
         raise ConfigError("search: give the query as --query DIR (a folder of frames) or --query-tracklet ID "
                           "(a tracklet of the dataset's query split)")
     console = Console(stderr=args.json, soft_wrap=True)
-    model, cfg, opts = _load_model(args)
-    query, qsource, gallery, gsource = _search_tables(args, opts)
-
-    # Never let the query find itself: drop gallery tracklets that share frames with it.
-    query_files = {str(Path(f).resolve()) for f in query["frames"].iloc[0]}
-    itself = [bool(query_files.intersection(str(Path(f).resolve()) for f in frames)) for frames in gallery["frames"]]
-    excluded = gallery.loc[itself, "tracklet"].tolist()
-    gallery = gallery.loc[[not x for x in itself]].reset_index(drop=True)
-    if not len(gallery):
-        raise ConfigError(f"{gsource}: no gallery tracklet left once the query's own frames are left out")
-
-    q_name = str(query["tracklet"].iloc[0])
-    if args.query_pid is not None:
-        q_pid, q_cam = args.query_pid, None
-    elif bool(query["known"].iloc[0]):
-        q_pid, q_cam = int(query["pid"].iloc[0]), int(query["camid"].iloc[0])
-    else:
-        q_pid, q_cam = None, None
-
-    common = _extract_kwargs(opts)
-    qf = extract_split(model, query, description="query", progress=not args.json, **common)
-    gf = extract_split(model, gallery, description="gallery", progress=not args.json, **common)
-    dist = compute_distance(qf, gf, opts["metric"])[0]
-    k = min(args.topk, len(gallery))
-    order = torch.argsort(dist, stable=True)[:k].tolist()
-
-    def match(g):
-        if q_pid is None or not bool(gallery["known"].iloc[g]):
-            return None  # unknown identity: neither right nor wrong
-        return int(gallery["pid"].iloc[g]) == q_pid
-
-    rows = [{"rank": r + 1, "distance": float(dist[g]), "tracklet": str(gallery["tracklet"].iloc[g]),
-             "pid": int(gallery["pid"].iloc[g]) if gallery["known"].iloc[g] else None,
-             "camid": int(gallery["camid"].iloc[g]) if gallery["known"].iloc[g] else None,
-             "num_frames": int(gallery["num_frames"].iloc[g]), "match": match(g)}
-            for r, g in enumerate(order)]
-    notes = []
-    if excluded:
-        notes.append(f"left out {len(excluded)} gallery tracklet(s) holding the query's own frames "
-                     f"({', '.join(excluded[:3])})")
-    if all(r["match"] is None for r in rows):
-        why = ("the query's identity is unknown (no --query-pid, and its names are not MARS/Duke-style)"
-               if q_pid is None else "the gallery's identities are unknown (no MARS/Duke-style names)")
-        notes.append(f"{why}: results are not marked right or wrong")
+    model, cfg, options = _load_model(args)
+    query, qsource, gallery, gsource = _search_tables(args, cfg)
+    metric = args.metric or cfg.eval.metric
+    found = search_gallery(model, query, gallery, options, metric=metric, topk=args.topk,
+                           query_pid=args.query_pid, gallery_source=gsource)
+    rows = found.rows
     if args.grid:
         from ..viz import plot_ranked_results
 
@@ -493,19 +263,20 @@ def _search(args: argparse.Namespace) -> int:
             who = "" if r["pid"] is None else f" pid {r['pid']} c{r['camid']}"
             return f"#{r['rank']}{who} d={r['distance']:.3f}"
 
-        who = "" if q_pid is None else f", pid {q_pid}" + ("" if q_cam is None else f" c{q_cam}")
-        plot_ranked_results(query["frames"].iloc[0], [gallery["frames"].iloc[g] for g in order], args.grid,
+        who = "" if found.query_pid is None else (
+            f", pid {found.query_pid}" + ("" if found.query_camid is None else f" c{found.query_camid}"))
+        plot_ranked_results(query["frames"].iloc[0], found.ranked_frames, args.grid,
                             matches=[r["match"] for r in rows], captions=[caption(r) for r in rows],
-                            query_caption=f"query {q_name}{who}")
+                            query_caption=f"query {found.query}{who}")
     if args.json:
-        json.dump({"query": q_name, "query_source": qsource, "query_pid": q_pid, "gallery_source": gsource,
-                   "metric": opts["metric"], "mode": opts["mode"], "excluded": excluded, "notes": notes,
-                   "results": rows}, sys.stdout, indent=2)
+        json.dump({"query": found.query, "query_source": qsource, "query_pid": found.query_pid,
+                   "gallery_source": gsource, "metric": metric, "mode": options.mode, "excluded": found.excluded,
+                   "notes": found.notes, "results": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    who = "" if q_pid is None else f", pid {q_pid}"
-    table = Table(title=f"top {k} of {len(gallery)} tracklets of {gsource} for query {q_name}{who} "
-                        f"({opts['metric']}, {opts['mode']} frames)")
+    who = "" if found.query_pid is None else f", pid {found.query_pid}"
+    table = Table(title=f"top {len(rows)} of {found.num_gallery} tracklets of {gsource} for query {found.query}{who} "
+                        f"({metric}, {options.mode} frames)")
     for col in ("rank", "distance", "tracklet", "pid", "camera", "frames"):
         table.add_column(col, justify="left" if col == "tracklet" else "right")
     for r in rows:
@@ -514,8 +285,7 @@ def _search(args: argparse.Namespace) -> int:
                       "-" if r["pid"] is None else str(r["pid"]), "-" if r["camid"] is None else str(r["camid"]),
                       str(r["num_frames"]), style=style)
     console.print(table)
-    for note in notes:
-        console.print(f"note: {note}", highlight=False, markup=False)
+    _print_lines(console, [f"note: {note}" for note in found.notes])
     if args.grid:
         console.print(f"grid: {args.grid}", highlight=False, markup=False)
     return 0

@@ -59,8 +59,8 @@ def _flag_table(args) -> dict:
 
 def build_config(args):
     """``(config, resume checkpoint or None)`` from the parsed arguments."""
-    from ..training.config import config_from_dict, load_config
-    from ..training.trainer import config_for_resume
+    from ..config import config_from_dict, load_config
+    from ..training import config_for_resume
 
     flags = _flag_table(args)
 
@@ -86,11 +86,11 @@ def build_config(args):
 
 
 def run(args) -> int:
-    from ..training.trainer import train
+    from ..training import train
 
     cfg, resume = build_config(args)
     if args.print_config:
-        from ..training.config import dump_toml
+        from ..config import dump_toml
 
         print(dump_toml(cfg), end="")
         return 0

@@ -1,7 +1,7 @@
 """Tracklet data: graphs, dataset readers, the synthetic generator, samplers and loaders."""
 
 from .tracklet import TrackletData, tracklet_batch
-from .datasets import DATASETS, PROTOCOLS, ReIDDataset, load_dataset
+from .datasets import DATASETS, PROTOCOLS, ReIDDataset, load_configured_dataset, load_dataset
 from .synth import SynthConfig, default_cache_dir, ensure_synthetic, generate_synthetic
 from .sampling import RandomIdentitySampler, all_clips, evenly, restricted_random
 from .transforms import CorruptFrameError, TrackletTransform, read_frame
@@ -9,7 +9,7 @@ from .loader import build_test_loader, build_train_loader
 
 __all__ = [
     "TrackletData", "tracklet_batch",
-    "load_dataset", "ReIDDataset", "DATASETS", "PROTOCOLS",
+    "load_dataset", "load_configured_dataset", "ReIDDataset", "DATASETS", "PROTOCOLS",
     "ensure_synthetic", "generate_synthetic", "SynthConfig", "default_cache_dir",
     "RandomIdentitySampler", "restricted_random", "evenly", "all_clips",
     "TrackletTransform", "read_frame", "CorruptFrameError",

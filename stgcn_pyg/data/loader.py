@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from ..config import DEFAULT_IMAGE_SIZE
 from ..errors import ConfigError, DatasetError
 from .sampling import RandomIdentitySampler, all_clips, evenly, restricted_random
 from ..graphs import TrackletGraph
@@ -30,7 +31,10 @@ from .tracklet import TrackletData, resolve_graph
 from .transforms import CorruptFrameError, TrackletTransform, normalize_frames, read_frame
 
 __all__ = ["build_train_loader", "build_test_loader", "load_tracklet_frames", "TrainLoader", "TestLoader",
-           "TrackletTrainSet", "ClipTestSet"]
+           "TrackletTrainSet", "ClipTestSet", "TEST_MODES"]
+
+TEST_MODES = ("all", "evenly")
+"""How test clips cover a tracklet: every frame in consecutive clips, or one clip of evenly spaced frames."""
 
 log = logging.getLogger("stgcn_pyg.data")
 
@@ -192,7 +196,7 @@ def _pin(pin_memory):
 
 
 def build_train_loader(df: pd.DataFrame, *, seq_len: int = 8, num_ids: int = 16, num_instances: int = 4,
-                       image_size=(256, 128), graph: TrackletGraph | None = None, num_stripes: int | None = None,
+                       image_size=DEFAULT_IMAGE_SIZE, graph: TrackletGraph | None = None, num_stripes: int | None = None,
                        temporal_topology=None, spatial_topology=None, num_workers: int = 0, seed: int = 0,
                        random_erasing: bool = False, rank: int = 0, world_size: int = 1,
                        pin_memory=None, flip_prob: float = 0.5, prefetch_factor: int = 4,
@@ -231,7 +235,7 @@ class ClipTestSet(Dataset):
         elif mode == "evenly":
             self.clips = [(t, evenly(len(f), seq_len)) for t, f in enumerate(self.frames)]
         else:
-            raise ConfigError(f"unknown test sampling mode {mode!r}: use 'all' or 'evenly'")
+            raise ConfigError(f"unknown test sampling mode {mode!r}: use {' or '.join(map(repr, TEST_MODES))}")
         self.transform = transform
 
     def __len__(self) -> int:
@@ -270,7 +274,7 @@ class TestLoader:
             yield clips, index
 
 
-def build_test_loader(df: pd.DataFrame, *, seq_len: int = 8, mode: str = "all", image_size=(256, 128),
+def build_test_loader(df: pd.DataFrame, *, seq_len: int = 8, mode: str = "all", image_size=DEFAULT_IMAGE_SIZE,
                       batch_size: int = 32, num_workers: int = 0, pin_memory=None,
                       prefetch_factor: int = 4) -> TestLoader:
     """Clips of a query or gallery table in tracklet order (memory bounded by ``batch_size``)."""

@@ -18,6 +18,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 from torchvision.io import ImageReadMode, decode_image
 
+from ..config import DEFAULT_IMAGE_SIZE
 from ..errors import DatasetError
 
 __all__ = ["CorruptFrameError", "read_frame", "TrackletTransform", "normalize_frames", "erasing_params",
@@ -110,7 +111,7 @@ class TrackletTransform:
     (resize and flip), for pipelines that normalise later on the GPU.
     """
 
-    def __init__(self, image_size=(256, 128), train: bool = False, flip_prob: float = 0.5,
+    def __init__(self, image_size=DEFAULT_IMAGE_SIZE, train: bool = False, flip_prob: float = 0.5,
                  random_erasing: bool = False, erasing_prob: float = 0.5,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.size = (int(image_size[0]), int(image_size[1]))

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config import DEFAULT_IMAGE_SIZE, Config, config_to_dict
 from ..errors import STGCNError
 
 __all__ = [
@@ -124,8 +125,8 @@ class ExportResult:
     """max |exported - eager| / max |eager| on a random batch of 2 clips (None when not checked)."""
 
 
-def _metadata(model, config: dict | None, seq_len: int, image_size: tuple[int, int]) -> dict:
-    config = copy.deepcopy(config) if isinstance(config, dict) else {}
+def _metadata(model, config: Config | dict | None, seq_len: int, image_size: tuple[int, int]) -> dict:
+    config = config_to_dict(config) if isinstance(config, Config) else copy.deepcopy(config or {})
     # The defaults evaluate/extract/search read from a checkpoint's config, set to what the file accepts.
     config.setdefault("eval", {})["seq_len"] = seq_len
     config.setdefault("data", {})["image_size"] = list(image_size)
@@ -182,7 +183,7 @@ def _relative_difference(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def export_model(model: nn.Module, out: str | os.PathLike, fmt: str | None = None, *, seq_len: int,
-                 image_size=(256, 128), config: dict | None = None, opset: int = DEFAULT_OPSET,
+                 image_size=DEFAULT_IMAGE_SIZE, config: Config | dict | None = None, opset: int = DEFAULT_OPSET,
                  check: bool = True, source: str | None = None) -> ExportResult:
     """Export the descriptor model of ``model`` (an ``STGCN``) to ``out``.
 
@@ -192,7 +193,7 @@ def export_model(model: nn.Module, out: str | os.PathLike, fmt: str | None = Non
         fmt: ``"onnx"`` or ``"torch-export"`` (default: from ``out``'s suffix).
         seq_len: frames per clip, ``T``, fixed in the exported graph.
         image_size: ``(H, W)`` of the frames, fixed in the exported graph.
-        config: the checkpoint's config dict, stored in the file.
+        config: the checkpoint's config, stored in the file.
         opset: the ONNX opset.
         check: run the exported file on a random batch and compare with eager
             (needs onnxruntime for ONNX; skipped when it is not installed).
@@ -273,14 +274,13 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt
                       check: bool = True) -> ExportResult:
     """Export the descriptor model of a checkpoint written by ``stgcn-pyg train``.
 
-    ``seq_len`` defaults to the checkpoint's ``eval.seq_len`` (else
-    ``data.seq_len``), ``image_size`` to its ``data.image_size``.
+    ``seq_len`` defaults to the checkpoint's ``eval.seq_len``, ``image_size``
+    to its ``data.image_size``.
     """
-    from ..training import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     model, config = load_checkpoint(checkpoint, map_location="cpu")
-    data, ev = config.get("data") or {}, config.get("eval") or {}
-    seq_len = seq_len or ev.get("seq_len") or data.get("seq_len") or 8
-    image_size = tuple(image_size or data.get("image_size") or (256, 128))
+    seq_len = seq_len or config.eval.seq_len
+    image_size = tuple(image_size or config.data.image_size)
     return export_model(model, out, fmt, seq_len=seq_len, image_size=image_size, config=config, opset=opset,
                         check=check, source=str(checkpoint))

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ..config import Config, config_from_dict
+from ..errors import STGCNError
 from .export import (EXPORT_FORMAT_TAG, INPUT_NAME, METADATA_KEY, PT2_METADATA_FILE, ExportError,
                      format_from_path, require)
 
@@ -26,8 +28,10 @@ class ExportedEncoder:
     """An exported descriptor model: clips ``[B, T, 3, H, W]`` -> ``f_all [B, D]`` (float32, on the CPU).
 
     ``T``, ``H`` and ``W`` are the export's (``seq_len``, ``image_size``);
-    ``config`` is the checkpoint's config dict with ``eval.seq_len`` and
-    ``data.image_size`` set to them.
+    ``config`` is the checkpoint's :class:`~stgcn_pyg.config.Config` (the
+    defaults where this version cannot read it) with ``eval.seq_len`` and
+    ``data.image_size`` set to them; ``cfg`` its model section (None when
+    unreadable).
     """
 
     training = False
@@ -41,8 +45,9 @@ class ExportedEncoder:
         self.descriptor_dim = int(metadata["descriptor_dim"])
         self.num_stripes = int(metadata["num_stripes"])
         self.branches = list(metadata["branches"])
-        self.config = metadata.get("config") or {}
-        self.cfg = _model_config(self.config)
+        self.config, readable = _stored_config(metadata.get("config") or {})
+        self.config.eval.seq_len, self.config.data.image_size = self.seq_len, list(self.image_size)
+        self.cfg = self.config.model if readable else None
         self._run = runner
         self.device = device
 
@@ -158,15 +163,12 @@ def _parse_metadata(raw: str | None, path: Path, kind: str) -> dict:
     return meta
 
 
-def _model_config(config: dict):
-    """The ModelConfig of the stored config, or None when this version cannot read it."""
-    from ..errors import STGCNError
-    from ..training.config import config_from_dict
-
+def _stored_config(config: dict) -> tuple[Config, bool]:
+    """``(config, readable)``: the stored config, or the defaults when this version cannot read it."""
     try:
-        return config_from_dict(config).model
+        return config_from_dict(config), True
     except (STGCNError, TypeError, ValueError):
-        return None
+        return Config(), False
 
 
 def load_exported(path: str | os.PathLike, fmt: str | None = None) -> ExportedEncoder:
@@ -182,16 +184,16 @@ def load_exported(path: str | os.PathLike, fmt: str | None = None) -> ExportedEn
     raise ExportError(f"{file}: not an exported model (expected a .onnx or .pt2 file)")
 
 
-def load_model_file(path: str | os.PathLike, map_location="cpu"):
-    """``(model, config_dict)`` of a checkpoint, or of a file written by ``stgcn-pyg export``.
+def load_model_file(path: str | os.PathLike, map_location="cpu") -> tuple[object, Config]:
+    """``(model, config)`` of a checkpoint, or of a file written by ``stgcn-pyg export``.
 
     An exported file (``*.onnx``, ``*.pt2``) gives an :class:`ExportedEncoder`
     and the config stored in it; anything else is read as a checkpoint
-    (:func:`stgcn_pyg.training.load_checkpoint`).
+    (:func:`stgcn_pyg.checkpoint.load_checkpoint`).
     """
     if format_from_path(path) is not None:
         encoder = load_exported(path)
         return encoder, encoder.config
-    from ..training import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     return load_checkpoint(path, map_location=map_location)

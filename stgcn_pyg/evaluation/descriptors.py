@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..metrics.rank import EvaluationError
+from ..errors import EvaluationError
 
 __all__ = ["extract_descriptors"]
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import EvaluationError
 from ..metrics import compute_distance, evaluate_rank, re_ranking
-from ..metrics.rank import EvaluationError
 from .descriptors import extract_descriptors
+from .options import TestOptions
 
-__all__ = ["evaluate_model", "evaluate_descriptors", "extract_split", "print_results", "RANKS"]
+__all__ = ["evaluate_model", "evaluate_descriptors", "evaluate_dataset_descriptors", "extract_split",
+           "extract_query_gallery", "tracklet_ids", "print_results", "RANKS", "SCORE_KEYS"]
 
 RANKS = (1, 5, 10, 20)
+SCORE_KEYS = tuple(f"rank{r}" for r in RANKS) + ("mAP", "mINP")
+"""The scores (percentages) of every results dict, in the order tables and logs show them."""
 
 
 def tracklet_ids(df, column: str) -> torch.Tensor:
@@ -21,28 +25,29 @@ def tracklet_ids(df, column: str) -> torch.Tensor:
     return torch.from_numpy(np.array(df[column], dtype=np.int64))
 
 
-def extract_split(
-    model,
-    df,
-    *,
-    seq_len: int = 8,
-    mode: str = "all",
-    image_size=(256, 128),
-    device="cpu",
-    batch_size: int = 32,
-    num_workers: int = 0,
-    flip: bool = False,
-    progress: bool = True,
-    description: str = "descriptors",
-) -> torch.Tensor:
-    """Descriptors [len(df), D] of one tracklet table (query or gallery) with ``model.encode``."""
+def _options(options: TestOptions | None, settings: dict) -> TestOptions:
+    """``options`` with keyword settings on top (the keyword form: ``seq_len=4, mode="evenly"``)."""
+    return (options or TestOptions()).replace(**settings)
+
+
+def extract_split(model, df, options: TestOptions | None = None, *, description: str = "descriptors",
+                  **settings) -> torch.Tensor:
+    """Descriptors [len(df), D] of one tracklet table (query or gallery) with ``model.encode``.
+
+    ``options`` (default :class:`TestOptions`()), or its fields as keywords, say how clips are drawn.
+    """
     from ..data import build_test_loader
 
-    loader = build_test_loader(
-        df, seq_len=seq_len, mode=mode, image_size=image_size, batch_size=batch_size, num_workers=num_workers
-    )
-    return extract_descriptors(model.encode, loader, len(df), device, flip=flip, progress=progress,
-                               description=description)
+    options = _options(options, settings)
+    loader = build_test_loader(df, **options.loader_settings())
+    return extract_descriptors(model.encode, loader, len(df), options.device, flip=options.flip,
+                               progress=options.progress, description=description)
+
+
+def extract_query_gallery(model, dataset, options: TestOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(qf, gf)``: the descriptors of ``dataset.query`` and ``dataset.gallery``."""
+    return tuple(extract_split(model, getattr(dataset, split), options, description=f"{split} descriptors")
+                 for split in ("query", "gallery"))
 
 
 def evaluate_descriptors(
@@ -58,12 +63,15 @@ def evaluate_descriptors(
     protocol: str = "standard",
     max_rank: int = 50,
     device=None,
-) -> dict:
+    return_distances: bool = False,
+):
     """Scores of query/gallery descriptors: the dict that :func:`print_results` shows.
 
     Keys: ``rank1``, ``rank5``, ``rank10``, ``rank20``, ``mAP``, ``mINP``
     (percentages), ``cmc`` (list of fractions, length ``max_rank``),
     ``protocol``, ``metric``, ``rerank``, ``num_query``, ``num_gallery``.
+    With ``return_distances=True``: ``(scores, distmat)``, the (re-ranked)
+    distances the scores come from, for pictures of the rankings.
     """
     qf, gf = torch.as_tensor(qf), torch.as_tensor(gf)
     if device is not None:
@@ -86,55 +94,57 @@ def evaluate_descriptors(
         num_query=int(distmat.shape[0]),
         num_gallery=int(distmat.shape[1]),
     )
-    return out
+    return (out, distmat) if return_distances else out
+
+
+def evaluate_dataset_descriptors(qf, gf, dataset, options: TestOptions, *, metric: str = "euclidean",
+                                 rerank: bool = False, max_rank: int = 50, return_distances: bool = False):
+    """:func:`evaluate_descriptors` of ``dataset``'s query and gallery (its ids and protocol), the results
+    also naming how the descriptors were made (``mode``, ``seq_len``, ``flip``) and the ``dataset``."""
+    q, g = dataset.query, dataset.gallery
+    device = torch.device(options.device)
+    scored = evaluate_descriptors(
+        qf, gf, tracklet_ids(q, "pid"), tracklet_ids(g, "pid"), tracklet_ids(q, "camid"), tracklet_ids(g, "camid"),
+        metric=metric, rerank=rerank, protocol=getattr(dataset, "protocol", "standard") or "standard",
+        max_rank=max_rank, device=device if device.type != "cpu" else None, return_distances=return_distances,
+    )
+    results = scored[0] if return_distances else scored
+    results.update(mode=options.mode, seq_len=options.seq_len, flip=bool(options.flip),
+                   dataset=getattr(dataset, "name", None))
+    return scored
 
 
 def evaluate_model(
     model,
     dataset,
+    options: TestOptions | None = None,
     *,
-    seq_len: int = 8,
-    mode: str = "all",
-    image_size=(256, 128),
-    device="cpu",
     metric: str = "euclidean",
     rerank: bool = False,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    flip: bool = False,
     max_rank: int = 50,
-    progress: bool = True,
     return_features: bool = False,
+    **settings,
 ) -> dict:
     """Rank-k, mAP and mINP of ``model`` on ``dataset.query`` against ``dataset.gallery``.
 
-    Descriptors come from ``model.encode`` over the dataset's test clips:
-    ``mode="all"`` (dense: every frame, consecutive clips of ``seq_len``,
-    averaged) or ``"evenly"`` (one clip of ``seq_len`` evenly spaced frames).
-    The protocol is the dataset's (``dataset.protocol``, "standard" when it
-    has none). The model is put in eval mode and restored afterwards.
+    Descriptors come from ``model.encode`` over the dataset's test clips, drawn
+    as ``options`` (or its fields as keywords) say: ``mode="all"`` (dense:
+    every frame, consecutive clips of ``seq_len``, averaged) or ``"evenly"``
+    (one clip of ``seq_len`` evenly spaced frames). The protocol is the
+    dataset's (``dataset.protocol``, "standard" when it has none). The model
+    is put in eval mode and restored afterwards.
 
-    Returns the dict of :func:`evaluate_descriptors`; with
+    Returns the dict of :func:`evaluate_dataset_descriptors`; with
     ``return_features=True`` it also holds ``qf``/``gf`` (CPU tensors).
     """
-    protocol = getattr(dataset, "protocol", "standard") or "standard"
+    options = _options(options, settings)
     was_training = model.training
     model.eval()
     try:
-        common = dict(seq_len=seq_len, mode=mode, image_size=image_size, device=device, batch_size=batch_size,
-                      num_workers=num_workers, flip=flip, progress=progress)
-        qf = extract_split(model, dataset.query, description="query descriptors", **common)
-        gf = extract_split(model, dataset.gallery, description="gallery descriptors", **common)
+        qf, gf = extract_query_gallery(model, dataset, options)
     finally:
         model.train(was_training)
-    results = evaluate_descriptors(
-        qf, gf,
-        tracklet_ids(dataset.query, "pid"), tracklet_ids(dataset.gallery, "pid"),
-        tracklet_ids(dataset.query, "camid"), tracklet_ids(dataset.gallery, "camid"),
-        metric=metric, rerank=rerank, protocol=protocol, max_rank=max_rank,
-        device=device if torch.device(device).type != "cpu" else None,
-    )
-    results.update(mode=mode, seq_len=seq_len, flip=bool(flip), dataset=getattr(dataset, "name", None))
+    results = evaluate_dataset_descriptors(qf, gf, dataset, options, metric=metric, rerank=rerank, max_rank=max_rank)
     if return_features:
         results.update(qf=qf, gf=gf)
     return results

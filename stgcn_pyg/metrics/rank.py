@@ -30,20 +30,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ..errors import STGCNError
+from ..errors import EvaluationError
 
-__all__ = ["EvaluationError", "evaluate_rank", "PROTOCOLS"]
+__all__ = ["EvaluationError", "evaluate_rank", "PROTOCOLS", "junk_mask", "rank_gallery"]
 
 PROTOCOLS = ("standard", "official")
+"""How a ranking is scored (see :func:`evaluate_rank`): which gallery items are junk, and how AP is summed."""
 
 # Elements of a [chunk, G] block handled at once. Three blocks are live (the
 # distances, the rows being scored and the next rows being sorted), so 2**22
 # elements keep the working set near 50 MB whatever the gallery size.
 _DEFAULT_MAX_ELEMENTS = 1 << 22
-
-
-class EvaluationError(STGCNError, ValueError):
-    """Inputs to an evaluation function that do not fit together."""
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -290,6 +287,22 @@ def _score_chunks(distmat, q_pids, q_camids, gal, protocol, device, chunk_size, 
             valids.append(has)
 
     return first_counts, aps, inps, firsts, valids
+
+
+def junk_mask(q_pid, q_camid, g_pids, g_camids, protocol: str = "standard"):
+    """The gallery items one query ignores: its own pid seen by its own camera, and in the official
+    protocol every pid -1 item. A bool array like ``g_pids`` (tensors or numpy arrays)."""
+    junk = (g_pids == q_pid) & (g_camids == q_camid)
+    if protocol == "official":
+        junk = junk | (g_pids == -1)
+    return junk
+
+
+def rank_gallery(distances: torch.Tensor, q_pid, q_camid, g_pids, g_camids, protocol: str = "standard"):
+    """One query's ranking as :func:`evaluate_rank` scores it: gallery indices by ascending distance
+    (ties in gallery order), its junk left out."""
+    order = torch.argsort(distances, stable=True)
+    return order[~junk_mask(q_pid, q_camid, g_pids[order], g_camids[order], protocol)]
 
 
 def evaluate_rank(

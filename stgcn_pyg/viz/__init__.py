@@ -2,6 +2,7 @@
 
 from .affinity import plot_affinity
 from .cmc import plot_cmc
+from .evaluation_plots import plot_evaluation
 from .ranked_grid import plot_ranked_results, ranked_grid_size
 
-__all__ = ["plot_cmc", "plot_ranked_results", "ranked_grid_size", "plot_affinity"]
+__all__ = ["plot_cmc", "plot_ranked_results", "ranked_grid_size", "plot_affinity", "plot_evaluation"]

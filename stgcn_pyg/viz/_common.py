@@ -12,10 +12,6 @@ from ..errors import DatasetError
 
 __all__ = ["load_frame", "sample_evenly", "new_figure", "save_figure", "prepare_path"]
 
-# ImageNet statistics, to undo the loaders' normalisation when a clip tensor is drawn
-_MEAN = np.array([0.485, 0.456, 0.406])
-_STD = np.array([0.229, 0.224, 0.225])
-
 
 def prepare_path(path) -> Path:
     path = Path(path)
@@ -53,7 +49,9 @@ def load_frame(frame, size: tuple[int, int]):
                 raise ValueError(f"a frame tensor must be [3, H, W], got shape {tuple(arr.shape)}")
             arr = arr.expand(3, -1, -1).permute(1, 2, 0).numpy()
             if arr.dtype != np.uint8 and (arr.min() < 0 or arr.max() > 1):
-                arr = arr * _STD + _MEAN  # undo ImageNet normalisation
+                from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+                arr = arr * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)  # undo the loaders' normalisation
         else:
             arr = np.asarray(frame)
             if arr.ndim != 3 or arr.shape[2] != 3:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import DatasetError
+from ...errors import ConfigError, DatasetError
 from .base import PROTOCOLS, ReIDDataset
 from .mars import load_mars
 
-__all__ = ["load_dataset", "ReIDDataset", "DATASETS", "PROTOCOLS"]
+__all__ = ["load_dataset", "load_configured_dataset", "ReIDDataset", "DATASETS", "PROTOCOLS"]
 
 
 def _synthetic(root, protocol="standard", **kwargs) -> ReIDDataset:
@@ -77,3 +77,24 @@ def load_dataset(name: str, root=None, protocol: str = "standard", **kwargs) -> 
         if "unexpected keyword" in str(exc):
             raise DatasetError(f"dataset {key!r}: {exc}") from None
         raise
+
+
+def load_configured_dataset(data, *, progress: bool = True) -> ReIDDataset:
+    """The dataset that a config's ``data`` section (:class:`~stgcn_pyg.config.DataConfig`) names.
+
+    The synthetic set is generated on first use with the section's
+    ``synthetic_*`` sizes (into the cache when ``data.root`` is ""); any other
+    dataset needs its root folder.
+    """
+    key = _ALIASES.get(data.dataset.lower(), data.dataset.lower())
+    root = str(Path(data.root).expanduser()) if data.root else None
+    kwargs = {}
+    if key == "synthetic":
+        kwargs = dict(num_ids=data.synthetic_ids, min_frames=data.synthetic_frames[0],
+                      max_frames=data.synthetic_frames[1], height=data.synthetic_image_size[0],
+                      width=data.synthetic_image_size[1], progress=progress)
+    elif root is None:
+        raise ConfigError(f"data.root: dataset {data.dataset!r} needs its root folder (--root DIR)")
+    elif not Path(root).is_dir():
+        raise DatasetError(f"{root}: dataset root folder not found (data.root / --root)")
+    return load_dataset(key, root, protocol=data.protocol, **kwargs)

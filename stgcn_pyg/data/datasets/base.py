@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ...errors import DatasetError
+from ...metrics.rank import PROTOCOLS  # the metric's: which gallery items are junk, how AP is summed
 
 __all__ = ["ReIDDataset", "PROTOCOLS", "make_frame_table", "list_dir", "natural_key", "IMAGE_EXTENSIONS"]
 
-PROTOCOLS = ("standard", "official")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 COLUMNS = ["pid", "camid", "frames", "num_frames", "tracklet"]
 

@@ -28,7 +28,7 @@ import pandas as pd
 from ...errors import DatasetError
 from .base import IMAGE_EXTENSIONS, make_frame_table, natural_key
 
-__all__ = ["scan_tracklets", "parse_tracklet_name"]
+__all__ = ["scan_tracklets", "parse_tracklet_name", "pick_tracklet"]
 
 _EXT = r"\.(?:jpe?g|png|bmp)"
 MARS_FRAME_RE = re.compile(rf"^(\d{{4}}|00-1)C(\d)T(\d{{4}})F(\d+){_EXT}$", re.IGNORECASE)
@@ -85,3 +85,26 @@ def scan_tracklets(root: str | Path, what: str = "folder") -> pd.DataFrame:
     table = make_frame_table(rows)
     table["known"] = table["known"].astype(bool)
     return table
+
+
+def pick_tracklet(table: pd.DataFrame, choice: str | None, source: str) -> int:
+    """The row of ``table`` named by ``choice`` (a row number or a tracklet name); the only row when None.
+
+    ``source`` names the table in errors, which say how to pick (``--query-tracklet``).
+    """
+    if choice is None:
+        if len(table) == 1:
+            return 0
+        names = ", ".join(table["tracklet"].head(5))
+        raise DatasetError(f"{source} holds {len(table)} tracklets ({names}{', ...' if len(table) > 5 else ''}): "
+                           "pick one with --query-tracklet NAME or --query-tracklet ROW")
+    if choice.isdigit():
+        row = int(choice)
+        if row >= len(table):
+            raise DatasetError(f"--query-tracklet {choice}: {source} has rows 0..{len(table) - 1}")
+        return row
+    hits = (table["tracklet"].astype(str) == choice).to_numpy().nonzero()[0]
+    if not len(hits):
+        names = ", ".join(table["tracklet"].head(5))
+        raise DatasetError(f"--query-tracklet {choice}: no such tracklet in {source} (e.g. {names})")
+    return int(hits[0])

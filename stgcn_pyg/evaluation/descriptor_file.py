@@ -1,0 +1,93 @@
+"""The descriptor file: a dataset's query and gallery descriptors with their pids and cameras.
+
+``stgcn-pyg extract`` writes it and ``stgcn-pyg evaluate --features`` reads
+it: one ``torch.save`` of tensors, strings and numbers, loadable with
+``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import EvaluationError, STGCNError
+from .evaluate import tracklet_ids
+from .options import TestOptions
+
+__all__ = ["DESCRIPTOR_FILE_FORMAT", "DESCRIPTOR_KEYS", "write_descriptor_file", "read_descriptor_file",
+           "descriptor_file_dataset"]
+
+DESCRIPTOR_FILE_FORMAT = "stgcn-pyg-descriptors/1"
+DESCRIPTOR_KEYS = ("query_features", "gallery_features", "query_pids", "query_camids", "gallery_pids",
+                   "gallery_camids")
+"""What every descriptor file holds; it also names its ``dataset``, ``root``, ``protocol`` and how the
+descriptors were made (``mode``, ``seq_len``, ``flip``)."""
+
+
+def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.Tensor, dataset,
+                          options: TestOptions) -> Path:
+    """Save the descriptors ``qf``/``gf`` of ``dataset``'s query and gallery (made as ``options`` say)."""
+    from ..viz._common import prepare_path
+
+    path = prepare_path(path)
+    blob = {
+        "format": DESCRIPTOR_FILE_FORMAT,
+        "query_features": qf.float().contiguous(),
+        "gallery_features": gf.float().contiguous(),
+        "query_pids": tracklet_ids(dataset.query, "pid"),
+        "query_camids": tracklet_ids(dataset.query, "camid"),
+        "gallery_pids": tracklet_ids(dataset.gallery, "pid"),
+        "gallery_camids": tracklet_ids(dataset.gallery, "camid"),
+        "dataset": str(getattr(dataset, "name", "")),
+        "root": str(getattr(dataset, "root", "")),
+        "protocol": str(getattr(dataset, "protocol", "standard") or "standard"),
+        "mode": str(options.mode),
+        "seq_len": int(options.seq_len),
+        "flip": bool(options.flip),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_descriptor_file(path: str | os.PathLike) -> dict:
+    """The dict :func:`write_descriptor_file` saved (a weights_only load, checked), or an EvaluationError."""
+    from ..checkpoint import unreadable_reason
+
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"descriptor file not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise EvaluationError(
+            f"{path}: not a descriptor file written by `stgcn-pyg extract` ({unreadable_reason(exc)})"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != DESCRIPTOR_FILE_FORMAT:
+        raise EvaluationError(
+            f"{path}: not a descriptor file written by `stgcn-pyg extract` (no {DESCRIPTOR_FILE_FORMAT!r} tag)"
+        )
+    missing = [k for k in DESCRIPTOR_KEYS if k not in blob]
+    if missing:
+        raise EvaluationError(f"{path}: descriptor file lacks {', '.join(missing)}")
+    return blob
+
+
+def descriptor_file_dataset(blob: dict, protocol: str = "standard"):
+    """The dataset a descriptor file was extracted from (for its frames), or None when it moved or changed."""
+    from ..data import load_dataset
+
+    if not blob.get("dataset") or not blob.get("root"):
+        return None
+    # the synthetic set is read back as the MARS-layout folder it was generated into
+    name = "mars" if blob["dataset"] == "synthetic" else blob["dataset"]
+    try:
+        dataset = load_dataset(name, blob["root"], protocol=protocol)
+    except STGCNError:
+        return None
+    if len(dataset.query) != len(blob["query_features"]) or len(dataset.gallery) != len(blob["gallery_features"]):
+        return None
+    return dataset

@@ -1,0 +1,61 @@
+"""How test descriptors are made: clip sampling, batching, the flip test, the device."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from ..config import DEFAULT_IMAGE_SIZE, Config
+
+__all__ = ["TestOptions"]
+
+
+@dataclass(frozen=True)
+class TestOptions:
+    """The settings of every descriptor extraction (docs/method.md, "Testing").
+
+    Built once (:meth:`from_config` for a run's settings) and passed to
+    :func:`~stgcn_pyg.evaluation.extract_split`, :func:`~stgcn_pyg.evaluation.evaluate_model`
+    and the commands that score a model.
+    """
+
+    __test__ = False  # a settings object, not a pytest test class
+
+    seq_len: int = 8
+    """T: frames per test clip."""
+    mode: str = "all"
+    """"all": every frame, in consecutive clips of seq_len (dense); "evenly": one clip per tracklet."""
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+    """[height, width] frames are resized to (the model's training size)."""
+    batch_size: int = 32
+    """Clips per forward pass."""
+    num_workers: int = 0
+    """Data loader processes."""
+    flip: bool = False
+    """Average each clip's descriptor with its horizontally flipped clip's."""
+    device: torch.device | str = "cpu"
+    """Where the model runs."""
+    progress: bool = True
+    """Progress bars (on a terminal)."""
+
+    @classmethod
+    def from_config(cls, cfg: Config, **changes) -> "TestOptions":
+        """A run's test settings (``eval.seq_len``, ``eval.mode``, ``data.image_size``, ``eval.batch_size``,
+        ``eval.num_workers``) with ``changes`` on top; a change of None keeps the config's value."""
+        options = cls(seq_len=cfg.eval.seq_len, mode=cfg.eval.mode, image_size=tuple(cfg.data.image_size),
+                      batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers)
+        return options.replace(**changes)
+
+    def replace(self, **changes) -> "TestOptions":
+        """A copy with ``changes`` (fields of this class; None values ignored)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "image_size" in changes:
+            changes["image_size"] = tuple(int(v) for v in changes["image_size"])
+        return dataclasses.replace(self, **changes)
+
+    def loader_settings(self) -> dict:
+        """The keyword arguments of :func:`~stgcn_pyg.data.build_test_loader`."""
+        return dict(seq_len=self.seq_len, mode=self.mode, image_size=self.image_size, batch_size=self.batch_size,
+                    num_workers=self.num_workers)

@@ -1,0 +1,93 @@
+"""One query against a gallery: the ranked gallery tracklets, marked right or wrong where identities are known."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..errors import ConfigError
+from ..metrics import compute_distance
+from .evaluate import extract_split
+from .options import TestOptions
+
+__all__ = ["SearchResult", "search_gallery"]
+
+
+@dataclass
+class SearchResult:
+    """What :func:`search_gallery` found.
+
+    ``rows`` holds one dict per result, best first: ``rank``, ``distance``,
+    ``tracklet``, ``pid`` and ``camid`` (None when unknown), ``num_frames`` and
+    ``match`` (True/False, None when either identity is unknown).
+    """
+
+    query: str
+    query_pid: int | None
+    query_camid: int | None
+    rows: list[dict]
+    ranked_frames: list[list[str]]
+    """The frame paths of each result, in ``rows`` order (for a ranked-results grid)."""
+    num_gallery: int
+    """Gallery tracklets searched (those holding the query's own frames left out)."""
+    excluded: list[str] = field(default_factory=list)
+    """Gallery tracklets left out because they hold the query's own frames."""
+    notes: list[str] = field(default_factory=list)
+
+
+def _known(table: pd.DataFrame) -> pd.Series:
+    """Whether each tracklet's pid and camera are known (dataset splits always know them)."""
+    return table["known"].astype(bool) if "known" in table.columns else pd.Series(True, index=table.index)
+
+
+def search_gallery(model, query: pd.DataFrame, gallery: pd.DataFrame, options: TestOptions, *,
+                   metric: str = "euclidean", topk: int = 10, query_pid: int | None = None,
+                   gallery_source: str = "the gallery") -> SearchResult:
+    """Rank ``gallery``'s tracklets by distance to the one tracklet of ``query`` (a one-row table).
+
+    A gallery tracklet that holds any of the query's own frames is left out,
+    so the query never finds itself. ``query_pid`` gives the query's identity
+    when its table does not know it; ``gallery_source`` names the gallery in
+    errors and notes.
+    """
+    query_files = {str(Path(f).resolve()) for f in query["frames"].iloc[0]}
+    itself = [bool(query_files.intersection(str(Path(f).resolve()) for f in frames)) for frames in gallery["frames"]]
+    excluded = gallery.loc[itself, "tracklet"].astype(str).tolist()
+    gallery = gallery.loc[[not x for x in itself]].reset_index(drop=True)
+    if not len(gallery):
+        raise ConfigError(f"{gallery_source}: no gallery tracklet left once the query's own frames are left out")
+
+    if query_pid is not None:
+        q_pid, q_cam = query_pid, None
+    elif bool(_known(query).iloc[0]):
+        q_pid, q_cam = int(query["pid"].iloc[0]), int(query["camid"].iloc[0])
+    else:
+        q_pid, q_cam = None, None
+
+    qf = extract_split(model, query, options, description="query")
+    gf = extract_split(model, gallery, options, description="gallery")
+    dist = compute_distance(qf, gf, metric)[0]
+    order = torch.argsort(dist, stable=True)[:min(topk, len(gallery))].tolist()
+
+    known = _known(gallery)
+    rows = []
+    for r, g in enumerate(order):
+        pid = int(gallery["pid"].iloc[g]) if known.iloc[g] else None
+        rows.append({"rank": r + 1, "distance": float(dist[g]), "tracklet": str(gallery["tracklet"].iloc[g]),
+                     "pid": pid, "camid": int(gallery["camid"].iloc[g]) if known.iloc[g] else None,
+                     "num_frames": int(gallery["num_frames"].iloc[g]),
+                     # unknown identity: neither right nor wrong
+                     "match": None if q_pid is None or pid is None else pid == q_pid})
+    notes = []
+    if excluded:
+        notes.append(f"left out {len(excluded)} gallery tracklet(s) holding the query's own frames "
+                     f"({', '.join(excluded[:3])})")
+    if all(r["match"] is None for r in rows):
+        why = ("the query's identity is unknown (no --query-pid, and its names are not MARS/Duke-style)"
+               if q_pid is None else "the gallery's identities are unknown (no MARS/Duke-style names)")
+        notes.append(f"{why}: results are not marked right or wrong")
+    return SearchResult(str(query["tracklet"].iloc[0]), q_pid, q_cam, rows,
+                        [list(gallery["frames"].iloc[g]) for g in order], len(gallery), excluded, notes)

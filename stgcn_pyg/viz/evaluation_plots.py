@@ -1,0 +1,77 @@
+"""The pictures of one evaluation: the CMC curve, ranked-results grids of the first queries, a temporal affinity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .affinity import plot_affinity
+from .cmc import plot_cmc
+from .ranked_grid import plot_ranked_results
+
+__all__ = ["plot_evaluation"]
+
+
+def plot_evaluation(out_dir, results: dict, *, distmat: torch.Tensor | None = None, dataset=None, model=None,
+                    options=None, num_grids: int = 4, topk: int = 10) -> tuple[list[Path], list[str]]:
+    """Write ``cmc.png``, ``query_XXXX.png`` grids and ``affinity.png`` under ``out_dir``.
+
+    ``results`` are :func:`~stgcn_pyg.evaluation.evaluate_descriptors`'s; the
+    grids need ``distmat`` (the distances scored) and ``dataset`` (the
+    frames), the affinity ``dataset``, ``model`` and ``options`` (a
+    :class:`~stgcn_pyg.evaluation.TestOptions`). Returns the files written and
+    notes on pictures left out.
+    """
+    out_dir = Path(out_dir)
+    written = [plot_cmc(results["cmc"], out_dir / "cmc.png",
+                        title=f"CMC ({results['protocol']} protocol, {results['num_query']} queries)")]
+    notes: list[str] = []
+    if dataset is not None and distmat is not None:
+        written += _ranked_grids(out_dir, distmat, dataset, results["protocol"], num_grids, topk)
+    if dataset is not None and model is not None and options is not None and hasattr(model, "temporal_affinity"):
+        path = _affinity(model, dataset.query.iloc[[0]], options, out_dir / "affinity.png", notes)
+        if path is not None:
+            written.append(path)
+    return written, notes
+
+
+def _ranked_grids(out_dir: Path, distmat: torch.Tensor, dataset, protocol: str, num_grids: int,
+                  topk: int) -> list[Path]:
+    from ..evaluation import tracklet_ids
+    from ..metrics import rank_gallery
+
+    q, g = dataset.query, dataset.gallery
+    qp, qc = tracklet_ids(q, "pid"), tracklet_ids(q, "camid")
+    gp, gc = tracklet_ids(g, "pid"), tracklet_ids(g, "camid")
+    written = []
+    for qi in range(min(num_grids, len(q))):
+        order = rank_gallery(distmat[qi].cpu(), qp[qi], qc[qi], gp, gc, protocol)[:topk].tolist()
+        written.append(plot_ranked_results(
+            q["frames"].iloc[qi],
+            [g["frames"].iloc[i] for i in order],
+            out_dir / f"query_{qi:04d}.png",
+            matches=[bool(gp[i] == qp[qi]) for i in order],
+            captions=[f"#{r + 1} pid {int(gp[i])} c{int(gc[i])} d={float(distmat[qi, i]):.3f}"
+                      for r, i in enumerate(order)],
+            query_caption=f"query {qi}: pid {int(qp[qi])}, camera {int(qc[qi])}",
+        ))
+    return written
+
+
+def _affinity(model, df, options, path: Path, notes: list[str]) -> Path | None:
+    from ..data import build_test_loader
+    from ..errors import ConfigError
+
+    loader = build_test_loader(df, **options.replace(mode="evenly", batch_size=1, num_workers=0).loader_settings())
+    clips, _ = next(iter(loader))
+    try:
+        with torch.no_grad():
+            weights = model.temporal_affinity(clips[:1].to(options.device))
+    except ConfigError as exc:  # a model without the temporal branch
+        notes.append(f"no affinity plot: {exc}")
+        return None
+    T = clips.size(1)
+    P = weights.shape[-1] // T
+    return plot_affinity(weights, list(clips[0]), P, path,
+                         title=f"temporal affinity, query 0 (pid {int(df['pid'].iloc[0])})")
