@@ -11,7 +11,7 @@ from PIL import Image
 from stgcn_pyg.cli import main
 from stgcn_pyg.data import load_dataset
 from stgcn_pyg.evaluation import TestOptions, read_descriptor_file
-from stgcn_pyg.metrics import compute_distance, evaluate_rank
+from stgcn_pyg.metrics import compute_distance, evaluate_rank, re_ranking
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,9 @@ def run(capsys, argv):
     return code, out, " ".join(err.split())  # rich wraps long error lines
 
 
-def test_extract_then_evaluate_features_round_trip(setup, capsys):
+def test_extract_then_evaluate_features_round_trip(setup, capsys, monkeypatch):
+    import stgcn_pyg.evaluation.evaluate as evaluate
+
     tmp, root, ckpt = setup
     feats = tmp / "feats.pt"
     code, out, _ = run(capsys, ["extract", "--checkpoint", str(ckpt), "--out", str(feats)])
@@ -56,9 +58,12 @@ def test_extract_then_evaluate_features_round_trip(setup, capsys):
     assert res["rank1"] == pytest.approx(cmc[0] * 100) and res["mAP"] == pytest.approx(mAP * 100)
     assert res["mINP"] == pytest.approx(mINP * 100) and res["protocol"] == "standard"
 
+    reranked = []
+    monkeypatch.setattr(evaluate, "re_ranking", lambda *a, **k: reranked.append(1) or re_ranking(*a, **k))
     code, out, _ = run(capsys, ["evaluate", "--features", str(feats), "--rerank", "--metric", "cosine",
                                 "--plots", str(tmp / "fplots"), "--num-grids", "1"])
     assert code == 0 and "rank-1" in out and "mINP" in out and "standard protocol" in out and "re-ranked" in out
+    assert len(reranked) == 1  # the grids show the re-ranked distances that were scored
     # the frames for the grid are found through the dataset recorded in the file
     assert {p.name for p in (tmp / "fplots").iterdir()} == {"cmc.png", "query_0000.png"}
 

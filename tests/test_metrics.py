@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stgcn_pyg.errors import STGCNError
-from stgcn_pyg.metrics import EvaluationError, compute_distance, evaluate_rank
+from stgcn_pyg.metrics import EvaluationError, compute_distance, evaluate_rank, rank_gallery
 
 
 # --------------------------------------------------------------------------- references
@@ -169,6 +169,25 @@ def test_queries_without_match_are_skipped():
     # only same-camera matches: also skipped
     cmc, mAP = evaluate_rank(d, [5, 6], [5, 6, 7], [0, 1], [1, 1, 1], max_rank=3)
     np.testing.assert_allclose(cmc, [0, 0, 1])
+
+
+@pytest.mark.parametrize("protocol", ["standard", "official"])
+def test_rank_gallery_is_the_ranking_evaluate_rank_scores(protocol):
+    """One query's ranking without its junk: its first match sits where evaluate_rank finds the first hit."""
+    g = torch.Generator().manual_seed(3)
+    d = torch.rand(12, 40, generator=g)
+    q_pids, g_pids = torch.randint(-1, 5, (12,), generator=g), torch.randint(-1, 5, (40,), generator=g)
+    q_cams, g_cams = torch.randint(0, 3, (12,), generator=g), torch.randint(0, 3, (40,), generator=g)
+    *_, per_q = evaluate_rank(d, q_pids, g_pids, q_cams, g_cams, max_rank=10, protocol=protocol,
+                              return_per_query=True)
+    for q in range(12):
+        order = rank_gallery(d[q], q_pids[q], q_cams[q], g_pids, g_cams, protocol)
+        same = (g_pids[order] == q_pids[q]) & (g_cams[order] != q_cams[q])
+        assert not ((g_pids[order] == q_pids[q]) & (g_cams[order] == q_cams[q])).any()
+        if protocol == "official":
+            assert not (g_pids[order] == -1).any()
+        if per_q["valid"][q]:
+            assert int(same.nonzero()[0]) == int(per_q["first_hit"][q])
 
 
 def test_no_valid_query_is_a_clear_error():

@@ -14,7 +14,7 @@ from stgcn_pyg.errors import CheckpointError, ConfigError, DatasetError
 from stgcn_pyg.metrics import compute_distance, evaluate_rank
 from stgcn_pyg.models import STGCNLoss
 from stgcn_pyg.checkpoint import FORMAT, load_checkpoint
-from stgcn_pyg.config import load_config
+from stgcn_pyg.config import config_to_dict, load_config
 from stgcn_pyg.training import Trainer, train
 
 # tiny_root, tiny_config and tiny_overrides (the tiny run) come from conftest.py.
@@ -66,8 +66,12 @@ def test_run_writes_outputs_and_checkpoint_round_trips(tiny_root, tiny_config, t
     # best.pt holds the epoch with the best mAP.
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["best"] == max(float(r["mAP"]) for r in rows)
-    # A second run into the same folder never overwrites it.
-    assert Trainer(tiny_config(out, "train.epochs=1")).output == out.parent / "run-2"
+    # A second run into the same folder never overwrites it; the trainer resolves a copy of its config.
+    again = tiny_config(out, "train.epochs=1")
+    given = config_to_dict(again)
+    trainer = Trainer(again)
+    assert trainer.output == out.parent / "run-2" and trainer.cfg.train.output == str(out.parent / "run-2")
+    assert config_to_dict(again) == given and trainer.cfg.model.num_classes == trainer.loader.num_classes
 
 
 @pytest.mark.slow
