@@ -10,7 +10,8 @@ import pytest
 
 from stgcn_pyg.cli import main
 from stgcn_pyg.data import SynthConfig, ensure_synthetic, generate_synthetic, load_dataset
-from stgcn_pyg.data.synth import _VARIANT_ATTRS, _random_identity, _vary, plan_synthetic
+from stgcn_pyg.data.synth import plan_synthetic
+from stgcn_pyg.data.synth.attributes import VARIANT_ATTRS, look_alike, random_identity
 from stgcn_pyg.errors import DatasetError
 
 # The generator's own tests: a small set in both layouts, with more junk and distractors than by default.
@@ -82,10 +83,10 @@ def test_deterministic_by_seed_whatever_the_workers(small_set, tmp_path):
 
 def test_lookalikes_differ_in_exactly_one_attribute():
     rng = np.random.default_rng(0)
-    base = _random_identity(rng)
+    base = random_identity(rng)
     gait_keys = {"cadence", "stride", "arm_swing"}
-    for attr in _VARIANT_ATTRS:
-        v = _vary(base, attr, np.random.default_rng(1))
+    for attr in VARIANT_ATTRS:
+        v = look_alike(base, attr, np.random.default_rng(1))
         changed = {k for k in base if str(base[k]) != str(v[k]).replace("[", "(").replace("]", ")")}
         assert changed, attr
         if attr == "gait":
@@ -140,7 +141,7 @@ def test_cli_synth_and_info(tmp_path, capsys):
 
 def test_info_accepts_the_paths_it_prints_and_checks_a_folder_before_generating(tmp_path, capsys, monkeypatch):
     """`data info --dataset synthetic --root` takes the set's folder or its mars/ or duke/ child."""
-    import stgcn_pyg.data.synth as synth
+    import stgcn_pyg.data.synth.cache as synth  # where ensure_synthetic looks generate_synthetic up
 
     out = tmp_path / "set"
     assert main(["synth", "--out", str(out), "--layout", "both", "--num-ids", "3", "--num-cameras", "2",
