@@ -90,7 +90,7 @@ def time_model(num_classes: int, device: torch.device, args, steps: int = 12) ->
 
     from stgcn_pyg.data import tracklet_batch
     from stgcn_pyg.models import STGCN, STGCNLoss
-    from stgcn_pyg.training.config import LossConfig, ModelConfig
+    from stgcn_pyg.config import LossConfig, ModelConfig
 
     cfg = ModelConfig(weights="none", num_classes=num_classes)
     model = STGCN(cfg).to(device).to(memory_format=torch.channels_last)

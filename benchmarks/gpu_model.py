@@ -40,8 +40,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from common import to_markdown  # noqa: E402
 
+from stgcn_pyg.config import ModelConfig  # noqa: E402
 from stgcn_pyg.models import STGCN  # noqa: E402
-from stgcn_pyg.training.config import ModelConfig  # noqa: E402
 
 RESULTS = HERE / "results"
 

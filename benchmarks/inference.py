@@ -45,10 +45,10 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from common import device_name, to_markdown  # noqa: E402
 
+from stgcn_pyg.config import ModelConfig  # noqa: E402
 from stgcn_pyg.deploy import (InferenceModel, InferenceSettings, cpu_has_amx, cpu_has_native_bf16,  # noqa: E402
                               inference_settings)
 from stgcn_pyg.models import STGCN  # noqa: E402
-from stgcn_pyg.training.config import ModelConfig  # noqa: E402
 
 RESULTS = HERE / "results"
 console = Console()

@@ -36,10 +36,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from stgcn_pyg.config import load_config  # noqa: E402
 from stgcn_pyg.data import build_train_loader, load_dataset  # noqa: E402
 from stgcn_pyg.models import STGCN, STGCNLoss  # noqa: E402
-from stgcn_pyg.training.config import load_config  # noqa: E402
-from stgcn_pyg.training.trainer import build_optimizer, train_step  # noqa: E402
+from stgcn_pyg.training.run import build_optimizer  # noqa: E402
+from stgcn_pyg.training.trainer import train_step  # noqa: E402
 
 VARIANTS = {
     "global-only": ["global"],
