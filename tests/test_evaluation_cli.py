@@ -117,6 +117,11 @@ def test_cli_errors_are_one_line(setup, capsys, tmp_path):
     assert code == 2 and "not a descriptor file" in err
     code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query", str(tmp_path / "none")])
     assert code == 2 and "query folder not found" in err
+    # values the library defines (protocols, test modes, metrics), checked before any work
+    code, _, err = run(capsys, ["evaluate", "--checkpoint", str(ckpt), "--mode", "every"])
+    assert code == 2 and "--mode: 'every' is not one of all, evenly" in err
+    code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query-tracklet", "0", "--metric", "l1"])
+    assert code == 2 and "--metric: 'l1' is not one of euclidean, cosine" in err
 
 
 def _border_colour(grid_png, result: int):

@@ -13,8 +13,8 @@ def register(subparsers) -> None:
     info.add_argument("--dataset", default="synthetic",
                       help="mars, dukemtmc-videoreid, ilids-vid, prid2011, folder or synthetic (default)")
     info.add_argument("--root", default=None, help="dataset folder (synthetic: the cache when omitted)")
-    info.add_argument("--protocol", default="standard", choices=["standard", "official"],
-                      help="evaluation protocol that decides the gallery (MARS-style sets)")
+    info.add_argument("--protocol", default="standard",
+                      help="evaluation protocol that decides the gallery (MARS-style sets): standard or official")
     info.add_argument("--split-id", type=int, default=None, help="iLIDS-VID / PRID2011 split (default 0)")
     info.add_argument("--verify", action="store_true", help="also decode every frame and report unreadable ones")
     info.set_defaults(func=_info)

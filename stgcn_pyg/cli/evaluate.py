@@ -34,14 +34,16 @@ def __getattr__(name: str):
 
 
 # --------------------------------------------------------------------------- parser
-def _model_options(p: argparse.ArgumentParser, *, dataset_required: bool = False) -> None:
+# --protocol, --mode, --metric and --precision are checked against their modules' values when a command
+# runs (_check_choices), not by argparse: importing those modules would make `--help` take seconds.
+def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None,
                    help="mars, dukemtmc-videoreid, ilids-vid, prid2011, folder or synthetic "
                         "(default: the checkpoint's training dataset)")
     p.add_argument("--root", default=None, help="dataset folder (default: the checkpoint's)")
-    p.add_argument("--protocol", default=None, choices=["standard", "official"],
-                   help="evaluation protocol (default: the checkpoint's, else standard)")
-    p.add_argument("--mode", default="all", choices=["all", "evenly"],
+    p.add_argument("--protocol", default=None,
+                   help="evaluation protocol, standard or official (default: the checkpoint's, else standard)")
+    p.add_argument("--mode", default="all",
                    help="all (default): every frame, in consecutive clips of --seq-len, averaged (dense); "
                         "evenly: one clip of evenly spaced frames per tracklet (what `train` reports by default "
                         "on the synthetic set)")
@@ -50,8 +52,9 @@ def _model_options(p: argparse.ArgumentParser, *, dataset_required: bool = False
     p.add_argument("--num-workers", type=int, default=None, help="data loader processes")
     p.add_argument("--flip", action="store_true", help="flip test: average with horizontally flipped clips")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto (default): the fastest measured setting for the device (stgcn_pyg.deploy.inference)")
+    p.add_argument("--precision", default="auto",
+                   help="auto (default): the fastest measured setting for the device (stgcn_pyg.deploy.inference); "
+                        "fp32 or bf16")
 
 
 def register(subparsers) -> None:
@@ -64,7 +67,7 @@ def register(subparsers) -> None:
                                                     "written by `stgcn-pyg export` (.onnx, .pt2)")
     src.add_argument("--features", help="a descriptor file written by `stgcn-pyg extract`")
     _model_options(ev)
-    ev.add_argument("--metric", default=None, choices=["euclidean", "cosine"], help="distance (default euclidean)")
+    ev.add_argument("--metric", default=None, help="distance: euclidean (default) or cosine")
     ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
     ev.add_argument("--max-rank", type=int, default=50, help="length of the CMC curve")
     ev.add_argument("--json", action="store_true", help="print the results as JSON (for scripts)")
@@ -110,7 +113,7 @@ def register(subparsers) -> None:
                     help="the query's identity when its names do not say, to mark right (green) and wrong (red) "
                          "results")
     se.add_argument("--topk", type=int, default=10)
-    se.add_argument("--metric", default=None, choices=["euclidean", "cosine"])
+    se.add_argument("--metric", default=None, help="distance: euclidean (default) or cosine")
     se.add_argument("--grid", default=None, metavar="PNG", help="write the ranked-results grid here")
     se.add_argument("--json", action="store_true", help="print the ranking as JSON")
     _model_options(se)
@@ -118,6 +121,19 @@ def register(subparsers) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
+def _check_choices(args) -> None:
+    from ..data.loader import TEST_MODES
+    from ..deploy import PRECISIONS
+    from ..errors import ConfigError
+    from ..metrics import METRICS, PROTOCOLS
+
+    for flag, allowed in (("protocol", PROTOCOLS), ("mode", TEST_MODES), ("metric", METRICS),
+                          ("precision", PRECISIONS)):
+        value = getattr(args, flag, None)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"--{flag}: {value!r} is not one of {', '.join(allowed)}")
+
+
 def _load_model(args):
     """The model (eval mode, on the device), its config, and the test options of the config and the flags."""
     from ..deploy import load_model_file, prepare_for_inference
@@ -158,6 +174,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from ..evaluation import evaluate_dataset_descriptors, evaluate_descriptors, extract_query_gallery, print_results
 
+    _check_choices(args)
     console = Console(stderr=args.json)
     model, ds, options = None, None, None
     if args.features:
@@ -205,6 +222,7 @@ def _extract(args: argparse.Namespace) -> int:
 
     from ..evaluation import extract_query_gallery, write_descriptor_file
 
+    _check_choices(args)
     model, cfg, options = _load_model(args)
     ds = _test_dataset(cfg, args)
     qf, gf = extract_query_gallery(model, ds, options)
@@ -246,6 +264,7 @@ def _search(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..evaluation import search_gallery
 
+    _check_choices(args)
     if not args.query and args.query_tracklet is None:
         raise ConfigError("search: give the query as --query DIR (a folder of frames) or --query-tracklet ID "
                           "(a tracklet of the dataset's query split)")
