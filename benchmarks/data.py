@@ -88,9 +88,9 @@ def time_model(num_classes: int, device: torch.device, args, steps: int = 12) ->
     """Frames per second one training step of the paper's configuration consumes."""
     from torch_geometric.data import Batch
 
+    from stgcn_pyg.config import LossConfig, ModelConfig
     from stgcn_pyg.data import tracklet_batch
     from stgcn_pyg.models import STGCN, STGCNLoss
-    from stgcn_pyg.config import LossConfig, ModelConfig
 
     cfg = ModelConfig(weights="none", num_classes=num_classes)
     model = STGCN(cfg).to(device).to(memory_format=torch.channels_last)

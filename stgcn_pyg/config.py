@@ -28,7 +28,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
-    "DEFAULT_IMAGE_SIZE",
     "OPTIMIZERS",
     "AMP_MODES",
     "ModelConfig",
@@ -47,8 +46,6 @@ __all__ = [
     "dump_toml",
 ]
 
-DEFAULT_IMAGE_SIZE = (256, 128)
-"""[height, width] that frames are resized to (the paper's); the default of data.image_size and of the loaders."""
 OPTIMIZERS = ("adam", "adamw", "sgd")
 AMP_MODES = ("auto", "bf16", "off")
 
@@ -105,6 +102,12 @@ class ModelConfig:
     """"branch": BN + classifier (and cross-entropy) per branch; "all": one classifier on f_all."""
 
 
+def _default_image_size() -> list[int]:
+    from .data.transforms import DEFAULT_IMAGE_SIZE  # read when needed, as the allowed values are
+
+    return list(DEFAULT_IMAGE_SIZE)
+
+
 @dataclass
 class DataConfig:
     """Which dataset, and how training clips are sampled."""
@@ -117,7 +120,7 @@ class DataConfig:
     """Evaluation protocol passed to the dataset reader: standard or official."""
     seq_len: int = 8
     """T: frames per training clip (restricted random sampling)."""
-    image_size: list[int] = field(default_factory=lambda: list(DEFAULT_IMAGE_SIZE))
+    image_size: list[int] = field(default_factory=_default_image_size)
     """[height, width] of the resized frames."""
     num_ids: int = 16
     """Identities per training batch."""

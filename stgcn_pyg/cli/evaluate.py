@@ -183,11 +183,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         blob = read_descriptor_file(args.features)
         protocol = args.protocol or blob.get("protocol") or "standard"
-        device = resolve_device(args.device, option="--device")
         results, distmat = evaluate_descriptors(
             blob["query_features"], blob["gallery_features"], blob["query_pids"], blob["gallery_pids"],
             blob["query_camids"], blob["gallery_camids"], metric=args.metric or "euclidean", rerank=args.rerank,
-            protocol=protocol, max_rank=args.max_rank, device=device if device.type != "cpu" else None,
+            protocol=protocol, max_rank=args.max_rank, device=resolve_device(args.device, option="--device"),
             return_distances=True)
         title = f"descriptors {Path(args.features).name}"
         if args.plots:

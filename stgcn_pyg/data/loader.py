@@ -23,12 +23,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ..config import DEFAULT_IMAGE_SIZE
 from ..errors import ConfigError, DatasetError
 from .sampling import RandomIdentitySampler, all_clips, evenly, restricted_random
 from ..graphs import TrackletGraph
 from .tracklet import TrackletData, resolve_graph
-from .transforms import CorruptFrameError, TrackletTransform, normalize_frames, read_frame
+from .transforms import DEFAULT_IMAGE_SIZE, CorruptFrameError, TrackletTransform, normalize_frames, read_frame
 
 __all__ = ["build_train_loader", "build_test_loader", "load_tracklet_frames", "TrainLoader", "TestLoader",
            "TrackletTrainSet", "ClipTestSet", "TEST_MODES"]

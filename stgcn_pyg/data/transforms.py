@@ -18,17 +18,19 @@ import torch
 import torchvision.transforms.v2.functional as F
 from torchvision.io import ImageReadMode, decode_image
 
-from ..config import DEFAULT_IMAGE_SIZE
 from ..errors import DatasetError
 
 __all__ = ["CorruptFrameError", "read_frame", "TrackletTransform", "normalize_frames", "erasing_params",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+           "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_IMAGE_SIZE"]
 
 # torchvision 0.29 flags its decoders as deprecated in favour of TorchCodec, on every call;
 # they remain the decoders this project uses (CPU and GPU), so the notice is silenced.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                         category=DeprecationWarning)
 
+# What frames become: the paper's size ([height, width]; the default of data.image_size and of the
+# loaders) and the ImageNet statistics the pretrained backbones expect.
+DEFAULT_IMAGE_SIZE = (256, 128)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

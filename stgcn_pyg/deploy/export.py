@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import DEFAULT_IMAGE_SIZE, Config, config_to_dict
+from ..config import Config, config_to_dict
+from ..data.transforms import DEFAULT_IMAGE_SIZE
 from ..errors import STGCNError
 
 __all__ = [

@@ -29,9 +29,11 @@ descriptors were made (``mode``, ``seq_len``, ``flip``)."""
 def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.Tensor, dataset,
                           options: TestOptions) -> Path:
     """Save the descriptors ``qf``/``gf`` of ``dataset``'s query and gallery (made as ``options`` say)."""
-    from ..viz._common import prepare_path
-
-    path = prepare_path(path)
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvaluationError(f"cannot create the folder for {path}: {exc.strerror}") from None
     blob = {
         "format": DESCRIPTOR_FILE_FORMAT,
         "query_features": qf.float().contiguous(),

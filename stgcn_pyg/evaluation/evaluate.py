@@ -102,11 +102,10 @@ def evaluate_dataset_descriptors(qf, gf, dataset, options: TestOptions, *, metri
     """:func:`evaluate_descriptors` of ``dataset``'s query and gallery (its ids and protocol), the results
     also naming how the descriptors were made (``mode``, ``seq_len``, ``flip``) and the ``dataset``."""
     q, g = dataset.query, dataset.gallery
-    device = torch.device(options.device)
     scored = evaluate_descriptors(
         qf, gf, tracklet_ids(q, "pid"), tracklet_ids(g, "pid"), tracklet_ids(q, "camid"), tracklet_ids(g, "camid"),
         metric=metric, rerank=rerank, protocol=getattr(dataset, "protocol", "standard") or "standard",
-        max_rank=max_rank, device=device if device.type != "cpu" else None, return_distances=return_distances,
+        max_rank=max_rank, device=options.device, return_distances=return_distances,
     )
     results = scored[0] if return_distances else scored
     results.update(mode=options.mode, seq_len=options.seq_len, flip=bool(options.flip),

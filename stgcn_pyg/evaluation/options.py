@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import DEFAULT_IMAGE_SIZE, Config
+from ..config import Config
+from ..data.transforms import DEFAULT_IMAGE_SIZE
 
 __all__ = ["TestOptions"]
 
