@@ -156,14 +156,14 @@ class Run:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def checkpoint(self, epoch: int, metrics: dict) -> dict:
-        """The checkpoint after ``epoch`` epochs (0-based index of the last one): what :func:`build_run` resumes."""
+    def checkpoint(self, epochs_done: int, metrics: dict) -> dict:
+        """The run's state once ``epochs_done`` epochs have ended: what :func:`build_run` resumes from."""
         return {
             "config": config_to_dict(self.cfg),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "epoch": epoch + 1,
+            "epoch": epochs_done,
             "step": self.step,
             "best": self.best,
             "best_epoch": self.best_epoch,

@@ -199,7 +199,7 @@ class Trainer:
         improved = "mAP" in row and row["mAP"] > run.best
         if improved:
             run.best, run.best_epoch = row["mAP"], epoch + 1
-        payload = run.checkpoint(epoch, row)
+        payload = run.checkpoint(epoch + 1, row)
         save_checkpoint(self.output / "last.pt", payload)
         if improved:
             save_checkpoint(self.output / "best.pt", payload)
