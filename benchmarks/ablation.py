@@ -86,7 +86,8 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     from rich.console import Console
 
-    from stgcn_pyg.training import load_config, train
+    from stgcn_pyg.config import load_config
+    from stgcn_pyg.training import train
 
     overrides = job["overrides"] + [f"train.seed={job['seed']}", f'train.output="{job["output"]}"']
     cfg = load_config(job["config"], overrides)
@@ -112,12 +113,12 @@ def branch_breakdown(run_dir: str) -> list[dict]:
     from stgcn_pyg.data import load_dataset
     from stgcn_pyg.data.loader import build_test_loader
     from stgcn_pyg.evaluation.evaluate import evaluate_descriptors, extract_split, tracklet_ids
-    from stgcn_pyg.training import load_checkpoint
+    from stgcn_pyg.checkpoint import load_checkpoint
 
     model, cfg = load_checkpoint(Path(run_dir) / "last.pt")
-    d, e = cfg["data"], cfg["eval"]
-    ds = load_dataset(d["dataset"] if d["root"] else "synthetic", d["root"] or None)
-    common = dict(seq_len=e["seq_len"], mode=e["mode"], image_size=tuple(d["image_size"]), progress=False)
+    d, e = cfg.data, cfg.eval
+    ds = load_dataset(d.dataset if d.root else "synthetic", d.root or None)
+    common = dict(seq_len=e.seq_len, mode=e.mode, image_size=tuple(d.image_size), progress=False)
     with torch.no_grad():
         qf, gf = (extract_split(model, df, **common) for df in (ds.query, ds.gallery))
     ids = tracklet_ids
@@ -129,8 +130,8 @@ def branch_breakdown(run_dir: str) -> list[dict]:
                                  ids(ds.query, "camid"), ids(ds.gallery, "camid"))
         rows.append(dict(branch=branch, rank1=r["rank1"], mAP=r["mAP"]))
         if branch == "temporal" and model.cfg.graph_layer == "gcn":
-            loader = build_test_loader(ds.query.head(32), seq_len=d["seq_len"], mode="evenly",
-                                       image_size=tuple(d["image_size"]), batch_size=32)
+            loader = build_test_loader(ds.query.head(32), seq_len=d.seq_len, mode="evenly",
+                                       image_size=tuple(d.image_size), batch_size=32)
             clips, _ = next(iter(loader))
             rows[-1].update(affinity_stats(model, clips))
     return rows
@@ -232,8 +233,8 @@ def main(argv=None):
         _finish(args, base, _jobs_of(earlier, args), earlier)
         return
     # Generate the dataset once before the workers race for it.
-    from stgcn_pyg.training import load_config
-    from stgcn_pyg.training.trainer import load_data
+    from stgcn_pyg.config import load_config
+    from stgcn_pyg.training.run import load_data
 
     load_data(load_config(args.config, base))
 
@@ -354,8 +355,8 @@ def run_frozen_job(job: dict) -> dict:
     torch.set_flush_denormal(True)
     import frozen_tier
 
-    from stgcn_pyg.training import load_config
-    from stgcn_pyg.training.trainer import load_data
+    from stgcn_pyg.config import load_config
+    from stgcn_pyg.training.run import load_data
 
     cfg = load_config(job["config"], job["overrides"] + [f"train.seed={job['seed']}"])
     ds = load_data(cfg)
@@ -400,8 +401,8 @@ def run_tier(args) -> None:
     jobs = [dict(config=args.config, variant=v, seed=s, threads=threads, overrides=base + VARIANTS[v],
                  eval_every=tier["eval_every"], output=str(Path(args.runs_dir) / args.tier / f"{v}-seed{s}"))
             for s in seeds for v in variants if args.force or (args.tier, v, s) not in done]
-    from stgcn_pyg.training import load_config
-    from stgcn_pyg.training.trainer import load_data
+    from stgcn_pyg.config import load_config
+    from stgcn_pyg.training.run import load_data
 
     cfg = load_config(args.config, base)
     ds = load_data(cfg)

@@ -27,8 +27,8 @@ from common import device_name, to_markdown  # noqa: E402
 from stgcn_pyg.data import build_train_loader  # noqa: E402
 from stgcn_pyg.models import STGCN  # noqa: E402
 from stgcn_pyg.models.losses import batch_hard_triplet_loss  # noqa: E402
-from stgcn_pyg.training import load_config  # noqa: E402
-from stgcn_pyg.training.trainer import load_data, seed_everything  # noqa: E402
+from stgcn_pyg.config import load_config  # noqa: E402
+from stgcn_pyg.training.run import load_data, seed_everything  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = {

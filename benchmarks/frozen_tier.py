@@ -37,7 +37,7 @@ from stgcn_pyg.data.loader import load_tracklet_frames
 from stgcn_pyg.data.transforms import TrackletTransform
 from stgcn_pyg.evaluation.evaluate import evaluate_descriptors, tracklet_ids
 from stgcn_pyg.models import STGCN, STGCNLoss, build_backbone
-from stgcn_pyg.training.trainer import StepSchedule, build_optimizer, seed_everything
+from stgcn_pyg.training.run import StepSchedule, build_optimizer, seed_everything
 
 
 class CachedMaps(nn.Module):
