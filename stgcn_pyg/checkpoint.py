@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .config import Config, config_from_dict
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, state_mismatch
 
 __all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "load_checkpoint", "checkpoint_config", "get_rng_state",
            "set_rng_state", "model_config_diff", "load_state_into", "unreadable_reason"]
@@ -129,19 +129,9 @@ def model_config_diff(a: dict, b: dict) -> list[str]:
 
 def load_state_into(model: torch.nn.Module, state: dict, source: str) -> None:
     """``model.load_state_dict`` with a one-line CheckpointError when it does not fit."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append(f"shape mismatch in {', '.join(wrong[:3])}")
-        if missing:
-            parts.append(f"missing {', '.join(missing[:3])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:3])}")
-        raise CheckpointError(f"{source}: the checkpoint is of another model ({'; '.join(parts)})")
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{source}: the checkpoint is of another model ({problem})")
     model.load_state_dict(state)
 
 

@@ -28,3 +28,20 @@ class CheckpointError(STGCNError):
 
 class EvaluationError(STGCNError, ValueError):
     """Inputs to an evaluation function that do not fit together, or an unreadable descriptor file."""
+
+
+def state_mismatch(own: dict, state: dict) -> str:
+    """What keeps ``state`` from loading into a module whose state dict is ``own`` ("" when it fits).
+
+    The first three keys of each kind: shape mismatches, missing keys, unexpected keys.
+    """
+
+    def first(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (" ..." if len(keys) > 3 else "")
+
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    parts = [f"{label} {first(keys)}" for label, keys in
+             (("shape mismatch in", wrong), ("missing", missing), ("unexpected", unexpected)) if keys]
+    return "; ".join(parts)

@@ -152,3 +152,13 @@ def test_model_parts_are_initialised_from_seed_and_name():
     torch.manual_seed(8)
     other = STGCN(ModelConfig(branches=["global"], **kw))
     assert not torch.equal(other.heads["global"].classifier.weight, global_only.heads["global"].classifier.weight)
+
+
+def test_state_mismatch_names_the_first_keys_of_each_kind():
+    from stgcn_pyg.errors import state_mismatch
+
+    own = {"a": torch.zeros(2), "b": torch.zeros(3), "c": torch.zeros(1)}
+    assert state_mismatch(own, dict(own)) == ""
+    state = {"a": torch.zeros(5), "b": torch.zeros(3), "x": torch.zeros(1), "y": torch.zeros(1), "z": torch.zeros(1),
+             "w": torch.zeros(1)}
+    assert state_mismatch(own, state) == "shape mismatch in a; missing c; unexpected x, y, z ..."

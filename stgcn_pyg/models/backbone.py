@@ -34,7 +34,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, state_mismatch
 
 __all__ = [
     "ResNetBackbone",
@@ -237,19 +237,10 @@ def _load_into(net: nn.Module, state: dict, source: str, ignore: tuple[str, ...]
     """A strict load of every non-classifier tensor, or one ConfigError saying what does not fit."""
     state = {k: v for k, v in state.items() if not k.startswith(ignore)}
     own = {k: v for k, v in net.state_dict().items() if not k.startswith(ignore)}
-    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if wrong or missing or unexpected:
-        detail = []
-        if wrong:
-            detail.append(f"shape mismatch for {', '.join(wrong[:3])}")
-        if missing:
-            detail.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-        if unexpected:
-            detail.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+    problem = state_mismatch(own, state)
+    if problem:
         raise ConfigError(
-            f"model.weights: {source}: does not fit the {type(net).__name__} backbone ({'; '.join(detail)}); "
+            f"model.weights: {source}: does not fit the {type(net).__name__} backbone ({problem}); "
             f"is it a checkpoint of another model.backbone?"
         )
     result = net.load_state_dict(state, strict=False)
