@@ -143,7 +143,7 @@ def render_block(fig: dict) -> str:
     r, m = fig["results"], fig["machine"]
     load = f"load average {fig['load_average_before']:g} at the start"
     if fig.get("niceness"):
-        load += f", run at nice {fig['niceness']} beside other jobs: a quiet machine is faster"
+        load += f", run at nice {fig['niceness']}"
     lines = [
         f"Measured on {fig['date']} (commit {fig['commit']}"
         f"{' with uncommitted changes' if fig.get('uncommitted_changes_in_package') else ''}) "
@@ -153,7 +153,7 @@ def render_block(fig: dict) -> str:
         f"(first use only) and `stgcn-pyg train` then took {_duration(fig['train_command_seconds'])} "
         f"({fig['epochs']} epochs, {fig['seconds_per_epoch']:g} s each on average, plus start-up and the "
         f"final evaluation; {_duration(fig['train_command_cpu_seconds'])} of CPU time over all threads, "
-        f"which other jobs inflate far less than the wall time), ending with:",
+        f"which other jobs on the machine inflate far less than the wall time), ending with:",
         "",
         f"| synthetic set, {r['protocol']} protocol, {r['mode']} | rank-1 | rank-5 | rank-10 | rank-20 | mAP | mINP |",
         "|---|---|---|---|---|---|---|",
