@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -244,11 +245,18 @@ def test_evaluate_default_mode_is_dense_and_said(setup, capsys):
     assert code == 0 and "mode evenly: one clip of 2 evenly spaced frames" in out
 
 
-def test_commands_print_no_leading_blank_lines(setup, capsys):
-    """Progress bars are for terminals: in a log they used to leave blank lines before the output."""
+def test_commands_print_no_leading_blank_lines_and_do_not_wrap_in_logs(setup, capsys):
+    """Progress bars are for terminals: in a log they used to leave blank lines before the output.
+    And a log gets long lines whole (they were cut at 80 columns)."""
     tmp, root, ckpt = setup
-    for argv in (["evaluate", "--checkpoint", str(ckpt)],
-                 ["extract", "--checkpoint", str(ckpt), "--out", str(tmp / "blank.pt")],
-                 ["search", "--checkpoint", str(ckpt), "--query-tracklet", "0", "--topk", "2"]):
-        code, out, _ = run(capsys, argv)
+    far = tmp / "a-folder-with-a-name-long-enough-to-push-the-line-past-eighty-columns"
+    for argv in (["evaluate", "--checkpoint", str(ckpt), "--plots", str(far / "plots"), "--num-grids", "1"],
+                 ["extract", "--checkpoint", str(ckpt), "--out", str(far / "blank.pt")],
+                 ["search", "--checkpoint", str(ckpt), "--query-tracklet", "0", "--topk", "2"],
+                 ["synth", "--out", str(far / "synth"), "--num-ids", "2", "--num-cameras", "2", "--min-frames", "1",
+                  "--max-frames", "1", "--height", "32", "--width", "16", "--workers", "1"]):
+        code = main(argv)
+        out = capsys.readouterr().out
         assert code == 0 and out.strip() and out.splitlines()[0].strip(), (argv, out[:200])
+        assert any(str(far) in line for line in out.splitlines()) or argv[0] == "search", (argv, out)
+        assert not re.search(r"━ *\d+/\d+", out), (argv, out)  # no progress bar's last state

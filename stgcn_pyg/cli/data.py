@@ -56,7 +56,7 @@ def _info(args: argparse.Namespace) -> int:
         table.add_row(r["split"], f"{r['ids']:,}", f"{r['tracklets']:,}", f"{r['frames']:,}", str(r["min"]),
                       f"{r['median']:g}", str(r["max"]), str(r["junk"]), str(r["distractors"]),
                       str(len(r["cameras"])))
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(table)
     for note in ds.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
@@ -82,5 +82,5 @@ def _synth(args: argparse.Namespace) -> int:
                       width=args.width, min_frames=args.min_frames, max_frames=args.max_frames,
                       occlusion_prob=args.occlusion_prob)
     out = generate_synthetic(args.out, cfg, layout=args.layout, workers=args.workers, duke_style=args.duke_style)
-    Console().print(f"wrote the synthetic dataset ({args.layout} layout) under {out}", highlight=False)
+    Console(soft_wrap=True).print(f"wrote the synthetic dataset ({args.layout} layout) under {out}", highlight=False)
     return 0

@@ -175,7 +175,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_dataset_descriptors, evaluate_descriptors, extract_query_gallery, print_results
 
     _check_choices(args)
-    console = Console(stderr=args.json)
+    console = Console(stderr=args.json, soft_wrap=True)  # long paths stay on one line in logs
     model, ds, options = None, None, None
     if args.features:
         from ..distributed import resolve_device
@@ -226,7 +226,7 @@ def _extract(args: argparse.Namespace) -> int:
     ds = _test_dataset(cfg, args)
     qf, gf = extract_query_gallery(model, ds, options)
     path = write_descriptor_file(args.out, qf, gf, ds, options)
-    Console().print(f"wrote {len(qf)} query and {len(gf)} gallery descriptors (dim {qf.shape[1]}, "
+    Console(soft_wrap=True).print(f"wrote {len(qf)} query and {len(gf)} gallery descriptors (dim {qf.shape[1]}, "
                     f"{ds.protocol} protocol) to {path}")
     return 0
 
@@ -294,7 +294,7 @@ def _search(args: argparse.Namespace) -> int:
         return 0
     who = "" if found.query_pid is None else f", pid {found.query_pid}"
     table = Table(title=f"top {len(rows)} of {found.num_gallery} tracklets of {gsource} for query {found.query}{who} "
-                        f"({metric}, {options.mode} frames)")
+                        f"({metric}, mode {options.mode})")
     for col in ("rank", "distance", "tracklet", "pid", "camera", "frames"):
         table.add_column(col, justify="left" if col == "tracklet" else "right")
     for r in rows:

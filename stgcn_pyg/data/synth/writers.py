@@ -68,12 +68,14 @@ def _write_tracks(jobs: list[tuple[int, list[str]]]) -> int:
 
 
 def _run_jobs(plan: Plan, jobs: list[tuple[int, list[str]]], workers: int, progress: bool, label: str) -> None:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     total = sum(len(p) for _, p in jobs)
     chunks = [jobs[i:i + 16] for i in range(0, len(jobs), 16)]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  disable=not progress, transient=False) as bar:
+                  # a bar is for terminals: in a log it would only print its last state
+                  disable=not (progress and Console().is_terminal), transient=False) as bar:
         task = bar.add_task(label, total=total)
         if workers <= 1:
             _init_worker(plan)
