@@ -35,6 +35,7 @@ from stgcn_pyg.data.sampling import RandomIdentitySampler, all_clips, evenly, re
 from stgcn_pyg.data.synth import default_cache_dir
 from stgcn_pyg.data.loader import load_tracklet_frames
 from stgcn_pyg.data.transforms import TrackletTransform
+from stgcn_pyg.evaluation.descriptors import extract_descriptors
 from stgcn_pyg.evaluation.evaluate import evaluate_descriptors, tracklet_ids
 from stgcn_pyg.models import STGCN, STGCNLoss, build_backbone
 from stgcn_pyg.training.run import StepSchedule, build_optimizer, seed_everything
@@ -113,20 +114,17 @@ def build_cache(ds, *, backbone: str = "mobilenet_v2", weights: str = "deep-sort
 
 
 def _descriptors(model, cache: FeatureCache, split: str, seq_len: int, mode: str, batch: int = 256) -> torch.Tensor:
-    clips, owner = [], []
-    for row, n in enumerate(cache.lengths[split]):
-        for idx in (all_clips(int(n), seq_len) if mode == "all" else [evenly(int(n), seq_len)]):
-            clips.append(cache.clip(split, row, idx, False))
-            owner.append(row)
-    owner = torch.tensor(owner)
-    out = []
-    with torch.no_grad():
+    """Clip descriptors of the cached split averaged per tracklet, by the library's own extract_descriptors."""
+    clips = [(row, idx) for row, n in enumerate(cache.lengths[split])
+             for idx in (all_clips(int(n), seq_len) if mode == "all" else [evenly(int(n), seq_len)])]
+
+    def batches():
         for s in range(0, len(clips), batch):
-            out.append(model.encode(torch.stack(clips[s:s + batch])))
-    feats = torch.cat(out).double()
-    sums = torch.zeros(len(cache.lengths[split]), feats.size(1), dtype=torch.float64).index_add_(0, owner, feats)
-    counts = torch.bincount(owner, minlength=len(cache.lengths[split])).double().unsqueeze(1)
-    return (sums / counts).float()
+            part = clips[s:s + batch]
+            yield (torch.stack([cache.clip(split, row, idx, False) for row, idx in part]),
+                   torch.tensor([row for row, _ in part]))
+
+    return extract_descriptors(model.encode, batches(), len(cache.lengths[split]), progress=False)
 
 
 def evaluate_cached(model, cache: FeatureCache, ds, seq_len: int = 8, mode: str = "all", branch_slices=False) -> dict:
