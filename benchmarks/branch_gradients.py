@@ -18,15 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import TIERS  # noqa: E402
 from common import device_name, to_markdown  # noqa: E402
 
 from stgcn_pyg.data import build_train_loader  # noqa: E402
-from stgcn_pyg.models import STGCN  # noqa: E402
-from stgcn_pyg.models.losses import batch_hard_triplet_loss  # noqa: E402
+from stgcn_pyg.models import STGCN, STGCNLoss, STGCNOutput  # noqa: E402
 from stgcn_pyg.config import load_config  # noqa: E402
 from stgcn_pyg.training.run import load_data, seed_everything  # noqa: E402
 
@@ -49,11 +47,13 @@ def branch_gradient_norms(overrides: list[str], seed: int = 0) -> list[dict]:
     model = STGCN(m).train()
     batch = next(iter(loader))
     out = model(batch)
+    criterion = STGCNLoss.from_config(cfg.loss)
     params = [p for p in model.backbone.parameters() if p.requires_grad]
     rows = []
     for branch in model.branches:
-        loss = batch_hard_triplet_loss(out.features[branch], batch.label, cfg.loss.margin) \
-            + F.cross_entropy(out.logits[branch].float(), batch.label)
+        # The training loss restricted to this branch's own terms.
+        loss, _ = criterion(STGCNOutput(features={branch: out.features[branch]},
+                                        logits={branch: out.logits[branch]}), batch.label)
         grads = torch.autograd.grad(loss, params, retain_graph=True)
         norm = torch.sqrt(sum(g.pow(2).sum() for g in grads)).item()
         rows.append(dict(branch=branch, loss=loss.item(), backbone_grad_norm=norm))
