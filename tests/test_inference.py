@@ -68,3 +68,38 @@ def test_wrapper_keeps_the_model_interface(model, clips):
     assert affinity.dtype == torch.float32 and affinity.shape == (T * model.num_stripes,) * 2
     assert prepare_for_inference(fast, "cpu") is fast
     assert copy.deepcopy(fast).settings == fast.settings  # copies build the wrapper before its model
+
+
+def test_auto_batch_size_per_device():
+    from stgcn_pyg.evaluation import TestOptions
+    from stgcn_pyg.evaluation.options import clips_per_call
+
+    # About 2^18 pixels per call on the CPU: 8 x 256 x 128 = 2^18 exactly, so one clip; 4 at 128x64.
+    assert clips_per_call(0, 8, (256, 128), "cpu") == 1
+    assert clips_per_call(0, 8, (128, 64), "cpu") == 4
+    assert clips_per_call(0, 8, (64, 32), "cpu") == 16
+    assert clips_per_call(0, 4, (64, 32), "cpu") == 32
+    assert clips_per_call(0, 16, (384, 192), "cpu") == 1  # never fewer than one clip
+    assert clips_per_call(0, 8, (256, 128), "cuda") == 32
+    assert clips_per_call(5, 8, (256, 128), "cpu") == 5  # a set size is kept
+    options = TestOptions(seq_len=8, image_size=(128, 64), device="cpu")
+    assert options.loader_settings()["batch_size"] == 4
+    assert options.replace(batch_size=7).loader_settings()["batch_size"] == 7
+
+
+def test_auto_batch_size_gives_the_same_descriptors(tiny_root, tiny_config, tmp_path):
+    from stgcn_pyg.data import load_configured_dataset
+    from stgcn_pyg.evaluation import TestOptions, extract_split
+
+    cfg = tiny_config(tmp_path / "run", "eval.batch_size=0", "eval.mode=all")
+    assert cfg.eval.batch_size == 0
+    dataset = load_configured_dataset(cfg.data, progress=False)
+    torch.manual_seed(0)
+    net = STGCN(ModelConfig(backbone="resnet18", weights="none", temporal_width=16, spatial_width=16)).eval()
+    auto = TestOptions.from_config(cfg, progress=False)
+    assert auto.loader_settings()["batch_size"] == 2**18 // (2 * 64 * 32)  # 64 clips of T=2 at 64x32
+    one = extract_split(net, dataset.gallery, auto.replace(batch_size=1))
+    many = extract_split(net, dataset.gallery, auto)
+    torch.testing.assert_close(many, one, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="eval.batch_size"):
+        tiny_config(tmp_path / "bad", "eval.batch_size=-1")

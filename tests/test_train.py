@@ -203,3 +203,18 @@ def test_results_say_where_the_run_went(tiny_config, tmp_path):
     again = train(tiny_config(out, "train.epochs=1"))
     assert again["output"] == str(out.parent / "run-2") and (out.parent / "run-2" / "last.pt").is_file()
     assert load_checkpoint(again["checkpoint"])[1].train.output == again["output"]
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_cpu_run_flushes_denormals_when_configured(tiny_config, tmp_path, flush):
+    from stgcn_pyg.training.run import build_run
+
+    denormal = torch.tensor([1e-39], dtype=torch.float64)  # a float32 denormal once converted
+    torch.set_flush_denormal(False)
+    try:
+        build_run(tiny_config(tmp_path / "run", f"train.flush_denormal={str(flush).lower()}", "train.device=cpu"))
+        # With FTZ/DAZ the float32 product is zero; without, the denormal survives.
+        product = (denormal.float() * 1.0).item()
+        assert (product == 0.0) == flush
+    finally:
+        torch.set_flush_denormal(False)

@@ -48,7 +48,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                         "evenly: one clip of evenly spaced frames per tracklet (what `train` reports by default "
                         "on the synthetic set)")
     p.add_argument("--seq-len", type=int, default=None, help="frames per test clip (default: the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=None, help="clips per forward pass")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per forward pass (default: the config's eval.batch_size; 0 = auto, fastest measured on the device)")
     p.add_argument("--num-workers", type=int, default=None, help="data loader processes")
     p.add_argument("--flip", action="store_true", help="flip test: average with horizontally flipped clips")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")

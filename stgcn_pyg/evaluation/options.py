@@ -10,7 +10,23 @@ import torch
 from ..config import Config
 from ..data.transforms import DEFAULT_IMAGE_SIZE
 
-__all__ = ["TestOptions"]
+__all__ = ["TestOptions", "clips_per_call"]
+
+# On the CPU, extraction ran fastest with about this many pixels per forward pass (one clip of 8 frames at
+# 256x128, four at 128x64), and up to 3x slower at 16 clips: benchmarks/results/inference_cpu.md.
+CPU_PIXELS_PER_CALL = 2**18
+GPU_CLIPS_PER_CALL = 32
+
+
+def clips_per_call(batch_size: int, seq_len: int, image_size, device) -> int:
+    """``batch_size``, or for 0 (auto) the clips per forward pass for ``device``: on the CPU, as many as make
+    about 2^18 pixels (at least one); elsewhere 32."""
+    if batch_size > 0:
+        return batch_size
+    if torch.device(device).type != "cpu":
+        return GPU_CLIPS_PER_CALL
+    height, width = image_size
+    return max(1, CPU_PIXELS_PER_CALL // (seq_len * height * width))
 
 
 @dataclass(frozen=True)
@@ -30,8 +46,8 @@ class TestOptions:
     """"all": every frame, in consecutive clips of seq_len (dense); "evenly": one clip per tracklet."""
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
     """[height, width] frames are resized to (the model's training size)."""
-    batch_size: int = 32
-    """Clips per forward pass."""
+    batch_size: int = 0
+    """Clips per forward pass; 0 = what measured fastest on the device (:func:`clips_per_call`)."""
     num_workers: int = 0
     """Data loader processes."""
     flip: bool = False
@@ -58,5 +74,6 @@ class TestOptions:
 
     def loader_settings(self) -> dict:
         """The keyword arguments of :func:`~stgcn_pyg.data.build_test_loader`."""
-        return dict(seq_len=self.seq_len, mode=self.mode, image_size=self.image_size, batch_size=self.batch_size,
+        return dict(seq_len=self.seq_len, mode=self.mode, image_size=self.image_size,
+                    batch_size=clips_per_call(self.batch_size, self.seq_len, self.image_size, self.device),
                     num_workers=self.num_workers)

@@ -191,6 +191,9 @@ def build_run(cfg: Config, *, resume: str | os.PathLike | None = None, ctx: Dist
         output = free_output(output)
     t.output = str(output)
 
+    if ctx.device.type == "cpu" and t.flush_denormal:
+        # Before any parallel work where possible: torch's worker threads copy the flag when they are created.
+        torch.set_flush_denormal(True)
     seed_everything(t.seed)
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     _set_determinism(t.deterministic, ctx.device)
