@@ -187,7 +187,7 @@ def main(argv=None):
                              "or finetune (the whole model, 3 seeds); results in ablation_pretrained.*, resumable")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--force", action="store_true", help="with --tier: rerun runs already in the results")
-    parser.add_argument("--report-only", action="store_true", help="with --tier: rewrite the report, train nothing")
+    parser.add_argument("--report-only", action="store_true", help="with --tier: rewrite the report, train nothing (give the runs' --set values again)")
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
                         help="default: all but full-scaled and full-centered (with --tier: the tier's list)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
@@ -208,7 +208,7 @@ def main(argv=None):
         if args.out == parser.get_default("out"):
             args.out = PRETRAINED_RESULTS
         if args.report_only:
-            write_pretrained_report(args.out)
+            write_pretrained_report(args.out, args.overrides)
         else:
             run_tier(args)
         print((RESULTS / f"{args.out}.md").read_text())
@@ -425,7 +425,7 @@ def run_tier(args) -> None:
             progress.console.print(f"{args.tier} {r['variant']:>22} seed {r['seed']}: rank-1 {r['rank1']:.1f}  "
                                    f"mAP {r['mAP']:.1f}  ({r['minutes']} min)")
             progress.advance(task)
-    write_pretrained_report(args.out)
+    write_pretrained_report(args.out, args.overrides)
 
 
 def _merge_rows(path: Path, new: list[dict], replace: set | None = None) -> None:
@@ -445,8 +445,11 @@ def _merge_rows(path: Path, new: list[dict], replace: set | None = None) -> None
         tmp.replace(path)
 
 
-def write_pretrained_report(stem: str = PRETRAINED_RESULTS) -> None:
-    """ablation_pretrained.md and .png from the results and curves CSV (both tiers)."""
+def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str] = ()) -> None:
+    """ablation_pretrained.md and .png from the results and curves CSV (both tiers).
+
+    ``overrides``: the ``--set`` values the runs had on top of the tier's (a longer budget, say).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,7 +490,13 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS) -> None:
         aff = d.dropna(subset=aff_cols[:1]).groupby("variant", sort=False)[aff_cols].mean().round(2) if aff_cols else None
         minutes = d.minutes.sum()
         parts.append(f"\n## {TIER_TITLES[tier]}\n\n{len(d)} runs, {minutes:.0f} run-minutes. "
-                     f"Overrides: `{' '.join(TIERS[tier]['overrides'])}`.\n\n{to_markdown(table)}\n")
+                     f"Overrides: `{' '.join(TIERS[tier]['overrides'] + list(overrides))}`.\n\n{to_markdown(table)}\n")
+        # The learning curves: where each variant stands at each evaluation (mean over the seeds evaluated).
+        c = curves[curves.tier == tier].pivot_table(index="epoch", columns="variant", values="mAP", aggfunc="mean")
+        if len(c):
+            c = c[[v for v in sorted(c.columns, key=order.get)]].round(1).reset_index()
+            parts.append("\nmAP at each evaluation (mean over the seeds evaluated at that epoch):\n\n"
+                         + to_markdown(c, floatfmt=".1f") + "\n")
         parts.append("\nEach branch's own slice of f_all (mAP, mean over seeds):\n\n"
                      + to_markdown(slices.reset_index(), floatfmt=".1f") + "\n")
         if aff is not None and len(aff):
