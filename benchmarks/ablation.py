@@ -368,10 +368,7 @@ def run_frozen_job(job: dict) -> dict:
 
 def run_finetune_job(job: dict) -> dict:
     """One fine-tune run through `stgcn_pyg.training.train`, then its branch slices and affinity."""
-    import torch
-
-    torch.set_flush_denormal(True)  # see frozen_tier.train_frozen
-    row = run_one(job)
+    row = run_one(job)  # on the CPU, the run flushes denormals (train.flush_denormal)
     metrics = pd.read_csv(Path(job["output"]) / "metrics.csv")
     curve = [dict(tier="finetune", variant=job["variant"], seed=job["seed"], epoch=int(r.epoch),
                   step=int(r.step) if "step" in metrics else None, loss=r.loss, rank1=r.rank1, mAP=r.mAP,

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import TIERS  # noqa: E402
-from common import device_name, to_markdown  # noqa: E402
+from common import write_table  # noqa: E402
 
 from stgcn_pyg.data import build_train_loader  # noqa: E402
 from stgcn_pyg.models import STGCN, STGCNLoss, STGCNOutput  # noqa: E402
@@ -71,15 +71,10 @@ def main() -> None:
         for r in branch_gradient_norms(overrides):
             rows.append(dict(setting=name, **r))
         print(f"{name}: {time.perf_counter() - start:.0f} s")
-    df = pd.DataFrame(rows)
-    RESULTS.mkdir(exist_ok=True)
-    df.to_csv(RESULTS / "branch_gradients.csv", index=False)
-    (RESULTS / "branch_gradients.md").write_text(
-        "# Each branch's pull on the backbone at the start of training\n\n"
+    print(write_table(
+        RESULTS, "branch_gradients", "Each branch's pull on the backbone at the start of training",
         "Backbone gradient norm from each branch's own triplet + cross-entropy loss on seed 0's first batch, "
-        f"the model as it starts training. Measured by `python benchmarks/branch_gradients.py` on "
-        f"{device_name('cpu')}, {time.strftime('%Y-%m-%d')}.\n\n" + to_markdown(df, floatfmt=".3g") + "\n")
-    print((RESULTS / "branch_gradients.md").read_text())
+        "the model as it starts training.", pd.DataFrame(rows), "branch_gradients.py"))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import platform
+import time
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -32,3 +34,15 @@ def to_markdown(df: pd.DataFrame, index: bool = False, floatfmt: str = ".2f") ->
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def write_table(results: Path, stem: str, title: str, description: str, df: pd.DataFrame, script: str,
+                floatfmt: str = ".3g") -> str:
+    """``stem``.csv and ``stem``.md (title, description, where and when measured, the table) under ``results``;
+    returns the markdown."""
+    results.mkdir(exist_ok=True)
+    df.to_csv(results / f"{stem}.csv", index=False)
+    text = (f"# {title}\n\n{description} Measured by `python benchmarks/{script}` on {device_name('cpu')}, "
+            f"{time.strftime('%Y-%m-%d')}.\n\n" + to_markdown(df, floatfmt=floatfmt) + "\n")
+    (results / f"{stem}.md").write_text(text)
+    return text

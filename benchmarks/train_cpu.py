@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from ablation import TIERS  # noqa: E402
-from common import device_name, to_markdown  # noqa: E402
+from common import write_table  # noqa: E402
 
 from stgcn_pyg.config import load_config  # noqa: E402
 from stgcn_pyg.training.run import build_run  # noqa: E402
@@ -114,18 +114,12 @@ def main(argv=None) -> None:
             print(f"{name}, {n} thread(s): {r['s_per_step_no_flush']:.2f} -> {r['s_per_step_flush']:.2f} s/step "
                   f"({r['speedup']:.2f}x), denormal gradient share {r['denormal_grad_share']:.2%}")
     torch.set_num_threads(default_threads)
-    df = pd.DataFrame(rows)
-    RESULTS.mkdir(exist_ok=True)
-    df.to_csv(RESULTS / "train_cpu.csv", index=False)
-    (RESULTS / "train_cpu.md").write_text(
-        "# CPU training steps: flushing denormals to zero\n\n"
+    print(write_table(
+        RESULTS, "train_cpu", "CPU training steps: flushing denormals to zero",
         "Median seconds per training step (data loading excluded) with `torch.set_flush_denormal` on and "
         "off (each in a fresh process, one after the other); `denormal_grad_share`: denormal entries among the "
         "backbone's non-zero weight gradients after an unflushed step (where it is 0, the denormals are in "
-        "intermediate values: activation gradients). Measured by `python benchmarks/train_cpu.py` "
-        f"on {device_name('cpu')}, {time.strftime('%Y-%m-%d')}.\n\n"
-        + to_markdown(df, floatfmt=".3g") + "\n")
-    print((RESULTS / "train_cpu.md").read_text())
+        "intermediate values: activation gradients).", pd.DataFrame(rows), "train_cpu.py"))
 
 
 if __name__ == "__main__":
