@@ -1,5 +1,5 @@
 """AffinityGCNConv and affinity_norm: by hand, against a per-node formula and the dense reference, batched,
-compiled, in half precision."""
+compiled, in half precision; both row normalisations (square, the paper's Eq. 2 and the default, and softmax)."""
 
 import subprocess
 import sys
@@ -16,20 +16,22 @@ from stgcn_pyg.nn import (
     DenseAffinityGCN,
     affinity_norm,
     dense_affinity,
+    dense_affinity_gcn,
     normalize_with_self_loops,
     to_dense_affinity,
 )
 
 IMPLS = ["dense", "sparse", "gather"]
 MP_IMPLS = ["sparse", "gather"]  # the implementations that also run on batched graphs
+NORMS = ["square", "softmax"]
 
 
-def _pair(in_ch, out_ch, seed=0, dtype=torch.double):
+def _pair(in_ch, out_ch, seed=0, dtype=torch.double, normalization="square"):
     torch.manual_seed(seed)
-    conv = AffinityGCNConv(in_ch, out_ch).to(dtype)
+    conv = AffinityGCNConv(in_ch, out_ch, normalization=normalization).to(dtype)
     with torch.no_grad():
         conv.bias.normal_()  # a zero bias would hide a bias added at the wrong place
-    ref = DenseAffinityGCN(in_ch, out_ch).to(dtype)
+    ref = DenseAffinityGCN(in_ch, out_ch, normalization=normalization).to(dtype)
     ref.load_state_dict(conv.state_dict())
     return conv, ref
 
@@ -45,9 +47,41 @@ def _mask(edge_index, N):
     return mask
 
 
+def test_default_normalization_is_the_papers_square():
+    assert AffinityGCNConv(4, 4).normalization == "square"
+    assert DenseAffinityGCN(4, 4).normalization == "square"
+
+
+def test_hand_computed_square_three_node_path():
+    """Eq. 2 by hand on the path 0 - 1 - 2 with phi = I: each row over the neighbours and the node itself."""
+    x = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]], dtype=torch.double)
+    edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])  # 0->1, 1->0, 1->2, 2->1
+    # e = x x^T: e00 = 1, e01 = 1 | e10 = 1, e11 = 2, e12 = 2 | e21 = 2, e22 = 4; squared over each row:
+    A = torch.tensor([[1 / 2, 1 / 2, 0], [1 / 9, 4 / 9, 4 / 9], [0, 1 / 5, 4 / 5]], dtype=torch.double)
+    a_hat = (A + torch.eye(3, dtype=torch.double)) / 2  # rows of A sum to 1: d = 2 everywhere
+    torch.testing.assert_close(a_hat, torch.tensor([[3 / 4, 1 / 4, 0], [1 / 18, 13 / 18, 4 / 18], [0, 1 / 10, 9 / 10]],
+                                                    dtype=torch.double))
+    expected_out = torch.tensor([[1, 1 / 4], [14 / 18, 21 / 18], [1 / 10, 19 / 10]], dtype=torch.double)
+    # edges in input order (A_hat[i, j] for j -> i), then the loops with the whole diagonal (a_ii + 1) / 2
+    expected_weight = torch.tensor([1 / 18, 1 / 4, 1 / 10, 4 / 18, 3 / 4, 13 / 18, 9 / 10], dtype=torch.double)
+    conv = AffinityGCNConv(2, 2, bias=False).double()
+    with torch.no_grad():
+        conv.phi.weight.copy_(torch.eye(2))
+        conv.lin.weight.copy_(torch.eye(2))
+    for impl in IMPLS:
+        conv.impl = impl
+        out, (index, weight) = conv(x.unsqueeze(0), edge_index, return_attention_weights=True)
+        torch.testing.assert_close(out[0], expected_out, msg=impl)
+        torch.testing.assert_close(weight[0], expected_weight, msg=impl)
+        torch.testing.assert_close(to_dense_affinity(index, weight[0], 3), a_hat, msg=impl)
+        if impl != "dense":
+            torch.testing.assert_close(conv(x, edge_index), expected_out, msg=impl)
+    torch.testing.assert_close(dense_affinity(x.unsqueeze(0), _mask(edge_index, 3))[0], A)
+
+
 def test_hand_computed_two_nodes():
-    """Two linked nodes: each softmax row is [0, 1]; A + I = ones; D = 2; A_hat = 1/2."""
-    conv = AffinityGCNConv(2, 1, bias=False).double()
+    """Softmax: two linked nodes: each softmax row is [0, 1]; A + I = ones; D = 2; A_hat = 1/2."""
+    conv = AffinityGCNConv(2, 1, bias=False, normalization="softmax").double()
     with torch.no_grad():
         conv.phi.weight.copy_(torch.eye(2))
         conv.lin.weight.copy_(torch.tensor([[1.0, 0.0]]))
@@ -60,8 +94,8 @@ def test_hand_computed_two_nodes():
 
 
 def test_hand_computed_three_node_path_with_affinity():
-    """Node 1 has two neighbours whose softmax weights follow the learned scores."""
-    conv = AffinityGCNConv(1, 1, bias=False).double()
+    """Softmax: node 1 has two neighbours whose softmax weights follow the learned scores."""
+    conv = AffinityGCNConv(1, 1, bias=False, normalization="softmax").double()
     with torch.no_grad():
         conv.phi.weight.fill_(1.0)
         conv.lin.weight.fill_(1.0)
@@ -83,10 +117,11 @@ def test_hand_computed_three_node_path_with_affinity():
         assert torch.allclose(conv(x, edge_index), expected), impl
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("T,P,B", [(2, 2, 1), (4, 4, 3), (8, 4, 2), (3, 5, 4)])
-def test_matches_dense_reference_on_complete_graphs(impl, T, P, B):
-    conv, ref = _pair(12, 7, seed=T * 100 + P * 10 + B)
+def test_matches_dense_reference_on_complete_graphs(impl, T, P, B, normalization):
+    conv, ref = _pair(12, 7, seed=T * 100 + P * 10 + B, normalization=normalization)
     conv.impl = impl
     N = T * P
     edge_index = build_edge_index("temporal-complete", T, P)
@@ -104,21 +139,34 @@ def test_matches_dense_reference_on_complete_graphs(impl, T, P, B):
         torch.testing.assert_close(p.grad, q.grad, msg=f"{impl}: gradient of {name}")
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("topology", ["spatial-frame-complete", "temporal-adjacent", "temporal-same-stripe"])
-def test_matches_masked_dense_reference_on_sparse_topologies(impl, topology):
+def test_matches_masked_dense_reference_on_sparse_topologies(impl, topology, normalization):
     T, P, B = 5, 3, 2
-    conv, ref = _pair(6, 9, seed=1)  # out > in: propagation runs in the input width
+    conv, ref = _pair(6, 9, seed=1, normalization=normalization)  # out > in: propagation runs in the input width
     conv.impl = impl
     edge_index = build_edge_index(topology, T, P)
-    x = torch.randn(B, T * P, 6, dtype=torch.double)
-    torch.testing.assert_close(conv(x, edge_index), ref(x, _mask(edge_index, T * P)))
+    x = torch.randn(B, T * P, 6, dtype=torch.double, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    out, expected = conv(x, edge_index), ref(x_ref, _mask(edge_index, T * P))
+    torch.testing.assert_close(out, expected)
+    if impl != "dense":  # the batch layout: the B graphs as one PyG batch
+        flat = conv(x.reshape(B * T * P, 6), _batched(edge_index, B, T * P))
+        torch.testing.assert_close(flat.view(B, T * P, -1), expected)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    for (name, p), (_, q) in zip(conv.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=f"{impl}: gradient of {name}")
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", MP_IMPLS)
-def test_batched_graphs_equal_per_graph_outputs(impl):
+def test_batched_graphs_equal_per_graph_outputs(impl, normalization):
     """A PyG Batch of graphs of different sizes gives each graph's own output."""
-    conv, _ = _pair(8, 5, seed=3)
+    conv, _ = _pair(8, 5, seed=3, normalization=normalization)
     conv.impl = impl
     shapes = [(2, 4), (5, 2), (3, 3)]
     graphs = [
@@ -132,9 +180,10 @@ def test_batched_graphs_equal_per_graph_outputs(impl):
         torch.testing.assert_close(out[batch.ptr[g] : batch.ptr[g + 1]], own)
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", IMPLS)
-def test_static_mode_equals_batch_mode(impl):
-    conv, _ = _pair(8, 8, seed=4)
+def test_static_mode_equals_batch_mode(impl, normalization):
+    conv, _ = _pair(8, 8, seed=4, normalization=normalization)
     T, P, B = 4, 3, 3
     N = T * P
     edge_index = build_edge_index("temporal-adjacent", T, P)
@@ -146,9 +195,10 @@ def test_static_mode_equals_batch_mode(impl):
     torch.testing.assert_close(static, batched)
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", IMPLS)
-def test_permutation_equivariance(impl):
-    conv, _ = _pair(6, 4, seed=5)
+def test_permutation_equivariance(impl, normalization):
+    conv, _ = _pair(6, 4, seed=5, normalization=normalization)
     conv.impl = impl
     T, P = 3, 4
     N = T * P
@@ -162,9 +212,10 @@ def test_permutation_equivariance(impl):
     torch.testing.assert_close(out_perm, out[:, perm])
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", IMPLS)
-def test_every_parameter_gets_a_gradient(impl):
-    conv, _ = _pair(6, 4, seed=6, dtype=torch.float)
+def test_every_parameter_gets_a_gradient(impl, normalization):
+    conv, _ = _pair(6, 4, seed=6, dtype=torch.float, normalization=normalization)
     conv.impl = impl
     x = torch.randn(2, 8, 6)
     conv(x, build_edge_index("temporal-complete", 4, 2)).pow(2).sum().backward()
@@ -174,8 +225,8 @@ def test_every_parameter_gets_a_gradient(impl):
 
 @pytest.mark.parametrize("impl", MP_IMPLS)
 def test_self_loop_in_edge_index_gets_identity_on_top(impl):
-    """A + I also where the softmax gave the diagonal a weight (the PyG-helper trap)."""
-    conv, ref = _pair(5, 3, seed=7)
+    """Softmax: A + I also where the softmax gave the diagonal a weight (the PyG-helper trap)."""
+    conv, ref = _pair(5, 3, seed=7, normalization="softmax")
     conv.impl = impl
     N = 6
     full = torch.ones(N, N, dtype=torch.bool)  # complete graph *with* self-loops
@@ -194,20 +245,50 @@ def test_self_loop_in_edge_index_gets_identity_on_top(impl):
     assert not torch.allclose(conv(x, no_loop), out)
 
 
+@pytest.mark.parametrize("impl,layout", [("dense", "static"), ("sparse", "static"), ("gather", "static"),
+                                         ("sparse", "batch"), ("gather", "batch")])
+def test_square_counts_an_explicit_self_loop_once(impl, layout):
+    """Square: the node itself is always in its row, so explicit loops i -> i change nothing; they get weight 0."""
+    conv, ref = _pair(5, 3, seed=7)
+    conv.impl = impl
+    N = 6
+    full = torch.ones(N, N, dtype=torch.bool)
+    dst, src = full.nonzero(as_tuple=True)
+    with_loops = torch.stack([src, dst])
+    no_loops = with_loops[:, src != dst]
+    x = torch.randn(1, N, 5, dtype=torch.double)
+    if layout == "batch":
+        x = x[0]
+    out, (index, weight) = conv(x, with_loops, return_attention_weights=True)
+    out_nl, (index_nl, weight_nl) = conv(x, no_loops, return_attention_weights=True)
+    torch.testing.assert_close(out, out_nl)
+    torch.testing.assert_close(to_dense_affinity(index, weight, N), to_dense_affinity(index_nl, weight_nl, N))
+    assert bool((weight[..., : with_loops.size(1)][..., src == dst] == 0).all())
+    expected = ref(x.view(1, N, 5), full) if layout == "batch" else ref(x, full)
+    torch.testing.assert_close(out.view(1, N, -1), expected)
+    torch.testing.assert_close(conv(x, index, edge_weight=weight), out)
+
+
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", IMPLS)
-def test_returned_weights_reused_and_rows_normalised(impl):
-    conv, ref = _pair(6, 6, seed=8)
+@pytest.mark.parametrize("topology", ["temporal-complete", "temporal-adjacent"])
+def test_returned_weights_reused_and_rows_normalised(impl, topology, normalization):
+    conv, ref = _pair(6, 6, seed=8, normalization=normalization)
     conv.impl = impl
     T, P, B = 4, 2, 3
     N = T * P
-    edge_index = build_edge_index("temporal-complete", T, P)
+    edge_index = build_edge_index(topology, T, P)
     x = torch.randn(B, N, 6, dtype=torch.double)
     out, (index, weight) = conv(x, edge_index, return_attention_weights=True)
     assert index.shape == (2, edge_index.size(1) + N)
     assert weight.shape == (B, edge_index.size(1) + N)
     adj = to_dense_affinity(index, weight, N)
-    _, expected_adj = ref(x, return_adjacency=True)
+    _, expected_adj = ref(x, _mask(edge_index, N), return_adjacency=True)
     torch.testing.assert_close(adj, expected_adj)
+    # Every row of A sums to 1, so d = 2 and A = 2 A_hat - I: entries in [0, 1], rows of 1.
+    A = 2 * adj - torch.eye(N, dtype=torch.double)
+    torch.testing.assert_close(A.sum(-1), torch.ones(B, N, dtype=torch.double))
+    assert bool((A > -1e-12).all() and (A < 1 + 1e-12).all())
     # Reusing the weights on new features propagates them without recomputing.
     y = torch.randn(B, N, 6, dtype=torch.double)
     reused = conv(y, index, edge_weight=weight)
@@ -225,8 +306,9 @@ def test_auto_picks_dense_for_complete_and_sparse_for_large_sparse_graphs():
     assert conv.choose_impl(x_small.view(-1, 4), build_edge_index("temporal-complete", 8, 4)) == "sparse"
 
 
-def test_isolated_nodes_keep_their_own_features():
-    conv, ref = _pair(4, 4, seed=9)
+@pytest.mark.parametrize("normalization", NORMS)
+def test_isolated_nodes_keep_their_own_features(normalization):
+    conv, ref = _pair(4, 4, seed=9, normalization=normalization)
     x = torch.randn(1, 5, 4, dtype=torch.double)
     edge_index = torch.tensor([[0, 1], [1, 0]])  # nodes 2..4 have no neighbour
     for impl in IMPLS:
@@ -243,7 +325,8 @@ def test_reset_parameters_repr_and_errors():
     before = conv.phi.weight.clone()
     conv.reset_parameters()
     assert not torch.equal(before, conv.phi.weight)
-    assert repr(conv) == "AffinityGCNConv(16, 8, impl='auto')"
+    assert repr(conv) == "AffinityGCNConv(16, 8, impl='auto', normalization='square')"
+    assert repr(DenseAffinityGCN(4, 2, normalization="softmax")) == "DenseAffinityGCN(4, 2, normalization='softmax')"
     ei = build_edge_index("temporal-complete", 2, 2)
     with pytest.raises(ValueError, match="channels"):
         conv(torch.randn(4, 15), ei)
@@ -255,13 +338,28 @@ def test_reset_parameters_repr_and_errors():
         AffinityGCNConv(16, 8, impl="dense")(torch.randn(4, 16), ei)
 
 
+def test_invalid_normalization_raises_everywhere():
+    match = r"normalization must be one of \('square', 'softmax'\), got 'sqaure'"
+    with pytest.raises(ValueError, match=match):
+        AffinityGCNConv(4, 4, normalization="sqaure")
+    with pytest.raises(ValueError, match=match):
+        DenseAffinityGCN(4, 4, normalization="sqaure")
+    with pytest.raises(ValueError, match=match):
+        dense_affinity(torch.randn(1, 3, 4), normalization="sqaure")
+    with pytest.raises(ValueError, match=match):
+        dense_affinity_gcn(torch.randn(1, 3, 4), torch.eye(4), torch.eye(4), None, normalization="sqaure")
+    with pytest.raises(ValueError, match=match):
+        affinity_norm(torch.tensor([[0], [1]]), torch.randn(1), 2, normalization="sqaure")
+
+
 def test_state_dict_moves_between_conv_and_dense():
     conv, ref = _pair(6, 3)
     assert set(conv.state_dict()) == set(ref.state_dict()) == {"phi.weight", "lin.weight", "bias"}
 
 
-def test_lower_precision_runs_sparse_in_float32():
-    conv = AffinityGCNConv(8, 8, impl="sparse")
+@pytest.mark.parametrize("normalization", NORMS)
+def test_lower_precision_runs_sparse_in_float32(normalization):
+    conv = AffinityGCNConv(8, 8, impl="sparse", normalization=normalization)
     ei = build_edge_index("temporal-complete", 2, 2)
     x = torch.randn(4, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -270,10 +368,11 @@ def test_lower_precision_runs_sparse_in_float32():
     torch.testing.assert_close(out.float(), conv(x, ei), atol=0.05, rtol=0.05)
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("mode", ["static", "batch"])
-def test_torch_compile_fullgraph_equals_eager(mode):
+def test_torch_compile_fullgraph_equals_eager(mode, normalization):
     torch._dynamo.reset()
-    conv = AffinityGCNConv(8, 6)
+    conv = AffinityGCNConv(8, 6, normalization=normalization)
     T, P, B = 3, 2, 2
     N = T * P
     edge_index = build_edge_index("temporal-complete", T, P)
@@ -284,8 +383,9 @@ def test_torch_compile_fullgraph_equals_eager(mode):
     torch.testing.assert_close(compiled(x, edge_index), conv(x, edge_index), atol=1e-5, rtol=1e-5)
 
 
-def test_layer_without_learned_affinity_reuses_given_weights():
-    conv, _ = _pair(6, 6, seed=10)
+@pytest.mark.parametrize("normalization", NORMS)
+def test_layer_without_learned_affinity_reuses_given_weights(normalization):
+    conv, _ = _pair(6, 6, seed=10, normalization=normalization)
     reuse = AffinityGCNConv(6, 6, learn_affinity=False).double()
     assert reuse.phi is None and "phi.weight" not in reuse.state_dict()
     x = torch.randn(2, 8, 6, dtype=torch.double)
@@ -299,9 +399,10 @@ def test_layer_without_learned_affinity_reuses_given_weights():
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_score_scale_matches_reference_and_softens_the_affinity(impl):
+    """Softmax: the scale of the scores sets how peaked the rows are."""
     torch.manual_seed(11)
-    conv = AffinityGCNConv(16, 8, impl=impl, scale=16**-0.5).double()
-    ref = DenseAffinityGCN(16, 8, scale=16**-0.5).double()
+    conv = AffinityGCNConv(16, 8, impl=impl, scale=16**-0.5, normalization="softmax").double()
+    ref = DenseAffinityGCN(16, 8, scale=16**-0.5, normalization="softmax").double()
     ref.load_state_dict(conv.state_dict())
     edge_index = build_edge_index("temporal-complete", 4, 2)
     x = 3 * torch.randn(2, 8, 16, dtype=torch.double)
@@ -314,11 +415,34 @@ def test_score_scale_matches_reference_and_softens_the_affinity(impl):
     assert off(weight).amax(-1).mean() < off(sharp).amax(-1).mean()
 
 
+@pytest.mark.parametrize("impl,layout", [("dense", "static"), ("sparse", "static"), ("gather", "static"),
+                                         ("sparse", "batch"), ("gather", "batch")])
+def test_square_normalization_is_scale_free(impl, layout):
+    """Square: s multiplies every score of a row and cancels in e_ij^2 / sum_k e_ik^2 (also against the reference)."""
+    torch.manual_seed(11)
+    conv = AffinityGCNConv(16, 8, impl=impl).double()
+    edge_index = build_edge_index("temporal-adjacent", 4, 2)
+    x = 3 * torch.randn(2, 8, 16, dtype=torch.double)
+    if layout == "batch":
+        x, edge_index = x.reshape(16, 16), _batched(edge_index, 2, 8)
+    out, (_, weight) = conv(x, edge_index, return_attention_weights=True)
+    for scale in (16**-0.5, 1e-6, 1e6, -2.0):
+        conv.scale = scale
+        scaled, (_, scaled_weight) = conv(x, edge_index, return_attention_weights=True)
+        torch.testing.assert_close(scaled_weight, weight)
+        torch.testing.assert_close(scaled, out)
+    ref = DenseAffinityGCN(16, 8, scale=1e3).double()
+    ref.load_state_dict(conv.state_dict())
+    mask = _mask(build_edge_index("temporal-adjacent", 4, 2), 8)
+    torch.testing.assert_close(out.view(2, 8, 8), ref(x.view(2, 8, 16), mask))
+
+
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", IMPLS)
-def test_centered_scores_match_reference_and_ignore_a_shift_of_the_graph(impl):
+def test_centered_scores_match_reference_and_ignore_a_shift_of_the_graph(impl, normalization):
     torch.manual_seed(12)
-    conv = AffinityGCNConv(16, 8, impl=impl, center=True).double()
-    ref = DenseAffinityGCN(16, 8, center=True).double()
+    conv = AffinityGCNConv(16, 8, impl=impl, center=True, normalization=normalization).double()
+    ref = DenseAffinityGCN(16, 8, center=True, normalization=normalization).double()
     ref.load_state_dict(conv.state_dict())
     edge_index = build_edge_index("temporal-complete", 4, 2)
     x = torch.randn(3, 8, 16, dtype=torch.double)
@@ -326,8 +450,12 @@ def test_centered_scores_match_reference_and_ignore_a_shift_of_the_graph(impl):
     torch.testing.assert_close(out, ref(x))
     # the hand-written formula: phi of the features minus each graph's mean
     phi = (x - x.mean(1, keepdim=True)) @ conv.phi.weight.t()
-    scores = (phi @ phi.transpose(1, 2)).masked_fill(torch.eye(8, dtype=torch.bool), float("-inf"))
-    a = scores.softmax(-1) + torch.eye(8, dtype=torch.double)
+    scores = phi @ phi.transpose(1, 2)
+    if normalization == "square":  # the complete graph and the node itself: every score of the row
+        a = scores**2 / (scores**2).sum(-1, keepdim=True)
+    else:
+        a = scores.masked_fill(torch.eye(8, dtype=torch.bool), float("-inf")).softmax(-1)
+    a = a + torch.eye(8, dtype=torch.double)
     d = a.sum(-1).rsqrt()
     torch.testing.assert_close(to_dense_affinity(index, weight, 8), d[..., :, None] * a * d[..., None, :])
     # a different constant added to each graph's nodes leaves its affinity as it was ...
@@ -341,11 +469,12 @@ def test_centered_scores_match_reference_and_ignore_a_shift_of_the_graph(impl):
     assert not torch.allclose(raw, raw_shifted, atol=1e-3)
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", MP_IMPLS)
-def test_centered_scores_in_batch_mode_use_each_nodes_graph(impl):
+def test_centered_scores_in_batch_mode_use_each_nodes_graph(impl, normalization):
     """Graphs of different sizes in one Batch: centred on their own mean, the same as each alone."""
     torch.manual_seed(13)
-    conv = AffinityGCNConv(6, 5, impl=impl, center=True).double()
+    conv = AffinityGCNConv(6, 5, impl=impl, center=True, normalization=normalization).double()
     graphs = [(build_edge_index("temporal-complete", t, 2), 2 * t) for t in (2, 3, 1)]
     data = [Data(x=torch.randn(n, 6, dtype=torch.double) + 3 * i, edge_index=ei, num_nodes=n)
             for i, (ei, n) in enumerate(graphs)]
@@ -361,11 +490,35 @@ def test_centered_scores_in_batch_mode_use_each_nodes_graph(impl):
 # affinity_norm, the layer against an independent per-node formula, explicit self-loops and edge order
 
 
-def test_affinity_norm_by_hand():
+def test_affinity_norm_square_by_hand():
+    """3 nodes: node 1 has neighbours 0, 2 and an explicit loop; node 0 has neighbour 1; node 2 none, score 0."""
+    edge_index = torch.tensor([[0, 2, 1, 1], [1, 1, 1, 0]])  # 0->1, 2->1, 1->1 (explicit self-loop), 1->0
+    score = torch.tensor([1.0, 2.0, 99.0, 3.0], dtype=torch.double)  # the explicit loop's score is not used ...
+    self_score = torch.tensor([4.0, 2.0, 0.0], dtype=torch.double)  # ... e_11 is self_score[1], counted once
+    index, weight = affinity_norm(edge_index, score, 3, self_score=self_score)
+    # row 1: e^2 = 1, 4 (neighbours), 4 (itself) -> 1/9, 4/9, 4/9; row 0: 9 (node 1), 16 (itself) -> 9/25, 16/25;
+    # row 2: all zero -> A's row is zero and d_2 = 1 (the node keeps only its identity); d = [2, 2, 1].
+    r2 = 2**0.5
+    expected = torch.tensor(
+        [1 / 9 / 2, 4 / 9 / r2, 0.0, 9 / 25 / 2, (16 / 25 + 1) / 2, (4 / 9 + 1) / 2, 1.0], dtype=torch.double
+    )
+    assert torch.equal(index, torch.tensor([[0, 2, 1, 1, 0, 1, 2], [1, 1, 1, 0, 0, 1, 2]]))
+    torch.testing.assert_close(weight, expected)
+    # the default normalisation is square; num_nodes defaults to the length of self_score
+    torch.testing.assert_close(affinity_norm(edge_index, score, self_score=self_score)[1], weight)
+    # B graphs sharing edge_index normalise each row of scores on its own
+    other, other_self = torch.randn(4, dtype=torch.double), torch.randn(3, dtype=torch.double)
+    _, both = affinity_norm(edge_index, torch.stack([score, other]), 3,
+                            self_score=torch.stack([self_score, other_self]))
+    _, other_weight = affinity_norm(edge_index, other, 3, self_score=other_self)
+    torch.testing.assert_close(both, torch.stack([weight, other_weight]))
+
+
+def test_affinity_norm_softmax_by_hand():
     """3 nodes: node 1 has neighbours 0, 2 and itself with exp-scores 1 : 2 : 1; node 0 has neighbour 1; node 2 none."""
     edge_index = torch.tensor([[0, 2, 1, 1], [1, 1, 1, 0]])  # 0->1, 2->1, 1->1 (explicit self-loop), 1->0
     score = torch.log(torch.tensor([1.0, 2.0, 1.0, 5.0], dtype=torch.double))
-    index, weight = affinity_norm(edge_index, score, num_nodes=3)
+    index, weight = affinity_norm(edge_index, score, num_nodes=3, normalization="softmax")
     # a_10 = 1/4, a_12 = 1/2, a_11 = 1/4, a_01 = 1; d = 1 + row sums of A = [2, 2, 1].
     r2 = 2**0.5
     expected = torch.tensor([1 / 4 / 2, 1 / 2 / r2, 1 / 4 / 2, 1 / 2, 1 / 2, 1 / 2, 1.0], dtype=torch.double)
@@ -374,29 +527,74 @@ def test_affinity_norm_by_hand():
     # the explicit loop and the appended one sum to the diagonal entry (a_11 + 1) / d_1
     torch.testing.assert_close(to_dense_affinity(index, weight, 3)[1, 1], torch.tensor(5 / 8, dtype=torch.double))
     # num_nodes defaults to max index + 1 (here 2: node 2 is only a source) ...
-    assert affinity_norm(edge_index[:, 3:], score[3:])[0].shape == (2, 3)
+    assert affinity_norm(edge_index[:, 3:], score[3:], normalization="softmax")[0].shape == (2, 3)
     # ... and B graphs sharing edge_index normalise each row of scores on its own
     other = torch.randn(4, dtype=torch.double)
-    _, both = affinity_norm(edge_index, torch.stack([score, other]), 3)
-    torch.testing.assert_close(both, torch.stack([weight, affinity_norm(edge_index, other, 3)[1]]))
+    _, both = affinity_norm(edge_index, torch.stack([score, other]), 3, normalization="softmax")
+    _, other_weight = affinity_norm(edge_index, other, 3, normalization="softmax")
+    torch.testing.assert_close(both, torch.stack([weight, other_weight]))
 
 
-def test_affinity_norm_gradient_dtype_and_errors():
+@pytest.mark.parametrize("normalization", NORMS)
+def test_affinity_norm_gradient_dtype_and_errors(normalization):
     edge_index = torch.tensor([[0, 2, 1, 1, 2], [1, 1, 1, 0, 0]])
     score = torch.randn(5, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda s: affinity_norm(edge_index, s, 3)[1], (score,))
+    self_score = torch.randn(3, dtype=torch.double, requires_grad=True)
+
+    def norm(s, s_self, **kw):
+        return affinity_norm(edge_index, s, 3, self_score=s_self, normalization=normalization, **kw)[1]
+
+    assert torch.autograd.gradcheck(norm, (score, self_score))
     # half-precision scores are normalised in float32, also under autocast
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, w = affinity_norm(edge_index, score.detach().to(torch.bfloat16), 3)
+        w = norm(score.detach().to(torch.bfloat16), self_score.detach().to(torch.bfloat16))
     assert w.dtype == torch.float32
     with pytest.raises(ValueError, match="score must be"):
-        affinity_norm(edge_index, torch.randn(4), 3)
+        norm(torch.randn(4), self_score)
     with pytest.raises(ValueError, match="edge_index must be"):
-        affinity_norm(edge_index.t(), torch.randn(5), 3)
+        affinity_norm(edge_index.t(), torch.randn(5), 3, self_score=self_score, normalization=normalization)
+
+
+def test_affinity_norm_square_needs_each_nodes_own_score():
+    edge_index = torch.tensor([[0, 2, 1], [1, 1, 0]])
+    with pytest.raises(ValueError, match="needs self_score"):
+        affinity_norm(edge_index, torch.randn(3), 3)
+    with pytest.raises(ValueError, match="self_score must be"):
+        affinity_norm(edge_index, torch.randn(3), 3, self_score=torch.randn(4))
+    with pytest.raises(ValueError, match="self_score must be"):
+        affinity_norm(edge_index, torch.randn(2, 3), 3, self_score=torch.randn(3))
+    # softmax does not use it
+    index, weight = affinity_norm(edge_index, torch.zeros(3), 3, self_score=torch.randn(3), normalization="softmax")
+    torch.testing.assert_close(weight, affinity_norm(edge_index, torch.zeros(3), 3, normalization="softmax")[1])
+
+
+@pytest.mark.parametrize("normalization", NORMS)
+def test_dense_affinity_rows_sum_to_one_before_the_identity(normalization):
+    """A (before A + I) on a partial topology: entries in [0, 1], zero off the allowed set, rows of 1."""
+    torch.manual_seed(14)
+    N = 12
+    edge_index = build_edge_index("temporal-adjacent", 4, 3)
+    mask = _mask(edge_index, N)
+    mask[5] = False  # a node without neighbours
+    phi = torch.randn(3, N, 6, dtype=torch.double)
+    A = dense_affinity(phi, mask, normalization=normalization)
+    allowed = mask | torch.eye(N, dtype=torch.bool) if normalization == "square" else mask
+    assert bool((A[:, ~allowed] == 0).all())
+    assert bool(((A >= 0) & (A <= 1)).all())
+    rows = torch.ones(3, N, dtype=torch.double)
+    if normalization == "softmax":
+        rows[:, 5] = 0  # softmax: an empty row stays empty; square: the node itself is its row, a_55 = 1
+    torch.testing.assert_close(A.sum(-1), rows)
+    if normalization == "square":
+        torch.testing.assert_close(A[:, 5, 5], torch.ones(3, dtype=torch.double))
+        # the mask's diagonal makes no difference: the node itself is always in
+        torch.testing.assert_close(dense_affinity(phi, mask | torch.eye(N, dtype=torch.bool)), A)
+        torch.testing.assert_close(dense_affinity(phi), dense_affinity(phi, torch.ones(N, N, dtype=torch.bool)))
 
 
 def _loop_reference(x, edge_index, conv):
-    """The layer's formula one node at a time in numpy float64 (shares no code with the layer).
+    """The layer's formula one node at a time in numpy float64 (shares no code with the layer), per
+    ``conv.normalization``: square over the neighbours and the node itself, or softmax over the neighbours.
 
     x [B, N, F] -> (out [B, N, F_out], A_hat [B, N, N]).
     """
@@ -410,14 +608,22 @@ def _loop_reference(x, edge_index, conv):
     for g in range(B):
         z = x[g] - x[g].mean(0) if conv.center else x[g]
         phi = z @ phi_w.T
-        adj = np.eye(N)  # the identity on top of the softmax rows
+        adj = np.eye(N)  # the identity on top of the rows of A
         for i in range(N):
-            nbrs = [j for j, t in zip(src, dst) if t == i]
+            nbrs = sorted({j for j, t in zip(src, dst) if t == i})
+            if conv.normalization == "square":
+                nbrs = sorted(set(nbrs) | {i})  # the node itself, once
             if not nbrs:
                 continue
             e = np.array([conv.scale * phi[i] @ phi[j] for j in nbrs])
-            a = np.exp(e - e.max())
-            for j, a_ij in zip(nbrs, a / a.sum()):
+            if conv.normalization == "square":
+                if not (e**2).sum():
+                    continue  # an all-zero row: A's row is zero
+                a = e**2 / (e**2).sum()
+            else:
+                a = np.exp(e - e.max())
+                a = a / a.sum()
+            for j, a_ij in zip(nbrs, a):
                 adj[i, j] += a_ij
         d = adj.sum(1)
         adj = adj / np.sqrt(np.outer(d, d))
@@ -441,11 +647,12 @@ def _messy_graph(N=7, seed=0):
 LAYOUTS = [("dense", "static"), ("sparse", "static"), ("gather", "static"), ("sparse", "batch"), ("gather", "batch")]
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl,layout", LAYOUTS)
 @pytest.mark.parametrize("options", [{}, {"scale": 0.3, "center": True}], ids=["plain", "scaled-centred"])
-def test_matches_per_node_formula_with_self_loops_and_unsorted_edges(impl, layout, options):
+def test_matches_per_node_formula_with_self_loops_and_unsorted_edges(impl, layout, options, normalization):
     torch.manual_seed(15)
-    conv = AffinityGCNConv(5, 4, impl=impl, **options).double()
+    conv = AffinityGCNConv(5, 4, impl=impl, normalization=normalization, **options).double()
     with torch.no_grad():
         conv.bias.normal_()
     B, N = 3, 7
@@ -471,10 +678,11 @@ def test_matches_per_node_formula_with_self_loops_and_unsorted_edges(impl, layou
     torch.testing.assert_close(reused, out)
 
 
-def test_dense_path_with_self_loops_in_edge_index_returns_each_weight_once():
+@pytest.mark.parametrize("normalization", NORMS)
+def test_dense_path_with_self_loops_in_edge_index_returns_each_weight_once(normalization):
     """Regression: the dense path gave an explicit loop the whole diagonal entry, and the appended loop again."""
     torch.manual_seed(16)
-    conv = AffinityGCNConv(5, 3, impl="dense").double()
+    conv = AffinityGCNConv(5, 3, impl="dense", normalization=normalization).double()
     N = 6
     dst, src = torch.ones(N, N).nonzero(as_tuple=True)  # complete graph *with* self-loops
     edge_index = torch.stack([src, dst])
@@ -490,11 +698,12 @@ def test_dense_path_with_self_loops_in_edge_index_returns_each_weight_once():
     torch.testing.assert_close(out, gather_out)
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", IMPLS)
-def test_returned_weights_follow_the_order_of_edge_index(impl):
+def test_returned_weights_follow_the_order_of_edge_index(impl, normalization):
     """Regression: the static sparse path paired CSR-sorted weights with the caller's unsorted edge_index."""
     torch.manual_seed(17)
-    conv = AffinityGCNConv(6, 4, impl=impl).double()
+    conv = AffinityGCNConv(6, 4, impl=impl, normalization=normalization).double()
     T, P, B = 3, 2, 2
     sorted_index = build_edge_index("temporal-adjacent", T, P)
     perm = torch.randperm(sorted_index.size(1), generator=torch.Generator().manual_seed(1))
@@ -509,15 +718,108 @@ def test_returned_weights_follow_the_order_of_edge_index(impl):
     torch.testing.assert_close(conv(x, index, edge_weight=weight), out)
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", IMPLS)
-def test_graph_without_edges_is_a_linear_layer(impl):
-    conv, _ = _pair(4, 3, seed=18)
+def test_graph_without_edges_is_a_linear_layer(impl, normalization):
+    conv, _ = _pair(4, 3, seed=18, normalization=normalization)
     conv.impl = impl
     x = torch.randn(2, 5, 4, dtype=torch.double)
     out, (index, weight) = conv(x, torch.empty(2, 0, dtype=torch.long), return_attention_weights=True)
     torch.testing.assert_close(out, conv.lin(x) + conv.bias)
     assert torch.equal(index, torch.arange(5).repeat(2, 1))
     torch.testing.assert_close(weight, torch.ones(2, 5, dtype=torch.double))
+
+
+def _zero_score_cases():
+    """(name, conv options, how to break the inputs): rows whose scores are all zero."""
+    def dead_phi(conv, x):
+        with torch.no_grad():
+            conv.phi.weight.zero_()
+        return x
+
+    def zero_nodes(conv, x):
+        return x * (torch.arange(x.size(-2)) % 3 != 0).to(x.dtype).unsqueeze(-1)  # every third node x = 0
+
+    def zero_features(conv, x):
+        return torch.zeros_like(x)
+
+    def constant_graph(conv, x):  # centred on its mean, every node is 0
+        return x[..., :1, :].expand_as(x).clone()
+
+    return [("dead-phi", {}, dead_phi), ("zero-nodes", {}, zero_nodes), ("zero-x", {}, zero_features),
+            ("constant-centred", {"center": True}, constant_graph)]
+
+
+@pytest.mark.parametrize("normalization", NORMS)
+@pytest.mark.parametrize("impl,layout", LAYOUTS)
+@pytest.mark.parametrize("case", _zero_score_cases(), ids=lambda c: c[0])
+def test_all_zero_scores_give_finite_outputs_and_gradients(case, impl, layout, normalization):
+    """A row of zero scores (zero features, a dead phi): A's row is zero (square), no NaN/inf anywhere."""
+    _, options, breaking = case
+    torch.manual_seed(23)
+    conv = AffinityGCNConv(5, 4, impl=impl, normalization=normalization, **options).double()
+    ref = DenseAffinityGCN(5, 4, normalization=normalization, **options).double()
+    B, N = 2, 7
+    edge_index = _messy_graph(N)
+    x = breaking(conv, torch.randn(B, N, 5, dtype=torch.double))
+    ref.load_state_dict(conv.state_dict())
+    x_in = x.clone().requires_grad_(True)
+    if layout == "batch":
+        out = conv(x_in.reshape(B * N, 5), _batched(edge_index, B, N),
+                   batch=torch.arange(B).repeat_interleave(N)).view(B, N, -1)
+    else:
+        out = conv(x_in, edge_index)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref(x, _mask(edge_index, N)))
+    out.pow(2).sum().backward()
+    for name, g in [("x", x_in.grad)] + [(n, p.grad) for n, p in conv.named_parameters()]:
+        assert g is not None and torch.isfinite(g).all(), f"gradient of {name}"
+    if normalization == "square" and case[0] == "zero-nodes":
+        # a zero node's row is zero (it keeps only its identity: W 0 + b), and it weighs nothing in other rows
+        zero = torch.arange(N) % 3 == 0
+        torch.testing.assert_close(out[:, zero], conv.bias.expand(B, int(zero.sum()), -1))
+        A = dense_affinity(x @ conv.phi.weight.t(), _mask(edge_index, N))
+        assert bool((A[:, zero] == 0).all() and (A[:, :, zero] == 0).all())
+    elif normalization == "square":
+        # every row is zero: A = 0, A_hat = I, a linear layer
+        torch.testing.assert_close(out, conv.lin(x) + conv.bias)
+
+
+def test_all_zero_scores_in_the_functional_forms_are_finite():
+    edge_index = torch.tensor([[0, 2, 1, 1], [1, 1, 1, 0]])
+    score = torch.zeros(4, dtype=torch.double, requires_grad=True)
+    self_score = torch.zeros(3, dtype=torch.double, requires_grad=True)
+    index, weight = affinity_norm(edge_index, score, 3, self_score=self_score)
+    torch.testing.assert_close(to_dense_affinity(index, weight, 3), torch.eye(3, dtype=torch.double))
+    weight.sum().backward()
+    assert torch.isfinite(score.grad).all() and torch.isfinite(self_score.grad).all()
+    phi = torch.zeros(2, 4, 3, dtype=torch.double, requires_grad=True)
+    A = dense_affinity(phi)
+    assert bool((A == 0).all())
+    normalize_with_self_loops(A).sum().backward()
+    assert torch.isfinite(phi.grad).all()
+
+
+@pytest.mark.parametrize("normalization", NORMS)
+@pytest.mark.parametrize("impl,layout", LAYOUTS)
+def test_gradcheck_in_double(impl, layout, normalization):
+    """Gradients with respect to x, phi, lin and bias, on a graph with explicit loops and an empty row."""
+    torch.manual_seed(24)
+    conv = AffinityGCNConv(3, 2, impl=impl, normalization=normalization, center=True).double()
+    B, N = 2, 5
+    edge_index = _messy_graph(N, seed=2)
+    x = torch.randn(B, N, 3, dtype=torch.double, requires_grad=True)
+    names = [n for n, _ in conv.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for _, p in conv.named_parameters()]
+
+    def run(x, *params):
+        state = dict(zip(names, params))
+        if layout == "batch":
+            args = (x.reshape(B * N, 3), _batched(edge_index, B, N))
+            return torch.func.functional_call(conv, state, args, {"batch": torch.arange(B).repeat_interleave(N)})
+        return torch.func.functional_call(conv, state, (x, edge_index))
+
+    assert torch.autograd.gradcheck(run, (x, *params))
 
 
 def test_edge_weight_of_the_wrong_length_raises():
@@ -565,10 +867,11 @@ def _wide_features(B=2, N=16, F=2048, seed=19):
     return 4 * torch.relu(torch.randn(B, N, F, generator=g))
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl,layout", LAYOUTS)
-def test_bf16_autocast_computes_the_affinity_in_float32(impl, layout):
+def test_bf16_autocast_computes_the_affinity_in_float32(impl, layout, normalization):
     torch.manual_seed(20)
-    conv = AffinityGCNConv(2048, 64, impl=impl)
+    conv = AffinityGCNConv(2048, 64, impl=impl, normalization=normalization)
     x = _wide_features()
     B, N, _ = x.shape
     edge_index = build_edge_index("temporal-complete", 4, 4)
@@ -583,26 +886,29 @@ def test_bf16_autocast_computes_the_affinity_in_float32(impl, layout):
     assert (out16.float() - out32).abs().max() < 0.01 * out32.abs().max()
 
 
-def test_bf16_autocast_dense_reference_computes_the_affinity_in_float32():
+@pytest.mark.parametrize("normalization", NORMS)
+def test_bf16_autocast_dense_reference_computes_the_affinity_in_float32(normalization):
     torch.manual_seed(21)
-    ref = DenseAffinityGCN(2048, 64)
+    ref = DenseAffinityGCN(2048, 64, normalization=normalization)
     x = _wide_features()
     out32, adj32 = ref(x, return_adjacency=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out16, adj16 = ref(x, return_adjacency=True)
-        alpha16 = dense_affinity(x @ ref.phi.weight.t())  # phi in bf16 here, the softmax still in float32
+        # phi in bf16 here, the normalisation still in float32
+        alpha16 = dense_affinity(x @ ref.phi.weight.t(), normalization=normalization)
     torch.testing.assert_close(adj16.float(), adj32)
     assert adj16.dtype == alpha16.dtype == torch.float32
     assert (out16.float() - out32).abs().max() < 0.01 * out32.abs().max()
     assert normalize_with_self_loops(alpha16.to(torch.bfloat16)).dtype == torch.float32
 
 
+@pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", IMPLS)
-def test_bf16_layer_scores_its_bf16_values_in_float32(impl):
+def test_bf16_layer_scores_its_bf16_values_in_float32(impl, normalization):
     """A layer cast to bf16 (no autocast): the affinity equals float32 math on the same bf16-rounded values."""
     torch.manual_seed(22)
-    conv = AffinityGCNConv(2048, 64, impl=impl)
-    half = AffinityGCNConv(2048, 64, impl=impl).to(torch.bfloat16)
+    conv = AffinityGCNConv(2048, 64, impl=impl, normalization=normalization)
+    half = AffinityGCNConv(2048, 64, impl=impl, normalization=normalization).to(torch.bfloat16)
     half.load_state_dict(conv.state_dict())
     conv.load_state_dict(half.state_dict())  # float32 copies of the bf16-rounded parameters
     x16 = _wide_features().to(torch.bfloat16)

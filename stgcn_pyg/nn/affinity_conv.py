@@ -14,7 +14,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
 from .functional import dense_affinity, dense_affinity_gcn
-from .norm import affinity_dtype, affinity_norm
+from .norm import Normalization, affinity_dtype, affinity_norm, check_normalization
 
 Impl = Literal["auto", "dense", "sparse", "gather"]
 _IMPLS = ("auto", "dense", "sparse", "gather")
@@ -37,17 +37,33 @@ def _sparse_csr_quiet() -> Iterator[None]:
 class AffinityGCNConv(MessagePassing):
     r"""The graph convolution of STGCN (Yang et al., CVPR 2020) with a learned affinity.
 
-    For the edges :math:`j \to i` of ``edge_index`` it learns the affinity
+    For the edges :math:`j \to i` of ``edge_index`` it learns the scores
+    :math:`e_{ij} = s \, \phi(\mathbf{x}_i)^\top \phi(\mathbf{x}_j)` and
+    normalises each node's row of them into the affinity :math:`\mathbf{A}`,
+    by default (``normalization="square"``) as in the paper's Eq. 2, over the
+    node's neighbours and the node itself,
 
     .. math::
-        e_{ij} = s \, \phi(\mathbf{x}_i)^\top \phi(\mathbf{x}_j), \qquad
-        a_{ij} = \frac{\exp e_{ij}}{\sum_{k \in \mathcal{N}(i)} \exp e_{ik}},
+        a_{ij} = \frac{e_{ij}^2}{\sum_{k \in \mathcal{N}(i) \cup \{i\}} e_{ik}^2},
+        \qquad j \in \mathcal{N}(i) \cup \{i\}
 
-    adds the identity on top, :math:`\mathbf{A}' = \mathbf{A} + \mathbf{I}`
-    (also where ``edge_index`` already holds the self-loop :math:`i \to i`),
-    normalises it symmetrically with the row sums :math:`d_i` of
-    :math:`\mathbf{A}'` (see :func:`~stgcn_pyg.nn.affinity_norm`), and
-    propagates:
+    (entries in :math:`[0, 1]`, rows summing to 1, free of the scale of the
+    scores; a row whose scores are all zero is left all zero, and the node
+    keeps only its identity), or with ``normalization="softmax"`` (what
+    checkpoints from before the square normalisation use) over the
+    neighbours only,
+
+    .. math::
+        a_{ij} = \frac{\exp e_{ij}}{\sum_{k \in \mathcal{N}(i)} \exp e_{ik}},
+        \qquad j \in \mathcal{N}(i).
+
+    In both modes it adds the identity on top, :math:`\mathbf{A}' = \mathbf{A} + \mathbf{I}`:
+    in square mode the diagonal becomes :math:`a_{ii} + 1` (an explicit
+    self-loop :math:`i \to i` in ``edge_index`` is the node itself, counted
+    once); with softmax the identity is added also where ``edge_index``
+    already holds the self-loop. It normalises :math:`\mathbf{A}'`
+    symmetrically with its row sums :math:`d_i` (see
+    :func:`~stgcn_pyg.nn.affinity_norm`) and propagates:
 
     .. math::
         \mathbf{x}'_i = \sum_{j \in \mathcal{N}(i) \cup \{i\}}
@@ -59,8 +75,8 @@ class AffinityGCNConv(MessagePassing):
     :math:`\phi` is ``self.phi`` (a bias-free ``Linear(in, in)``) and
     :math:`\mathbf{W}` is ``self.lin`` (a bias-free ``Linear(in, out)``; the
     bias is added after propagation, as in :class:`~torch_geometric.nn.GCNConv`).
-    :math:`\phi`, the scores, the softmax and the normalisation run with
-    autocast disabled, in at least float32 (scores of wide features lose
+    :math:`\phi`, the scores, the row normalisation and the GCN normalisation
+    run with autocast disabled, in at least float32 (scores of wide features lose
     whole units in bfloat16); only the propagation follows autocast.
 
     Two input layouts:
@@ -102,16 +118,24 @@ class AffinityGCNConv(MessagePassing):
             layers of a branch that shares one affinity): it has no
             :math:`\phi`, so no parameter without a gradient (which
             ``DistributedDataParallel`` rejects). (default: :obj:`True`)
-        scale (float, optional): The factor :math:`s` of the scores (1 is the
-            paper's formula; ``in_channels ** -0.5`` the transformer's scaled
-            dot product, which keeps the softmax from saturating to one
-            neighbour). (default: :obj:`1.0`)
+        scale (float, optional): The factor :math:`s` of the scores. Square
+            normalisation does not depend on it (:math:`s` multiplies every
+            :math:`e_{ik}` of a row, and cancels in
+            :math:`e_{ij}^2 / \sum_k e_{ik}^2`; :math:`s = 0` leaves every
+            row zero); it matters only for softmax, where 1 is the formula
+            of earlier versions and ``in_channels ** -0.5`` the
+            transformer's scaled dot product, which keeps the softmax from
+            saturating to one neighbour. (default: :obj:`1.0`)
         center (bool, optional): If set to :obj:`True`, subtracts each graph's
             mean node feature before :math:`\phi` (not in the paper). Features
             after a ReLU share a large common component, and then every node's
             strongest score is with the one node of largest norm, a "hub";
             centred scores compare what sets the nodes apart. Propagation
             still uses the raw features. (default: :obj:`False`)
+        normalization (str, optional): The rows of the affinity,
+            :obj:`"square"` (the paper's Eq. 2) or :obj:`"softmax"` (the
+            formula of checkpoints from before the square normalisation).
+            (default: :obj:`"square"`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -137,12 +161,14 @@ class AffinityGCNConv(MessagePassing):
         learn_affinity: bool = True,
         scale: float = 1.0,
         center: bool = False,
+        normalization: Normalization = "square",
         **kwargs,
     ):
         kwargs.setdefault("aggr", "add")
         super().__init__(**kwargs)
         if impl not in _IMPLS:
             raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+        self.normalization = check_normalization(normalization)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.impl = impl
@@ -231,7 +257,9 @@ class AffinityGCNConv(MessagePassing):
                 also returns ``(edge_index, weight)``: the input edges followed
                 by :math:`N` self-loops, and their normalised weights in at
                 least float32 (column :math:`k` of the input keeps index
-                :math:`k`; see :func:`~stgcn_pyg.nn.affinity_norm`). With
+                :math:`k`; in square mode a loop carries the whole diagonal
+                entry :math:`(a_{ii} + 1) / d_i` and an explicit self-loop of
+                the input 0; see :func:`~stgcn_pyg.nn.affinity_norm`). With
                 ``edge_weight`` given, returns it as it came.
                 (default: :obj:`None`)
             batch (torch.Tensor, optional): The graph of each node,
@@ -314,13 +342,19 @@ class AffinityGCNConv(MessagePassing):
         with torch.autocast(device_type=x.device.type, enabled=False):
             mask = torch.zeros(N, N, dtype=torch.bool, device=x.device)
             mask[dst, src] = True
-            alpha = dense_affinity(self._phi(x), mask, self.scale)  # [B, N, N]: softmax rows, diagonal included
+            alpha = dense_affinity(self._phi(x), mask, self.scale, self.normalization)  # [B, N, N], diagonal included
             deg_inv_sqrt = (alpha.sum(-1) + 1.0).rsqrt()  # [B, N]: rows of A + I
             eye = torch.eye(N, dtype=alpha.dtype, device=x.device)
             adj = deg_inv_sqrt.unsqueeze(-1) * (alpha + eye) * deg_inv_sqrt.unsqueeze(-2)
-            # Per edge the softmax part only; the identity goes to the appended loops (as affinity_norm).
+            # Per edge A's part only; the identity goes to the appended loops (as affinity_norm) ...
             edge_w = alpha[:, dst, src] * deg_inv_sqrt[:, dst] * deg_inv_sqrt[:, src]
-            weights = torch.cat([edge_w, deg_inv_sqrt * deg_inv_sqrt], dim=1)
+            if self.normalization == "square":
+                # ... with the node's own a_ii, which an explicit loop must not repeat.
+                edge_w = edge_w.masked_fill(src == dst, 0.0)
+                loop_w = (alpha.diagonal(dim1=-2, dim2=-1) + 1.0) * deg_inv_sqrt * deg_inv_sqrt
+            else:
+                loop_w = deg_inv_sqrt * deg_inv_sqrt
+            weights = torch.cat([edge_w, loop_w], dim=1)
         out, _ = dense_affinity_gcn(x, None, self.lin.weight, None, adj_norm=adj)
         loops = torch.arange(N, device=edge_index.device, dtype=edge_index.dtype)
         return out, (torch.cat([edge_index, torch.stack([loops, loops])], dim=1), weights)
@@ -357,7 +391,14 @@ class AffinityGCNConv(MessagePassing):
                     score = (phi[edge_index[1]] * phi[edge_index[0]]).sum(dim=-1)
                     if self.scale != 1.0:
                         score = score * self.scale
-                edge_index, edge_weight = affinity_norm(edge_index, score, num_nodes)
+                self_score = None
+                if self.normalization == "square":  # e_ii: the node itself is in its row's sum
+                    self_score = (phi * phi).sum(dim=-1)
+                    if self.scale != 1.0:
+                        self_score = self_score * self.scale
+                edge_index, edge_weight = affinity_norm(
+                    edge_index, score, num_nodes, self_score=self_score, normalization=self.normalization
+                )
         out = self._propagate(x, edge_index, edge_weight, impl)
         return out, (edge_index, edge_weight)
 
@@ -386,7 +427,10 @@ class AffinityGCNConv(MessagePassing):
         return adj_t @ x
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, impl={self.impl!r})"
+        return (
+            f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, impl={self.impl!r}, "
+            f"normalization={self.normalization!r})"
+        )
 
 
 def to_dense_affinity(edge_index: Tensor, weight: Tensor, num_nodes: int) -> Tensor:

@@ -7,6 +7,7 @@ from torch import Tensor
 from torch.nn import Linear, Module, Parameter
 
 from .functional import dense_affinity_gcn
+from .norm import Normalization, check_normalization
 
 
 class DenseAffinityGCN(Module):
@@ -15,11 +16,16 @@ class DenseAffinityGCN(Module):
     .. math::
         \mathbf{X}' = \hat{\mathbf{A}} \mathbf{X} \mathbf{W}^\top + \mathbf{b}, \quad
         \hat{\mathbf{A}} = \mathbf{D}^{-1/2} (\mathbf{A} + \mathbf{I}) \mathbf{D}^{-1/2}, \quad
-        \mathbf{A} = \mathrm{softmax}_{\text{row}}\big(\phi(\mathbf{X}) \phi(\mathbf{X})^\top\big)
-        \text{ over the allowed neighbours}
+        e_{ij} = s \, \phi(\mathbf{x}_i)^\top \phi(\mathbf{x}_j),
 
-    (scores times ``scale``; with ``center=True`` :math:`\phi` is applied to
-    :math:`\mathbf{x}_i - \bar{\mathbf{x}}`, the mean over each graph's nodes).
+    with :math:`\mathbf{A}` the row-normalised scores: by default
+    (``normalization="square"``, the paper's Eq. 2)
+    :math:`a_{ij} = e_{ij}^2 / \sum_k e_{ik}^2` over the allowed neighbours
+    and the node itself; with ``normalization="softmax"`` (checkpoints from
+    before the square normalisation) :math:`a_{ij} = \mathrm{softmax}_j(e_{ij})`
+    over the allowed neighbours (see :func:`~stgcn_pyg.nn.dense_affinity`).
+    With ``center=True`` :math:`\phi` is applied to
+    :math:`\mathbf{x}_i - \bar{\mathbf{x}}`, the mean over each graph's nodes.
     The affinity is computed in at least float32, autocast disabled; the
     propagation follows autocast.
 
@@ -32,10 +38,12 @@ class DenseAffinityGCN(Module):
         out_channels (int): Size of each output node feature.
         bias (bool, optional): If set to :obj:`False`, the layer will not learn
             an additive bias. (default: :obj:`True`)
-        scale (float, optional): The factor of the scores.
-            (default: :obj:`1.0`)
+        scale (float, optional): The factor :math:`s` of the scores; only the
+            softmax depends on it. (default: :obj:`1.0`)
         center (bool, optional): Score the features minus each graph's mean.
             (default: :obj:`False`)
+        normalization (str, optional): :obj:`"square"` (the paper's Eq. 2) or
+            :obj:`"softmax"`. (default: :obj:`"square"`)
 
     ``forward(x, adj=None, adj_norm=None, return_adjacency=False)``: ``x``
     [B, N, F]; ``adj`` a boolean [N, N] or [B, N, N] mask of allowed
@@ -45,8 +53,9 @@ class DenseAffinityGCN(Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, scale: float = 1.0,
-                 center: bool = False):
+                 center: bool = False, normalization: Normalization = "square"):
         super().__init__()
+        self.normalization = check_normalization(normalization)
         self.scale = scale
         self.center = center
         self.in_channels = in_channels
@@ -72,8 +81,11 @@ class DenseAffinityGCN(Module):
         if x.dim() != 3:
             raise ValueError(f"x must be [B, N, F], got shape {tuple(x.shape)}")
         out, adj_norm = dense_affinity_gcn(x, self.phi.weight, self.lin.weight, self.bias, adj, adj_norm, self.scale,
-                                           self.center)
+                                           self.center, self.normalization)
         return (out, adj_norm) if return_adjacency else out
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"
+        return (
+            f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
+            f"normalization={self.normalization!r})"
+        )

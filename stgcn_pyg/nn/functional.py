@@ -1,8 +1,9 @@
 """Dense, batched-matmul form of the learned-affinity GCN (the reference math).
 
-The affinity (``phi``, the scores, the softmax and the normalisation) is
-computed with autocast disabled, in at least float32 (:func:`affinity_dtype`);
-only the propagation ``A_hat @ X @ W^T`` follows autocast or the input dtype.
+The affinity (``phi``, the scores, their row normalisation and the GCN
+normalisation) is computed with autocast disabled, in at least float32
+(:func:`affinity_dtype`); only the propagation ``A_hat @ X @ W^T`` follows
+autocast or the input dtype.
 """
 
 from __future__ import annotations
@@ -10,31 +11,40 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .norm import affinity_dtype
+from .norm import Normalization, affinity_dtype, check_normalization, softmax_normalize, square_normalize
 
 
-def dense_affinity(phi: Tensor, mask: Tensor | None = None, scale: float = 1.0) -> Tensor:
-    """Row-softmax affinity ``A`` [B, N, N] from projected features ``phi`` [B, N, F].
+def dense_affinity(
+    phi: Tensor, mask: Tensor | None = None, scale: float = 1.0, normalization: Normalization = "square"
+) -> Tensor:
+    r"""Row-normalised affinity ``A`` [B, N, N] from projected features ``phi`` [B, N, F].
 
-    ``A[b, i, j] = softmax_j(scale * phi_i . phi_j)`` over the allowed
-    neighbours ``j`` of ``i`` (``mask[i, j]`` true; ``None`` = every node, the
-    diagonal included). Rows without any neighbour are all zero. Computed in
-    ``phi``'s dtype promoted to at least float32, autocast disabled.
+    With ``e_ij = scale * phi_i . phi_j`` and ``normalization``:
+
+    * ``"square"`` (the default, the paper's Eq. 2): ``A[b, i, j] = e_ij^2 /
+      sum_k e_ik^2`` over the allowed neighbours ``j`` of ``i`` (``mask[i, j]``
+      true) *and* ``i`` itself, whatever the mask's diagonal; ``scale`` changes
+      nothing. A row whose scores are all zero is all zero.
+    * ``"softmax"`` (checkpoints from before the square normalisation):
+      ``A[b, i, j] = softmax_j(e_ij)`` over the allowed neighbours only (the
+      diagonal where the mask has it). Rows without any neighbour are all zero.
+
+    ``mask`` is boolean [N, N] or [B, N, N]; ``None`` = every node, the diagonal
+    included. Computed in ``phi``'s dtype promoted to at least float32,
+    autocast disabled.
     """
+    check_normalization(normalization)
     with torch.autocast(device_type=phi.device.type, enabled=False):
         phi = phi.to(affinity_dtype(phi.dtype))
         scores = phi @ phi.transpose(-1, -2)
         if scale != 1.0:
             scores = scores * scale
-        if mask is None:
-            return scores.softmax(dim=-1)
-        mask = mask.to(torch.bool)
-        # A row with no neighbour is left unmasked before the softmax and zeroed
-        # after it, so that no NaN ever enters the graph (nor its gradient).
-        has_neighbour = mask.any(dim=-1, keepdim=True)
-        soft_mask = mask | ~has_neighbour
-        scores = scores.masked_fill(~soft_mask, float("-inf"))
-        return scores.softmax(dim=-1) * mask.to(scores.dtype)
+        if normalization == "softmax":
+            return softmax_normalize(scores, mask=mask)
+        if mask is not None:
+            n = scores.size(-1)
+            mask = mask.to(torch.bool) | torch.eye(n, dtype=torch.bool, device=scores.device)
+        return square_normalize(scores, mask=mask)
 
 
 def normalize_with_self_loops(adj: Tensor) -> Tensor:
@@ -60,6 +70,7 @@ def dense_affinity_gcn(
     adj_norm: Tensor | None = None,
     scale: float = 1.0,
     center: bool = False,
+    normalization: Normalization = "square",
 ) -> tuple[Tensor, Tensor]:
     """One learned-affinity GCN layer on dense batches.
 
@@ -77,16 +88,21 @@ def dense_affinity_gcn(
         adj_norm (torch.Tensor, optional): A precomputed normalised adjacency
             [B, N, N] to reuse instead of computing the affinity from ``x``.
             (default: :obj:`None`)
-        scale (float, optional): Multiplies the scores ``phi_i . phi_j``
-            before the softmax. (default: :obj:`1.0`)
+        scale (float, optional): Multiplies the scores ``phi_i . phi_j``; only
+            the softmax depends on it. (default: :obj:`1.0`)
         center (bool, optional): Score ``phi(x_i - mean_k x_k)`` instead of
             ``phi(x_i)``, the mean over the nodes of each graph (dim -2).
             (default: :obj:`False`)
+        normalization (str, optional): The rows of the affinity,
+            :obj:`"square"` (the paper's Eq. 2, over the neighbours and the
+            node itself) or :obj:`"softmax"` (over the neighbours); see
+            :func:`dense_affinity`. (default: :obj:`"square"`)
 
     Returns:
         ``(out [B, N, F_out], adj_norm [B, N, N])``; a computed ``adj_norm`` is
         in at least float32.
     """
+    check_normalization(normalization)
     if adj_norm is None:
         n = x.size(-2)
         if mask is None:
@@ -97,7 +113,7 @@ def dense_affinity_gcn(
             if center:
                 xf = xf - xf.mean(-2, keepdim=True)
             phi = xf @ phi_weight.to(dtype).t()
-            adj_norm = normalize_with_self_loops(dense_affinity(phi, mask, scale))
+            adj_norm = normalize_with_self_loops(dense_affinity(phi, mask, scale, normalization))
     if lin_weight.size(0) < lin_weight.size(1):
         h = x @ lin_weight.t()
         out = adj_norm.to(h.dtype) @ h  # propagate in the smaller width

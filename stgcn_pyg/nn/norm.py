@@ -2,47 +2,152 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 from torch_geometric.utils import scatter, softmax
 from torch_geometric.utils.num_nodes import maybe_num_nodes
 
-__all__ = ["affinity_dtype", "affinity_norm"]
+__all__ = [
+    "NORMALIZATIONS",
+    "affinity_dtype",
+    "affinity_norm",
+    "check_normalization",
+    "softmax_normalize",
+    "square_normalize",
+]
+
+Normalization = Literal["square", "softmax"]
+NORMALIZATIONS = ("square", "softmax")
+
+
+def check_normalization(normalization: str) -> str:
+    """``normalization`` if it is one of :data:`NORMALIZATIONS`, else a :class:`ValueError`."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    return normalization
 
 
 def affinity_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype affinities are computed in: ``dtype``, but at least float32.
 
     Scores of wide features reach thousands; in bfloat16 they round to whole
-    units or more, which changes the softmax, so half-precision inputs are
-    promoted (float64 stays float64).
+    units or more, which changes the normalised affinity, so half-precision
+    inputs are promoted (float64 stays float64).
     """
     return torch.promote_types(dtype, torch.float32)
 
 
-def affinity_norm(edge_index: Tensor, score: Tensor, num_nodes: int | None = None) -> tuple[Tensor, Tensor]:
+def _row_reduce(t: Tensor, index: Tensor | None, num_nodes: int | None, reduce: str) -> Tensor:
+    # Each entry's row total, broadcastable to t: over dim -1, or over the entries sharing index.
+    if index is None:
+        return t.amax(-1, keepdim=True) if reduce == "max" else t.sum(-1, keepdim=True)
+    return scatter(t, index, dim=-1, dim_size=num_nodes, reduce=reduce)[..., index]
+
+
+def square_normalize(
+    score: Tensor, index: Tensor | None = None, num_nodes: int | None = None, mask: Tensor | None = None
+) -> Tensor:
+    r"""The paper's Eq. 2 on rows of scores: :math:`a_{ij} = e_{ij}^2 / \sum_k e_{ik}^2`.
+
+    A row is the last dimension of ``score`` (``index`` :obj:`None`; entries
+    where the boolean ``mask`` is false are left out) or, in the edge form,
+    the entries of the last dimension that share ``index``. A row whose
+    scores are all zero gives all zeros, with finite gradients.
+    """
+    if mask is not None:
+        score = score.masked_fill(~mask, 0.0)
+    # Divided by the row's largest |e| first (a is invariant to it), as a stable softmax subtracts the
+    # max: the squares neither overflow nor underflow, and a non-zero row's total is at least 1.
+    peak = _row_reduce(score.detach().abs(), index, num_nodes, "max")
+    r = score / _nonzero(peak)
+    sq = r * r
+    # An all-zero row has total 0: divided by 1 instead, it stays all zeros, with a finite gradient.
+    return sq / _nonzero(_row_reduce(sq, index, num_nodes, "sum"))
+
+
+def _nonzero(t: Tensor) -> Tensor:
+    # t where positive, else 1; unlike clamp_min(1) it passes the gradient at t = 1 (a row of one term).
+    return torch.where(t > 0, t, torch.ones_like(t))
+
+
+def softmax_normalize(
+    score: Tensor, index: Tensor | None = None, num_nodes: int | None = None, mask: Tensor | None = None
+) -> Tensor:
+    r"""Row softmax of scores: :math:`a_{ij} = \exp e_{ij} / \sum_k \exp e_{ik}`.
+
+    Rows as in :func:`square_normalize`: the last dimension (entries where
+    ``mask`` is false left out; a row without any entry gives all zeros) or
+    the entries sharing ``index`` (PyG's :func:`~torch_geometric.utils.softmax`).
+    """
+    if index is not None:
+        return softmax(score, index, num_nodes=num_nodes, dim=-1)
+    if mask is None:
+        return score.softmax(dim=-1)
+    mask = mask.to(torch.bool)
+    # A row with no neighbour is left unmasked before the softmax and zeroed
+    # after it, so that no NaN ever enters the graph (nor its gradient).
+    has_neighbour = mask.any(dim=-1, keepdim=True)
+    soft_mask = mask | ~has_neighbour
+    score = score.masked_fill(~soft_mask, float("-inf"))
+    return score.softmax(dim=-1) * mask.to(score.dtype)
+
+
+def affinity_norm(
+    edge_index: Tensor,
+    score: Tensor,
+    num_nodes: int | None = None,
+    *,
+    self_score: Tensor | None = None,
+    normalization: Normalization = "square",
+) -> tuple[Tensor, Tensor]:
     r"""Turns affinity scores on the edges of a graph into STGCN's normalised adjacency.
 
     For every edge :math:`j \to i` (column :math:`k` of ``edge_index``: source
     :math:`j` = ``edge_index[0, k]``, target :math:`i` = ``edge_index[1, k]``)
-    with score :math:`e_{ij}` = ``score[..., k]``:
+    with score :math:`e_{ij}` = ``score[..., k]``, the affinity :math:`a_{ij}`
+    is, with ``normalization="square"`` (the default, the paper's Eq. 2),
 
     .. math::
-        a_{ij} = \frac{\exp e_{ij}}{\sum_{k \in \mathcal{N}(i)} \exp e_{ik}}, \qquad
-        d_i = 1 + \sum_{j \in \mathcal{N}(i)} a_{ij}, \qquad
+        a_{ij} = \frac{e_{ij}^2}{\sum_{k \in \mathcal{N}(i) \cup \{i\}} e_{ik}^2},
+        \qquad j \in \mathcal{N}(i) \cup \{i\},
+
+    over the node's neighbours *and the node itself*, whose score
+    :math:`e_{ii}` is ``self_score[..., i]`` (required in this mode); with
+    ``normalization="softmax"`` (what checkpoints from before the square
+    normalisation use)
+
+    .. math::
+        a_{ij} = \frac{\exp e_{ij}}{\sum_{k \in \mathcal{N}(i)} \exp e_{ik}},
+        \qquad j \in \mathcal{N}(i).
+
+    Then, in both modes, with :math:`a_{ii} = 0` where the softmax has no
+    self-loop,
+
+    .. math::
+        d_i = 1 + \sum_j a_{ij}, \qquad
         \hat{a}_{ij} = \frac{a_{ij}}{\sqrt{d_i d_j}}, \qquad
-        \hat{a}_{ii}^{\,\mathrm{loop}} = \frac{1}{d_i},
+        \hat{a}_{ii} = \frac{a_{ii} + 1}{d_i},
 
     i.e. the entries of :math:`\mathbf{D}^{-1/2} (\mathbf{A} + \mathbf{I})
-    \mathbf{D}^{-1/2}`, :math:`\mathbf{A}` the row softmax over each node's
-    incoming edges and :math:`\mathbf{D}` the row sums of
-    :math:`\mathbf{A} + \mathbf{I}` (:math:`d_i = 2`, or 1 for a node without
-    incoming edges). The identity is always added as :math:`N` appended
-    self-loops: an explicit self-loop :math:`i \to i` in ``edge_index`` is an
-    ordinary edge of the softmax, and its weight and the appended loop's sum
-    to the diagonal entry :math:`(a_{ii} + 1) / d_i`.
+    \mathbf{D}^{-1/2}`, :math:`\mathbf{D}` the row sums of
+    :math:`\mathbf{A} + \mathbf{I}`. Rows of :math:`\mathbf{A}` sum to 1, so
+    :math:`d_i = 2`, except where a row is empty (softmax: no incoming edge)
+    or all its square-mode scores are zero (then :math:`\mathbf{A}`'s row is
+    zero): :math:`d_i = 1` and the node keeps only its identity.
 
-    The softmax and the normalisation run with autocast disabled, in
+    The identity is always added, as :math:`N` appended self-loops. An
+    explicit self-loop :math:`i \to i` in ``edge_index`` is, with softmax, an
+    ordinary edge: its weight and the appended loop's sum to the diagonal
+    entry. In square mode the node itself is in the sum exactly once, through
+    ``self_score``: an explicit self-loop's score is ignored, its weight is
+    0, and the appended loop carries the whole diagonal entry
+    :math:`(a_{ii} + 1) / d_i`.
+
+    Square normalisation is scale-free (scaling the scores changes nothing);
+    rows are divided by their largest :math:`|e_{ik}|` before squaring, so
+    squares never overflow. The normalisation runs with autocast disabled, in
     ``score``'s dtype promoted to at least float32.
 
     Args:
@@ -52,8 +157,14 @@ def affinity_norm(edge_index: Tensor, score: Tensor, num_nodes: int | None = Non
             :math:`(|\mathcal{E}|)`, or :math:`(B, |\mathcal{E}|)` for
             :math:`B` graphs that share ``edge_index``.
         num_nodes (int, optional): The number of nodes :math:`N`.
-            (default: :obj:`None`, one more than the largest index in
-            ``edge_index``)
+            (default: :obj:`None`, the length of ``self_score`` if given,
+            else one more than the largest index in ``edge_index``)
+        self_score (torch.Tensor, optional): Each node's own score
+            :math:`e_{ii}`, shape :math:`(N)` or :math:`(B, N)` (as
+            ``score``); required with ``normalization="square"``, ignored
+            with ``"softmax"``. (default: :obj:`None`)
+        normalization (str, optional): :obj:`"square"` (the paper's Eq. 2)
+            or :obj:`"softmax"`. (default: :obj:`"square"`)
 
     Returns:
         ``(edge_index, weight)``: the input edges followed by the :math:`N`
@@ -62,20 +173,42 @@ def affinity_norm(edge_index: Tensor, score: Tensor, num_nodes: int | None = Non
         :math:`(|\mathcal{E}| + N)` or :math:`(B, |\mathcal{E}| + N)`;
         column :math:`k < |\mathcal{E}|` is the input's column :math:`k`.
     """
+    check_normalization(normalization)
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"edge_index must be [2, E], got shape {tuple(edge_index.shape)}")
     if score.dim() not in (1, 2) or score.size(-1) != edge_index.size(1):
         raise ValueError(
             f"score must be [E] or [B, E] with E = {edge_index.size(1)} edges, got shape {tuple(score.shape)}"
         )
+    square = normalization == "square"
+    if square:
+        if self_score is None:
+            raise ValueError("normalization='square' needs self_score, each node's own score e_ii")
+        if num_nodes is None:
+            num_nodes = self_score.size(-1)
+        if self_score.shape != (*score.shape[:-1], num_nodes):
+            raise ValueError(
+                f"self_score must be [N] or [B, N] like score, with N = {num_nodes} nodes, "
+                f"got shape {tuple(self_score.shape)} for score of shape {tuple(score.shape)}"
+            )
     num_nodes = maybe_num_nodes(edge_index, num_nodes)
     src, dst = edge_index[0], edge_index[1]
+    loops = torch.arange(num_nodes, device=edge_index.device, dtype=edge_index.dtype)
     with torch.autocast(device_type=score.device.type, enabled=False):
         score = score.to(affinity_dtype(score.dtype))
-        alpha = softmax(score, dst, num_nodes=num_nodes, dim=-1)
-        deg = scatter(alpha, dst, dim=-1, dim_size=num_nodes, reduce="sum") + 1.0
-        deg_inv_sqrt = deg.rsqrt()
-        weight = alpha * deg_inv_sqrt[..., dst] * deg_inv_sqrt[..., src]
-        weight = torch.cat([weight, deg_inv_sqrt * deg_inv_sqrt], dim=-1)
-    loops = torch.arange(num_nodes, device=edge_index.device, dtype=edge_index.dtype)
+        if square:
+            # The row of node i: its edges (an explicit loop zeroed, i is counted once) and i itself.
+            rows = torch.cat([dst, loops])
+            both = torch.cat([score.masked_fill(src == dst, 0.0), self_score.to(score.dtype)], dim=-1)
+            alpha = square_normalize(both, rows, num_nodes)
+            deg_inv_sqrt = (scatter(alpha, rows, dim=-1, dim_size=num_nodes, reduce="sum") + 1.0).rsqrt()
+            edge_alpha, self_alpha = alpha[..., : src.numel()], alpha[..., src.numel() :]
+            weight = edge_alpha * deg_inv_sqrt[..., dst] * deg_inv_sqrt[..., src]
+            weight = torch.cat([weight, (self_alpha + 1.0) * deg_inv_sqrt * deg_inv_sqrt], dim=-1)
+        else:
+            alpha = softmax_normalize(score, dst, num_nodes)
+            deg = scatter(alpha, dst, dim=-1, dim_size=num_nodes, reduce="sum") + 1.0
+            deg_inv_sqrt = deg.rsqrt()
+            weight = alpha * deg_inv_sqrt[..., dst] * deg_inv_sqrt[..., src]
+            weight = torch.cat([weight, deg_inv_sqrt * deg_inv_sqrt], dim=-1)
     return torch.cat([edge_index, torch.stack([loops, loops])], dim=1), weight
