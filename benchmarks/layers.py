@@ -4,7 +4,9 @@ Compares, side by side in one run, forward and forward+backward time and
 memory of
 
 * ``AffinityGCNConv`` with each implementation (``dense``, ``sparse``,
-  ``gather``, and ``auto``, which picks one of them),
+  ``gather``, and ``auto``, which picks one of them), all with the default
+  square normalisation (the paper's Eq. 2), and ``auto`` once more with
+  ``normalization="softmax"``,
 * ``DenseAffinityGCN`` (the dense batched-matmul reference), and
 * PyG's ``DenseGCNConv`` on the same dense mask (a fixed-adjacency GCN, the
   floor: no affinity is learned),
@@ -60,6 +62,9 @@ def build_layers(channels: int, device) -> dict[str, torch.nn.Module]:
         layer = AffinityGCNConv(channels, channels, impl=impl)
         layer.load_state_dict(conv.state_dict())
         layers[f"AffinityGCNConv[{impl}]"] = layer
+    softmax = AffinityGCNConv(channels, channels, normalization="softmax")
+    softmax.load_state_dict(conv.state_dict())
+    layers["AffinityGCNConv[auto, softmax]"] = softmax
     dense = DenseAffinityGCN(channels, channels)
     dense.load_state_dict(conv.state_dict())
     layers["DenseAffinityGCN"] = dense
