@@ -43,6 +43,7 @@ def branch_gradient_norms(overrides: list[str], seed: int = 0) -> list[dict]:
                                 image_size=tuple(d.image_size), num_stripes=m.num_stripes,
                                 temporal_topology=m.temporal_topology, spatial_topology=m.spatial_topology, seed=seed)
     m.num_classes = loader.num_classes
+    m.seq_len = m.seq_len or d.seq_len
     seed_everything(seed)
     model = STGCN(m).train()
     batch = next(iter(loader))

@@ -92,7 +92,7 @@ def time_model(num_classes: int, device: torch.device, args, steps: int = 12) ->
     from stgcn_pyg.data import tracklet_batch
     from stgcn_pyg.models import STGCN, STGCNLoss
 
-    cfg = ModelConfig(weights="none", num_classes=num_classes)
+    cfg = ModelConfig(weights="none", num_classes=num_classes, seq_len=args.seq_len)
     model = STGCN(cfg).to(device).to(memory_format=torch.channels_last)
     model.channels_last = True
     crit = STGCNLoss.from_config(LossConfig())

@@ -168,6 +168,7 @@ def train_frozen(cfg, cache: FeatureCache, ds, *, eval_every: int = 0, threads: 
     pids = train["pid"].to_numpy()
     labels = {p: i for i, p in enumerate(sorted(set(pids.tolist())))}
     m.num_classes = len(labels)
+    m.seq_len = m.seq_len or d.seq_len
     model = STGCN(m)
     model.backbone = CachedMaps(model.backbone.out_channels)
     criterion = STGCNLoss.from_config(cfg.loss)

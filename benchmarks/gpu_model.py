@@ -79,7 +79,8 @@ def record_step(branches: list[str], B: int, T: int, size: tuple[int, int], num_
     """The aten operations of one training step's forward and backward (bf16, meta device)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    cfg = ModelConfig(backbone="resnet50", weights="none", branches=branches, num_classes=num_classes)
+    cfg = ModelConfig(backbone="resnet50", weights="none", branches=branches, num_classes=num_classes,
+                      seq_len=T)
     recorder = OpRecorder()
     # Fake CPU tensors: shapes and dtypes without storage or arithmetic (the meta device has no autocast,
     # which the graph layers switch off around their affinity).

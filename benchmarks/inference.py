@@ -113,8 +113,8 @@ def matmul_peak(n: int, dtype: torch.dtype, seconds: float = 3.0) -> float:
 
 
 # ---------------------------------------------------------------------- models
-def build_model(backbone: str, branches: list[str]) -> STGCN:
-    cfg = ModelConfig(backbone=backbone, weights="none", branches=branches, num_classes=0)
+def build_model(backbone: str, branches: list[str], seq_len: int) -> STGCN:
+    cfg = ModelConfig(backbone=backbone, weights="none", branches=branches, num_classes=0, seq_len=seq_len)
     torch.manual_seed(0)
     return STGCN(cfg).eval()
 
@@ -192,8 +192,8 @@ def main(argv=None) -> int:
         for backbone in args.backbones:
             for size in args.sizes:
                 H, W = size
-                models = {"full": build_model(backbone, ["global", "temporal", "spatial"]),
-                          "global-only": build_model(backbone, ["global"])}
+                models = {"full": build_model(backbone, ["global", "temporal", "spatial"], T),
+                          "global-only": build_model(backbone, ["global"], T)}
                 one = torch.randn(1, T, 3, H, W)
                 flops = {k: count_flops(m, one) for k, m in models.items()}
                 for variant, f in flops.items():

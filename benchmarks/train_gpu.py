@@ -67,7 +67,7 @@ def parse_args(argv=None):
 
 def settings(args):
     if args.quick:
-        over = ["model.backbone=resnet18", "data.image_size=[64, 32]", "data.seq_len=2", "data.num_ids=2",
+        over = ["model.backbone=resnet18", "data.image_size=[64, 32]", "data.seq_len=2", "eval.seq_len=2", "data.num_ids=2",
                 "data.num_instances=2", "model.temporal_width=64", "model.spatial_width=64",
                 "data.synthetic_ids=6", "data.synthetic_frames=[4, 6]", "data.synthetic_image_size=[64, 32]"]
         steps, warmup, loader_steps = args.steps or 3, args.warmup if args.warmup is not None else 1, 2
@@ -77,6 +77,7 @@ def settings(args):
     if args.loader_steps is not None:
         loader_steps = args.loader_steps
     cfg = load_config("mars", over + [f'model.weights="{args.weights}"', "data.dataset=synthetic"])
+    cfg.model.seq_len = cfg.data.seq_len
     return cfg, steps, warmup, loader_steps
 
 

@@ -22,7 +22,7 @@ from .config import Config, config_from_dict
 from .errors import CheckpointError, ConfigError, state_mismatch
 
 __all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "load_checkpoint", "checkpoint_config", "get_rng_state",
-           "set_rng_state", "model_config_diff", "load_state_into", "unreadable_reason"]
+           "set_rng_state", "model_config_diff", "load_state_into", "unreadable_reason", "upgrade_config"]
 
 FORMAT = "stgcn-pyg/checkpoint-1"
 
@@ -106,7 +106,26 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: not a stgcn-pyg checkpoint ({unreadable_reason(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a stgcn-pyg checkpoint (no '{FORMAT}' format tag)")
+    ckpt["config"] = upgrade_config(ckpt["config"])
     return ckpt
+
+
+def upgrade_config(raw: dict) -> dict:
+    """A saved config in today's keys, keeping the model it was trained with.
+
+    Configs saved before the paper's Eq. 2 and temporal residual became the
+    defaults lack ``model.affinity_normalization`` (they used the softmax) and
+    have ``model.residual`` (every layer whose widths agree, the first included).
+    Their ``spatial_width`` and ``frame_fusion`` were saved explicitly.
+    """
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+        return raw
+    model = dict(raw["model"])
+    model.setdefault("affinity_normalization", "softmax")
+    if "temporal_residual" not in model:
+        residual = bool(model.pop("residual", False))
+        model.update(temporal_residual=residual, spatial_residual=residual, residual_first_layer=residual)
+    return {**raw, "model": model}
 
 
 def unreadable_reason(exc: BaseException) -> str:

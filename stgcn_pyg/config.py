@@ -47,6 +47,11 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# Keys of earlier versions, with what replaces them (checkpoints are translated by checkpoint.upgrade_config).
+RENAMED_KEYS = {
+    "model.residual": "the paper's residual is model.temporal_residual (on) and model.spatial_residual (off), "
+                      "from the second layer on; model.residual_first_layer = true adds the first layer's too",
+}
 AMP_MODES = ("auto", "bf16", "off")
 
 
@@ -73,31 +78,44 @@ class ModelConfig:
     spatial_layers: int = 2
     """Graph layers of the spatial branch (2 in the paper)."""
     temporal_width: int = 0
-    """Output width of the temporal layers; 0 = the backbone's channels (2048 for ResNet-50)."""
-    spatial_width: int = 0
-    """Output width of the spatial layers; 0 = the backbone's channels."""
+    """Output width of the temporal layers; 0 = the backbone's channels (2048 for ResNet-50, the paper's d_m)."""
+    spatial_width: int = 256
+    """Output width of the spatial layers (256 in the paper); 0 = the backbone's channels."""
     temporal_topology: str = "temporal-complete"
     """Topology name or .toml file of the temporal graph."""
     spatial_topology: str = "spatial-frame-complete"
     """Topology name or .toml file of the spatial graph."""
     affinity: str = "shared"
     """"shared": one affinity per branch from its input patches; "per-layer": each layer its own."""
+    affinity_normalization: str = "square"
+    """How each affinity row is normalised: "square" (the paper's Eq. 2, e_ij^2 / sum_k e_ik^2 over the
+    neighbours and the node itself) or "softmax" (what checkpoints from before the paper's form use)."""
     scaled_affinity: bool = False
-    """Scale the affinity scores by 1/sqrt(width) before the softmax (transformer-style). False = the
-    paper's formula, whose scores grow with the width and saturate the softmax to about one neighbour."""
+    """Scale the affinity scores by 1/sqrt(width) (transformer-style). Matters only for the softmax, whose
+    unscaled scores grow with the width and saturate to about one neighbour; Eq. 2 is scale-free."""
     centered_affinity: bool = False
     """Score phi(x - mean of the graph's patches) instead of phi(x) (not in the paper): patch features after
     a ReLU share a common component, and then every patch links to the one patch of largest norm."""
     graph_layer: str = "gcn"
     """"gcn" (affinity graph convolution) or "fc" (the paper's ablation: a Linear per node, no graph)."""
-    residual: bool = False
-    """Add each layer's input to its output (when the widths agree) against over-smoothing."""
+    temporal_residual: bool = True
+    """The paper's temporal residual: X^m := X^m + X^{m-1} after layer m's norm and activation, for
+    2 <= m <= M (the first layer, fed by the backbone's patches, has none)."""
+    spatial_residual: bool = False
+    """The same residual in the spatial branch (not in the paper); needs spatial layers of equal widths."""
+    residual_first_layer: bool = False
+    """Also add the first layer's input to its output when the widths agree (not in the paper; what the
+    former model.residual = true did, kept for the checkpoints trained with it)."""
     norm: str = "batch"
     """Normalisation after each graph layer: batch, layer or none."""
     negative_slope: float = 0.1
     """Slope of the LeakyReLU after each graph layer."""
-    frame_fusion: str = "mean"
-    """How the spatial branch fuses its per-frame features: mean or max."""
+    frame_fusion: str = "concat"
+    """How the spatial branch fuses its per-frame features: "concat" (the paper's: the T frames in order,
+    T x spatial_width wide; needs clips of exactly seq_len frames), "mean" or "max" (any T)."""
+    seq_len: int = 0
+    """Frames per clip the model is built for (T of frame_fusion = "concat"); 0 = data.seq_len, filled in
+    when the run is built."""
     classifier: str = "branch"
     """"branch": BN + classifier (and cross-entropy) per branch; "all": one classifier on f_all."""
 
@@ -235,10 +253,12 @@ class Config:
         from .data.loader import TEST_MODES
         from .metrics import METRICS, PROTOCOLS
         from .models.backbone import BACKBONES, LAST_STRIDES
-        from .models.stgcn import AFFINITIES, BRANCHES, CLASSIFIERS, FRAME_FUSIONS, GRAPH_LAYERS, NORMS
+        from .models.stgcn import (AFFINITIES, AFFINITY_NORMALIZATIONS, BRANCHES, CLASSIFIERS, FRAME_FUSIONS,
+                                   GRAPH_LAYERS, NORMS)
 
         _choice("model.backbone", m.backbone, BACKBONES)
         _choice("model.affinity", m.affinity, AFFINITIES)
+        _choice("model.affinity_normalization", m.affinity_normalization, AFFINITY_NORMALIZATIONS)
         _choice("model.graph_layer", m.graph_layer, GRAPH_LAYERS)
         _choice("model.norm", m.norm, NORMS)
         _choice("model.frame_fusion", m.frame_fusion, FRAME_FUSIONS)
@@ -256,6 +276,16 @@ class Config:
         _non_negative("model.num_classes", m.num_classes)
         _non_negative("model.temporal_width", m.temporal_width)
         _non_negative("model.spatial_width", m.spatial_width)
+        _non_negative("model.seq_len", m.seq_len)
+        if m.seq_len and m.seq_len != d.seq_len:
+            raise ConfigError(f"model.seq_len: the model is built for clips of {m.seq_len} frames, data.seq_len "
+                              f"asks for {d.seq_len}")
+        if m.frame_fusion == "concat" and "spatial" in m.branches and e.seq_len != d.seq_len:
+            raise ConfigError(
+                f'eval.seq_len: {e.seq_len} differs from data.seq_len {d.seq_len}, and model.frame_fusion="concat" '
+                f'fixes the clip length the model is built for; test on clips of {d.seq_len} or set '
+                f'model.frame_fusion="mean" for clips of any length'
+            )
         if not m.weights:
             raise ConfigError('model.weights: give "imagenet", "none" or a path to a weights file')
         _positive("data.seq_len", d.seq_len)
@@ -360,6 +390,8 @@ def _merge_section(obj: Any, raw: Any, prefix: str, source: str) -> None:
     hints = _hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in raw.items():
+        if f"{prefix}.{key}" in RENAMED_KEYS:
+            raise ConfigError(f"{source}: '{prefix}.{key}' is gone: {RENAMED_KEYS[f'{prefix}.{key}']}")
         if key not in hints:
             raise ConfigError(
                 f"{source}: unknown key '{prefix}.{key}'; keys of [{prefix}]: {', '.join(names)}"

@@ -129,20 +129,21 @@ def test_weight_errors(tmp_path):
 
 
 def test_stgcn_on_mobilenet_v2_runs_and_all_parameters_get_gradients():
-    cfg = ModelConfig(backbone="mobilenet_v2", weights="none", num_classes=3, temporal_width=32, spatial_width=16)
+    cfg = ModelConfig(backbone="mobilenet_v2", weights="none", num_classes=3, temporal_width=32, spatial_width=16,
+                      seq_len=2)
     model = STGCN(cfg)
     from stgcn_pyg.data import tracklet_batch
 
     batch = tracklet_batch(torch.randn(2, 2, 3, 64, 32), pids=[0, 1])
     out = model(batch)
-    assert out.descriptor.shape == (2, 1280 + 32 + 16)
+    assert out.descriptor.shape == (2, 1280 + 32 + 2 * 16)  # the spatial branch concatenates its 2 frames
     sum(v.sum() for v in out.logits.values()).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
 def test_model_parts_are_initialised_from_seed_and_name():
     """Paired ablations: a branch's head starts from the same weights whatever other branches exist."""
-    kw = dict(backbone="resnet18", weights="none", num_classes=5, temporal_width=16, spatial_width=8)
+    kw = dict(backbone="resnet18", weights="none", num_classes=5, temporal_width=16, spatial_width=8, seq_len=2)
     torch.manual_seed(7)
     full = STGCN(ModelConfig(**kw))
     torch.manual_seed(7)

@@ -20,6 +20,11 @@ def test_builtin_configs_load_and_paper_settings():
         assert (c.optim.optimizer, c.optim.lr, c.optim.step_size, c.optim.gamma) == ("adam", 3e-4, 200, 0.1)
         assert c.train.epochs == 800 and c.loss.margin == 0.3
         assert (c.model.temporal_layers, c.model.spatial_layers, c.model.num_stripes) == (3, 2, 4)
+        # The paper's graph branches: Eq. 2, the temporal residual, 256 wide spatial layers, frames concatenated.
+        m = c.model
+        assert (m.affinity_normalization, m.temporal_residual, m.spatial_residual, m.residual_first_layer) == (
+            "square", True, False, False)
+        assert (m.spatial_width, m.frame_fusion, c.eval.seq_len) == (256, "concat", 8)
     default = load_config(None)
     assert default.data.dataset == "synthetic" and default.model.weights == "none"
     assert default.model.branches == ["global", "temporal", "spatial"]
@@ -36,7 +41,7 @@ def test_overrides_are_typed():
 
 
 def test_toml_round_trip(tmp_path):
-    c = load_config("mars", ["model.residual=true", 'data.root="/d a/t\\\\a"'])
+    c = load_config("mars", ["model.temporal_residual=false", 'data.root="/d a/t\\\\a"'])
     path = tmp_path / "c.toml"
     path.write_text(dump_toml(c))
     assert load_config(str(path)) == c
@@ -55,6 +60,10 @@ def test_toml_round_trip(tmp_path):
     ("data.image_size=[64]", "data.image_size: expected [height, width]"),
     ("optim.lr", "expected section.key=value"),
     ("lr=1", "the key must be section.key"),
+    ("model.affinity_normalization=l2", "model.affinity_normalization: 'l2' is not one of"),
+    ("model.residual=true", "'model.residual' is gone: the paper's residual is model.temporal_residual"),
+    ("eval.seq_len=8", 'eval.seq_len: 8 differs from data.seq_len 4, and model.frame_fusion="concat" fixes'),
+    ("model.seq_len=3", "model.seq_len: the model is built for clips of 3 frames, data.seq_len asks for 4"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as info:
@@ -86,11 +95,11 @@ def test_cli_print_config_applies_file_set_and_flags(capsys, tmp_path):
 
     from stgcn_pyg.cli import main
 
-    assert main(["train", "--config", "mars", "--set", "model.residual=true", "--epochs", "7",
+    assert main(["train", "--config", "mars", "--set", "model.temporal_residual=false", "--epochs", "7",
                  "--root", str(tmp_path), "--print-config"]) == 0
     printed = tomllib.loads(capsys.readouterr().out)
     assert printed["data"]["dataset"] == "mars" and printed["data"]["root"] == str(tmp_path)
-    assert printed["model"]["residual"] is True and printed["train"]["epochs"] == 7
+    assert printed["model"]["temporal_residual"] is False and printed["train"]["epochs"] == 7
     assert printed["optim"]["lr"] == 3e-4
 
 
@@ -118,3 +127,30 @@ def test_moved_names_keep_their_old_import_paths():
     assert cli_evaluate.read_features is descriptor_file.read_descriptor_file
     # load_checkpoint's config was a dict: its sections still read as dicts
     assert Config()["data"] == config_to_dict(Config())["data"]
+
+
+def test_concatenation_alone_ties_the_test_clips_to_the_training_clips():
+    assert load_config(None, ["eval.seq_len=8", "model.frame_fusion=mean"]).eval.seq_len == 8
+    assert load_config(None, ["eval.seq_len=8", 'model.branches=["global", "temporal"]']).eval.seq_len == 8
+    both = load_config(None, ["eval.seq_len=6", "data.seq_len=6"])
+    assert (both.data.seq_len, both.eval.seq_len, both.model.seq_len) == (6, 6, 0)  # 0: filled in by the run
+
+
+def test_checkpoints_of_the_softmax_model_keep_what_they_trained_with():
+    """Configs saved before Eq. 2 and the temporal residual became the defaults: no affinity_normalization (they
+    used the softmax), model.residual (every layer whose widths agree, the first included)."""
+    from stgcn_pyg.checkpoint import upgrade_config
+
+    for residual in (False, True):
+        old = config_to_dict(load_config(None, ["model.frame_fusion=mean", "model.spatial_width=0",
+                                                "eval.seq_len=8"]))
+        for key in ("affinity_normalization", "temporal_residual", "spatial_residual", "residual_first_layer",
+                    "seq_len"):
+            del old["model"][key]
+        old["model"]["residual"] = residual
+        m = config_from_dict(upgrade_config(old)).model
+        assert m.affinity_normalization == "softmax"
+        assert (m.temporal_residual, m.spatial_residual, m.residual_first_layer) == (residual,) * 3
+        assert (m.frame_fusion, m.spatial_width, m.seq_len) == ("mean", 0, 0)
+    today = config_to_dict(load_config(None))
+    assert upgrade_config(today) == today

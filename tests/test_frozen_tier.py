@@ -34,7 +34,7 @@ def test_cached_stripes_give_the_backbones_descriptor(frozen_tier, centered):
     """The frozen tier feeds [P, 1] stripe maps through an identity backbone: f_all must not change."""
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="resnet18", weights="none", num_classes=4, num_stripes=2, temporal_width=24,
-                      spatial_width=16, centered_affinity=centered, scaled_affinity=centered)
+                      spatial_width=16, centered_affinity=centered, scaled_affinity=centered, seq_len=4)
     model = STGCN(cfg).eval()
     clips = torch.randn(3, 4, 3, 64, 32)  # maps of 4 rows: two rows per stripe
     with torch.no_grad():

@@ -19,7 +19,8 @@ T, H, W = 2, 64, 32
 @pytest.fixture(scope="module", params=["resnet18", "mobilenet_v2"])
 def model(request):
     torch.manual_seed(0)
-    return STGCN(ModelConfig(backbone=request.param, weights="none", temporal_width=16, spatial_width=16)).eval()
+    return STGCN(ModelConfig(backbone=request.param, weights="none", temporal_width=16, spatial_width=16,
+                             seq_len=T)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,8 @@ def test_auto_batch_size_gives_the_same_descriptors(tiny_root, tiny_config, tmp_
     assert cfg.eval.batch_size == 0
     dataset = load_configured_dataset(cfg.data, progress=False)
     torch.manual_seed(0)
-    net = STGCN(ModelConfig(backbone="resnet18", weights="none", temporal_width=16, spatial_width=16)).eval()
+    net = STGCN(ModelConfig(backbone="resnet18", weights="none", temporal_width=16, spatial_width=16,
+                            seq_len=cfg.eval.seq_len)).eval()
     auto = TestOptions.from_config(cfg, progress=False)
     assert auto.loader_settings()["batch_size"] == 2**18 // (2 * 64 * 32)  # 64 clips of T=2 at 64x32
     one = extract_split(net, dataset.gallery, auto.replace(batch_size=1))

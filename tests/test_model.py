@@ -16,8 +16,8 @@ H, W = 64, 32
 
 
 def model_cfg(**kw) -> ModelConfig:
-    """A small model: ResNet-18 from scratch, narrow graph branches, 3 classes."""
-    base = dict(backbone="resnet18", weights="none", num_classes=3, temporal_width=64, spatial_width=32)
+    """A small model: ResNet-18 from scratch, narrow graph branches, 3 classes, clips of 2 frames."""
+    base = dict(backbone="resnet18", weights="none", num_classes=3, temporal_width=64, spatial_width=32, seq_len=2)
     base.update(kw)
     return ModelConfig(**base)
 
@@ -36,9 +36,9 @@ def test_output_shapes_and_descriptor_is_concatenated_bn_features():
     batch, labels, frames = make_batch()
     out = model(batch)
     assert {k: tuple(v.shape) for k, v in out.features.items()} == {
-        "global": (4, 512), "temporal": (4, 64), "spatial": (4, 32)}
+        "global": (4, 512), "temporal": (4, 64), "spatial": (4, 2 * 32)}  # spatial: the 2 frames concatenated
     assert {k: tuple(v.shape) for k, v in out.logits.items()} == {k: (4, 3) for k in out.features}
-    assert out.descriptor.shape == (4, 512 + 64 + 32) == (4, model.descriptor_dim)
+    assert out.descriptor.shape == (4, 512 + 64 + 2 * 32) == (4, model.descriptor_dim)
     model.eval()
     out = model(batch)
     assert out.logits == {}
@@ -64,46 +64,56 @@ def test_global_branch_is_mean_of_frame_averages():
     torch.testing.assert_close(model(batch).features["global"], expected)
 
 
-def test_temporal_branch_matches_hand_computation():
-    """One shared-affinity layer + batch norm + LeakyReLU + max over nodes, by dense math."""
-    torch.manual_seed(0)
-    model = STGCN(model_cfg(branches=["temporal"], temporal_layers=2, norm="none")).eval()
-    batch, _, frames = make_batch(B=2, T=2)
-    maps = model.backbone(frames.flatten(0, 1))  # [4, 512, 4, 2]
-    # node t*P + p = stripe p of frame t: the mean over the stripe's rows (4 rows / 4 stripes = 1 row each).
-    nodes = maps.mean(3).transpose(1, 2).reshape(2, 8, 512)
-    conv0, conv1 = model.temporal.convs
-    phi = nodes @ conv0.phi.weight.t()
-    scores = phi @ phi.transpose(1, 2)
-    scores = scores.masked_fill(torch.eye(8, dtype=torch.bool), float("-inf"))
-    a = scores.softmax(-1) + torch.eye(8)
-    d = a.sum(-1).rsqrt()
-    a_hat = d[:, :, None] * a * d[:, None, :]
-    act = torch.nn.LeakyReLU(0.1)
-    h = act(a_hat @ conv0.lin(nodes) + conv0.bias)
-    h = act(a_hat @ conv1.lin(h) + conv1.bias)  # the second layer reuses the first layer's affinity
-    torch.testing.assert_close(model(batch).features["temporal"], h.amax(1), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(model.temporal_affinity(frames[:1]), a_hat[0], rtol=1e-4, atol=1e-6)
-
-
-def _a_hat(nodes, phi_weight, mask, scale=1.0, center=False):
-    """D^-1/2 (softmax(scale * phi phi^T over mask) + I) D^-1/2 of nodes [G, N, C], by dense math."""
+def _a_hat(nodes, phi_weight, mask, scale=1.0, center=False, normalization="square"):
+    """D^-1/2 (A + I) D^-1/2 of nodes [G, N, C], by dense math. A: each row's squared scores over its neighbours
+    (``mask``) and itself, over their sum (the paper's Eq. 2); or the softmax over the neighbours."""
     z = nodes - nodes.mean(1, keepdim=True) if center else nodes
     phi = z @ phi_weight.t()
-    scores = (scale * phi @ phi.transpose(1, 2)).masked_fill(~mask, float("-inf"))
+    scores = scale * phi @ phi.transpose(1, 2)
     n = nodes.size(1)
-    a = scores.softmax(-1) + torch.eye(n)
+    if normalization == "square":
+        sq = scores.square() * (mask | torch.eye(n, dtype=torch.bool))
+        a = sq / sq.sum(-1, keepdim=True)
+    else:
+        a = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    a = a + torch.eye(n)
     d = a.sum(-1).rsqrt()
     return d[:, :, None] * a * d[:, None, :]
 
 
-@pytest.mark.parametrize("options", [{}, {"scaled_affinity": True, "centered_affinity": True}],
-                         ids=["paper", "scaled-centred"])
-def test_spatial_branch_matches_hand_computation(options):
-    """Two shared-affinity layers over each frame's P patches (complete, no self-loops), max over a frame's
-    patches, then mean (or max) over the frames. 128-pixel frames: two feature-map rows per stripe."""
+@pytest.mark.parametrize("normalization,residual", [("square", True), ("square", False), ("softmax", True)])
+def test_temporal_branch_matches_hand_computation(normalization, residual):
+    """Three shared-affinity layers + LeakyReLU, the paper's residual X^m + X^{m-1} from the second layer on,
+    max over nodes, by dense math."""
     torch.manual_seed(0)
-    model = STGCN(model_cfg(branches=["spatial"], spatial_layers=2, norm="none", **options)).eval()
+    model = STGCN(model_cfg(branches=["temporal"], temporal_layers=3, norm="none", temporal_width=512,
+                            affinity_normalization=normalization, temporal_residual=residual)).eval()
+    batch, _, frames = make_batch(B=2, T=2)
+    maps = model.backbone(frames.flatten(0, 1))  # [4, 512, 4, 2]
+    # node t*P + p = stripe p of frame t: the mean over the stripe's rows (4 rows / 4 stripes = 1 row each).
+    nodes = maps.mean(3).transpose(1, 2).reshape(2, 8, 512)
+    convs = model.temporal.convs
+    a_hat = _a_hat(nodes, convs[0].phi.weight, ~torch.eye(8, dtype=torch.bool), normalization=normalization)
+    act = torch.nn.LeakyReLU(0.1)
+    h = nodes
+    for m, conv in enumerate(convs):  # the later layers reuse the first layer's affinity
+        out = act(a_hat @ conv.lin(h) + conv.bias)
+        h = out + h if residual and m > 0 else out  # none on the first layer, though its widths agree
+    torch.testing.assert_close(model(batch).features["temporal"], h.amax(1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.temporal_affinity(frames[:1]), a_hat[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [{}, {"scaled_affinity": True, "centered_affinity": True},
+                                     {"affinity_normalization": "softmax", "scaled_affinity": True}],
+                         ids=["paper", "scaled-centred", "softmax-scaled"])
+@pytest.mark.parametrize("fusion", ["concat", "mean", "max"])
+def test_spatial_branch_matches_hand_computation(options, fusion):
+    """Two shared-affinity layers over each frame's P patches (complete, no self-loops), no residual, max over a
+    frame's patches, then the frames concatenated in order (or their mean or max). 128-pixel frames: two
+    feature-map rows per stripe."""
+    torch.manual_seed(0)
+    model = STGCN(model_cfg(branches=["spatial"], spatial_layers=2, norm="none", frame_fusion=fusion, seq_len=3,
+                            **options)).eval()
     B, T, P = 2, 3, 4
     frames = torch.randn(B, T, 3, 128, 64, generator=torch.Generator().manual_seed(1))
     batch = tracklet_batch(frames, pids=[0, 1], num_stripes=P)
@@ -111,17 +121,19 @@ def test_spatial_branch_matches_hand_computation(options):
     assert maps.shape[1:] == (512, 8, 4)
     nodes = torch.stack([maps[:, :, 2 * p : 2 * p + 2].mean((2, 3)) for p in range(P)], 1)  # [B*T, P, 512]
     conv0, conv1 = model.spatial.convs
-    scale = 512**-0.5 if options else 1.0
-    a_hat = _a_hat(nodes, conv0.phi.weight, ~torch.eye(P, dtype=torch.bool), scale, center=bool(options))
+    scale = 512**-0.5 if options.get("scaled_affinity") else 1.0
+    a_hat = _a_hat(nodes, conv0.phi.weight, ~torch.eye(P, dtype=torch.bool), scale,
+                   center=options.get("centered_affinity", False),
+                   normalization=options.get("affinity_normalization", "square"))
     act = torch.nn.LeakyReLU(0.1)
     h = act(a_hat @ conv0.lin(nodes) + conv0.bias)
     h = act(a_hat @ conv1.lin(h) + conv1.bias)  # the second layer reuses the first layer's affinity
     per_frame = h.amax(1).view(B, T, -1)
-    torch.testing.assert_close(model(batch).features["spatial"], per_frame.mean(1), rtol=1e-4, atol=1e-5)
+    expected = {"concat": per_frame.flatten(1), "mean": per_frame.mean(1), "max": per_frame.amax(1)}[fusion]
+    assert expected.shape == (B, (T if fusion == "concat" else 1) * 32) == (B, model.feature_dims["spatial"])
+    torch.testing.assert_close(model(batch).features["spatial"], expected, rtol=1e-4, atol=1e-5)
     model.graph_mode = "batched"
-    torch.testing.assert_close(model(batch).features["spatial"], per_frame.mean(1), rtol=1e-4, atol=1e-5)
-    model.cfg.frame_fusion = "max"
-    torch.testing.assert_close(model(batch).features["spatial"], per_frame.amax(1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model(batch).features["spatial"], expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm", ["batch", "batch-eval", "layer"])
@@ -158,7 +170,7 @@ def test_norm_sits_between_each_graph_layer_and_its_activation(norm):
     a_hat = _a_hat(nodes, conv0.phi.weight, ~torch.eye(8, dtype=torch.bool))
     act = torch.nn.LeakyReLU(0.1)
     h = act(normed(norms[0], a_hat @ conv0.lin(nodes) + conv0.bias))
-    h = act(normed(norms[1], a_hat @ conv1.lin(h) + conv1.bias))
+    h = act(normed(norms[1], a_hat @ conv1.lin(h) + conv1.bias)) + h  # the temporal residual, after the norm
     torch.testing.assert_close(model(batch).features["temporal"], h.amax(1), rtol=1e-4, atol=1e-5)
 
 
@@ -205,7 +217,9 @@ OPTIONS = [
     {"affinity": "per-layer", "norm": "layer", "scaled_affinity": True},
     {"centered_affinity": True, "affinity": "per-layer", "scaled_affinity": True},
     {"centered_affinity": True, "scaled_affinity": True},
-    {"residual": True, "temporal_width": 0, "spatial_width": 0, "norm": "none", "frame_fusion": "max"},
+    {"spatial_residual": True, "residual_first_layer": True, "temporal_width": 0, "spatial_width": 0,
+     "norm": "none", "frame_fusion": "max"},
+    {"affinity_normalization": "softmax", "frame_fusion": "mean", "temporal_residual": False},
     {"graph_layer": "fc", "classifier": "all"},
     {"branches": ["temporal"], "temporal_topology": "temporal-adjacent"},
     {"branches": ["spatial", "global"]},
@@ -245,8 +259,8 @@ def test_fc_ablation_ignores_the_graph():
     nodes = maps.mean(3).transpose(1, 2).reshape(2, 8, 512)
     act = torch.nn.LeakyReLU(0.1)
     h = nodes
-    for lin in model.temporal.convs:
-        h = act(lin(h))
+    for m, lin in enumerate(model.temporal.convs):
+        h = act(lin(h)) + (h if m > 0 else 0)  # with the temporal residual, as the GCN
     torch.testing.assert_close(model(batch).features["temporal"], h.amax(1))
 
 
@@ -382,20 +396,23 @@ def test_weights_local_file_and_errors(tmp_path, monkeypatch):
 
 
 def test_default_model_config_is_the_papers_network():
-    """ResNet-50 with last stride 1 (16x8 maps at 256x128), 4 stripes, 3 temporal and 2 spatial graph layers of
-    2048 channels with one affinity projection per branch, a BN neck per branch and f_all of 3 x 2048; parameter
-    counts by hand."""
+    """ResNet-50 with last stride 1 (16x8 maps at 256x128), 4 stripes, 3 temporal graph layers of 2048 channels
+    with the residual from the second on, 2 spatial layers of 256 with the 8 frames concatenated (8 x 256), one
+    squared-affinity projection per branch, a BN neck per branch and f_all of 3 x 2048; parameter counts by
+    hand."""
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        model = STGCN(ModelConfig(weights="none", num_classes=625))
+        model = STGCN(ModelConfig(weights="none", num_classes=625, seq_len=8))
         maps = model.backbone(torch.empty(2, 3, 256, 128))
-    C = 2048
+    C, S = 2048, 256
     assert maps.shape == (2, C, 16, 8)
-    assert model.feature_dims == {"global": C, "temporal": C, "spatial": C} and model.descriptor_dim == 3 * C
+    assert model.feature_dims == {"global": C, "temporal": C, "spatial": 8 * S} and model.descriptor_dim == 3 * C
+    assert model.temporal.residual == [False, True, True] and model.spatial.residual == [False, False]
+    assert {c.normalization for c in [*model.temporal.convs, *model.spatial.convs]} == {"square"}
     assert model.graph.describe() == ("4 stripes, temporal graph 'temporal-complete', "
                                       "spatial graph 'spatial-frame-complete'")
     resnet50_without_fc = 25_557_032 - (2048 * 1000 + 1000)
     temporal = 3 * (C * C + C) + C * C + 3 * 2 * C  # 3 layers (weight, bias), one shared phi, 3 batch norms
-    spatial = 2 * (C * C + C) + C * C + 2 * 2 * C
+    spatial = (C * S + S) + (S * S + S) + C * C + 2 * 2 * S
     heads = 3 * (2 * C + 625 * C)  # per branch: BN (scale, frozen shift) and a bias-free classifier
 
     def count(module):
@@ -435,3 +452,42 @@ def test_frames_per_graph_reads_the_cpu_slice_table_for_device_batches():
     # A tensor on another device ("meta" stands in for CUDA: it has no values to read back at all).
     batch.num_frames = batch.num_frames.to("meta")
     assert _frames_per_graph(batch, 3) == [2, 5, 3]
+
+
+def test_concatenated_frames_need_the_models_clip_length():
+    """frame_fusion="concat" fixes T: clips or batches of another T, or of mixed T, fail with one message that
+    names the way to variable T; the same clips run on a mean-fused model."""
+    from torch_geometric.data import Batch
+
+    from stgcn_pyg.data import TrackletData
+
+    torch.manual_seed(0)
+    model = STGCN(model_cfg()).eval()  # seq_len=2
+    assert model.encode(torch.randn(1, 2, 3, H, W)).shape == (1, model.descriptor_dim)
+    with pytest.raises(ConfigError, match=r'exactly 2 frames, got 3; .*frame_fusion="mean" takes clips of any'):
+        model.encode(torch.randn(1, 3, 3, H, W))
+    mixed = Batch.from_data_list([TrackletData.from_frames(torch.randn(t, 3, H, W), num_stripes=4) for t in (2, 3)])
+    with pytest.raises(ConfigError, match="exactly 2 frames, got 2, 3"):
+        model(mixed)
+    mean = STGCN(model_cfg(frame_fusion="mean")).eval()
+    assert mean(mixed).descriptor.shape == (2, mean.descriptor_dim)
+    # The temporal affinity is per clip: any T.
+    assert model.temporal_affinity(torch.randn(1, 3, 3, H, W)).shape == (12, 12)
+    with pytest.raises(ConfigError, match=r"model.seq_len: .*concat.* needs the clip length"):
+        STGCN(model_cfg(seq_len=0))
+    assert STGCN(model_cfg(seq_len=0, branches=["global", "temporal"])).seq_len is None  # no spatial branch
+
+
+def test_residual_first_layer_adds_the_first_layers_input_where_widths_agree():
+    """The former model.residual = true: every layer, the first included where in and out widths agree."""
+    from stgcn_pyg.models.stgcn import GraphBranch
+
+    assert GraphBranch(8, 8, 3, residual=True).residual == [False, True, True]
+    assert GraphBranch(8, 8, 3, residual=True, residual_first_layer=True).residual == [True, True, True]
+    assert GraphBranch(8, 4, 2, residual=True, residual_first_layer=True).residual == [False, True]
+    assert GraphBranch(8, 8, 2, residual=False, residual_first_layer=True).residual == [False, False]
+    torch.manual_seed(0)
+    branch = GraphBranch(8, 8, 1, residual=True, residual_first_layer=True, norm="none", layer="fc").eval()
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(branch(x, torch.empty(2, 0, dtype=torch.long)),
+                               torch.nn.functional.leaky_relu(branch.convs[0](x), 0.1) + x)

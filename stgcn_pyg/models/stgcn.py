@@ -7,9 +7,10 @@ Forward pass of a batch of tracklet graphs (docs/method.md, "Forward pass"):
    average-pooled: patch nodes [B*T*P, C], node ``t*P + p`` of each tracklet;
 3. the **temporal** branch runs ``temporal_layers`` affinity-GCN layers over
    the temporal topology (all patches of the tracklet) and max-pools over the
-   nodes;
-4. the **spatial** branch runs ``spatial_layers`` layers over the per-frame
-   topology, max-pools each frame's patches and fuses the frames (mean or max);
+   nodes (with the paper's residual from the second layer on);
+4. the **spatial** branch runs ``spatial_layers`` layers (256 wide) over the
+   per-frame topology, max-pools each frame's patches and fuses the frames:
+   concatenated in frame order (the paper's, T x 256 wide), or mean or max;
 5. the **global** branch averages each map and then the frames;
 6. each branch has a BN neck and a classifier; the descriptor f_all is the
    concatenation of the BN-normalised branch features.
@@ -40,15 +41,16 @@ from ..nn import AffinityGCNConv, to_dense_affinity
 from .backbone import build_backbone
 from .heads import BNNeckHead
 
-__all__ = ["STGCN", "STGCNOutput", "GraphBranch", "BRANCHES", "GRAPH_LAYERS", "AFFINITIES", "NORMS", "FRAME_FUSIONS",
-           "CLASSIFIERS"]
+__all__ = ["STGCN", "STGCNOutput", "GraphBranch", "BRANCHES", "GRAPH_LAYERS", "AFFINITIES", "AFFINITY_NORMALIZATIONS",
+           "NORMS", "FRAME_FUSIONS", "CLASSIFIERS"]
 
 # The values of the model options (ModelConfig) that this module understands.
 BRANCHES = ("global", "temporal", "spatial")
 GRAPH_LAYERS = ("gcn", "fc")
 AFFINITIES = ("shared", "per-layer")
+AFFINITY_NORMALIZATIONS = ("square", "softmax")
 NORMS = ("batch", "layer", "none")
-FRAME_FUSIONS = ("mean", "max")
+FRAME_FUSIONS = ("concat", "mean", "max")
 CLASSIFIERS = ("branch", "all")
 
 
@@ -124,20 +126,29 @@ class GraphBranch(nn.Module):
     from the branch's input patches and the others reuse it (passed back as
     ``edge_weight``); with ``"per-layer"`` each layer learns its own.
     ``layer="fc"`` is the paper's ablation: same depth and widths, a Linear
-    applied to each node on its own (no graph). ``residual`` adds each layer's
-    input to its output where the widths agree.
+    applied to each node on its own (no graph). ``normalization`` is the
+    affinity's row normalisation ("square", the paper's Eq. 2, or "softmax").
+
+    ``residual`` is the paper's temporal residual, ``X^m := X^m + X^{m-1}``
+    after layer m's norm and activation for ``2 <= m <= M``;
+    ``residual_first_layer`` adds one to the first layer too, where its input
+    and output widths agree (not in the paper).
     """
 
     def __init__(self, in_channels: int, width: int, num_layers: int, *, layer: str = "gcn",
-                 affinity: str = "shared", residual: bool = False, norm: str = "batch",
-                 negative_slope: float = 0.1, scaled_affinity: bool = False, centered_affinity: bool = False):
+                 affinity: str = "shared", normalization: str = "square", residual: bool = False,
+                 residual_first_layer: bool = False, norm: str = "batch", negative_slope: float = 0.1,
+                 scaled_affinity: bool = False, centered_affinity: bool = False):
         super().__init__()
-        self.layer, self.affinity, self.residual = layer, affinity, residual
+        self.layer, self.affinity = layer, affinity
         dims = [in_channels] + [width] * num_layers
+        # Layer i adds its input to its output (after norm and activation); widths agree from the second on.
+        self.residual = [residual and (i > 0 or (residual_first_layer and dims[0] == dims[1]))
+                         for i in range(num_layers)]
         # With a shared affinity only the first layer learns one; the others reuse it.
         learns = [i == 0 or affinity != "shared" for i in range(num_layers)]
         self.convs = nn.ModuleList(
-            AffinityGCNConv(dims[i], dims[i + 1], learn_affinity=learns[i],
+            AffinityGCNConv(dims[i], dims[i + 1], learn_affinity=learns[i], normalization=normalization,
                             scale=dims[i] ** -0.5 if scaled_affinity else 1.0,
                             center=centered_affinity) if layer == "gcn"
             else nn.Linear(dims[i], dims[i + 1])
@@ -160,9 +171,7 @@ class GraphBranch(nn.Module):
             else:
                 h = conv(x, shared_index, edge_weight=shared_weight)
             h = self.act(norm(h))
-            if self.residual and h.shape == x.shape:
-                h = h + x
-            x = h
+            x = h + x if self.residual[i] else h
         return x
 
     def affinity_weights(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None):
@@ -197,18 +206,26 @@ class STGCN(nn.Module):
         C = self.backbone.out_channels
         # True for the paper's per-frame graph (and any topology linking only patches of one frame).
         self._spatial_within_frames = self.graph.spatial.frame_gap in (("max", 0), ("set", frozenset({0})))
-        common = dict(layer=cfg.graph_layer, affinity=cfg.affinity, residual=cfg.residual, norm=cfg.norm,
+        common = dict(layer=cfg.graph_layer, affinity=cfg.affinity, normalization=cfg.affinity_normalization,
+                      residual_first_layer=cfg.residual_first_layer, norm=cfg.norm,
                       negative_slope=cfg.negative_slope, scaled_affinity=cfg.scaled_affinity,
                       centered_affinity=cfg.centered_affinity)
         dims = {"global": C}
         if "temporal" in self.branches:
             with _part_seed("temporal"):
-                self.temporal = GraphBranch(C, cfg.temporal_width or C, cfg.temporal_layers, **common)
+                self.temporal = GraphBranch(C, cfg.temporal_width or C, cfg.temporal_layers,
+                                            residual=cfg.temporal_residual, **common)
             dims["temporal"] = self.temporal.out_channels
+        # The clip length of concatenated frame features: fixed when the model is built.
+        self.seq_len = cfg.seq_len if cfg.frame_fusion == "concat" and "spatial" in self.branches else None
+        if self.seq_len == 0:
+            raise ConfigError('model.seq_len: frame_fusion="concat" needs the clip length T the model is built for '
+                              '(a run fills it in from data.seq_len); set it, or use frame_fusion="mean" for any T')
         if "spatial" in self.branches:
             with _part_seed("spatial"):
-                self.spatial = GraphBranch(C, cfg.spatial_width or C, cfg.spatial_layers, **common)
-            dims["spatial"] = self.spatial.out_channels
+                self.spatial = GraphBranch(C, cfg.spatial_width or C, cfg.spatial_layers,
+                                           residual=cfg.spatial_residual, **common)
+            dims["spatial"] = self.spatial.out_channels * (self.seq_len or 1)
         self.ce_on_all = cfg.classifier == "all"
         per_branch_classes = 0 if self.ce_on_all else cfg.num_classes
         self.heads = nn.ModuleDict()
@@ -285,7 +302,17 @@ class STGCN(nn.Module):
         out = self._run(clips.reshape(B * T, *clips.shape[2:]), B, [T] * B, True, None, with_logits=False)
         return out.descriptor
 
+    def _check_clip_length(self, nf: list[int]) -> None:
+        if self.seq_len is not None and any(t != self.seq_len for t in nf):
+            got = ", ".join(str(t) for t in sorted(set(nf)))
+            raise ConfigError(
+                f'this model concatenates the spatial features of its {self.seq_len} frames (model.frame_fusion='
+                f'"concat"): it takes clips of exactly {self.seq_len} frames, got {got}; a model trained with '
+                f'model.frame_fusion="mean" takes clips of any length'
+            )
+
     def _run(self, frames, B, nf, static, batch, with_logits=None) -> STGCNOutput:
+        self._check_clip_length(nf)
         device = next(self.parameters()).device
         frames = frames.to(device, non_blocking=True)
         if self.channels_last and device.type == "cuda":
@@ -311,9 +338,7 @@ class STGCN(nn.Module):
                 else:
                     ei = self._static_edges("spatial", T, device)
                     h = self.spatial(nodes, ei)  # [B, T*P, F]
-                per_frame = h.reshape(B, T, self.num_stripes, -1).amax(2)
-                fused = per_frame.mean(1) if self.cfg.frame_fusion == "mean" else per_frame.amax(1)
-                features["spatial"] = fused
+                features["spatial"] = self._fuse_frames(h.reshape(B, T, self.num_stripes, -1).amax(2))
         else:
             counts = torch.tensor(nf, device=device)
             frame_graph = torch.repeat_interleave(torch.arange(B, device=device), counts)
@@ -331,8 +356,11 @@ class STGCN(nn.Module):
                 h = self.spatial(nodes, batch.spatial_edge_index.to(device),
                                  node_frame if self._spatial_within_frames else node_graph)
                 per_frame = scatter(h, node_frame, 0, dim_size=frames.size(0), reduce="max")
-                reduce = "mean" if self.cfg.frame_fusion == "mean" else "max"
-                features["spatial"] = scatter(per_frame, frame_graph, 0, dim_size=B, reduce=reduce)
+                if self.seq_len is not None:  # every tracklet is seq_len frames long (checked above)
+                    features["spatial"] = self._fuse_frames(per_frame.view(B, self.seq_len, -1))
+                else:
+                    features["spatial"] = scatter(per_frame, frame_graph, 0, dim_size=B,
+                                                  reduce=self.cfg.frame_fusion)
         if with_logits is None:
             with_logits = self.training
         logits: dict[str, torch.Tensor] = {}
@@ -346,6 +374,12 @@ class STGCN(nn.Module):
         if with_logits and self.all_classifier is not None:
             logits["all"] = self.all_classifier(descriptor)
         return STGCNOutput(features=features, logits=logits, descriptor=descriptor)
+
+    def _fuse_frames(self, per_frame: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] per-frame spatial features -> f_s: [B, T*F] in frame order (concat), or mean / max over T."""
+        if self.cfg.frame_fusion == "concat":
+            return per_frame.flatten(1)
+        return per_frame.mean(1) if self.cfg.frame_fusion == "mean" else per_frame.amax(1)
 
     # ------------------------------------------------------------------ inspection
     @torch.no_grad()
