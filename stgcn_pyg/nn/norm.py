@@ -40,7 +40,7 @@ def affinity_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _row_reduce(t: Tensor, index: Tensor | None, num_nodes: int | None, reduce: str) -> Tensor:
-    # Each entry's row total, broadcastable to t: over dim -1, or over the entries sharing index.
+    # The max or sum of each entry's row, broadcastable to t: over dim -1, or over the entries sharing index.
     if index is None:
         return t.amax(-1, keepdim=True) if reduce == "max" else t.sum(-1, keepdim=True)
     return scatter(t, index, dim=-1, dim_size=num_nodes, reduce=reduce)[..., index]
