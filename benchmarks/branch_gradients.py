@@ -38,12 +38,11 @@ SETTINGS = {
 def branch_gradient_norms(overrides: list[str], seed: int = 0) -> list[dict]:
     cfg = load_config("synthetic", overrides + [f"train.seed={seed}"])
     ds = load_data(cfg)
-    d, m = cfg.data, cfg.model
+    d, m = cfg.data, cfg.resolved_model()
     loader = build_train_loader(ds.train, seq_len=d.seq_len, num_ids=d.num_ids, num_instances=d.num_instances,
                                 image_size=tuple(d.image_size), num_stripes=m.num_stripes,
                                 temporal_topology=m.temporal_topology, spatial_topology=m.spatial_topology, seed=seed)
     m.num_classes = loader.num_classes
-    m.seq_len = m.seq_len or d.seq_len
     seed_everything(seed)
     model = STGCN(m).train()
     batch = next(iter(loader))

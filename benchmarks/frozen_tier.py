@@ -162,13 +162,12 @@ def train_frozen(cfg, cache: FeatureCache, ds, *, eval_every: int = 0, threads: 
     # Gradients through frozen ReLU6 features underflow to denormals, which the CPU handles in
     # microcode: flushing them to zero made the backward pass 4x faster here.
     torch.set_flush_denormal(True)
-    d, m, t = cfg.data, cfg.model, cfg.train
+    d, m, t = cfg.data, cfg.resolved_model(), cfg.train
     seed_everything(t.seed)
     train = ds.train
     pids = train["pid"].to_numpy()
     labels = {p: i for i, p in enumerate(sorted(set(pids.tolist())))}
     m.num_classes = len(labels)
-    m.seq_len = m.seq_len or d.seq_len
     model = STGCN(m)
     model.backbone = CachedMaps(model.backbone.out_channels)
     criterion = STGCNLoss.from_config(cfg.loss)

@@ -77,7 +77,7 @@ def settings(args):
     if args.loader_steps is not None:
         loader_steps = args.loader_steps
     cfg = load_config("mars", over + [f'model.weights="{args.weights}"', "data.dataset=synthetic"])
-    cfg.model.seq_len = cfg.data.seq_len
+    cfg.model = cfg.resolved_model()
     return cfg, steps, warmup, loader_steps
 
 

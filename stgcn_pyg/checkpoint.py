@@ -173,7 +173,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.
 
     ckpt = read_checkpoint(path, map_location)
     cfg = checkpoint_config(ckpt, path)
-    model = STGCN(dataclasses.replace(cfg.model, weights="none"))
+    model = STGCN(dataclasses.replace(cfg.resolved_model(), weights="none"))
     load_state_into(model, ckpt["model"], str(path))
     model.eval()
     return model, cfg

@@ -247,6 +247,10 @@ class Config:
             raise KeyError(section)
         return dataclasses.asdict(getattr(self, section))
 
+    def resolved_model(self) -> ModelConfig:
+        """A copy of ``model`` ready to build ``STGCN`` from: ``seq_len`` 0 filled in from ``data.seq_len``."""
+        return dataclasses.replace(self.model, seq_len=self.model.seq_len or self.data.seq_len)
+
     def validate(self) -> "Config":
         """Check values against their allowed sets and ranges; raise ConfigError naming the key."""
         m, d, lo, o, t, e = self.model, self.data, self.loss, self.optim, self.train, self.eval

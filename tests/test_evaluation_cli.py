@@ -25,7 +25,7 @@ def setup(tmp_path_factory, tiny_root, tiny_config):
     tmp = tmp_path_factory.mktemp("evalcli")
     cfg = tiny_config(tmp / "run")
     torch.manual_seed(0)
-    model = STGCN(cfg.model).eval()
+    model = STGCN(cfg.resolved_model()).eval()
     ckpt = save_checkpoint(tmp / "tiny.pt", {"config": config_to_dict(cfg), "model": model.state_dict()})
     return tmp, tiny_root, ckpt
 

@@ -18,7 +18,7 @@ needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="the export extra is not in
 
 T, H, W = 2, 64, 32
 TINY = ["model.temporal_width=16", "model.spatial_width=16", "model.num_classes=4", "model.weights=none",
-        f"data.image_size=[{H}, {W}]", f"eval.seq_len={T}"]
+        f"data.image_size=[{H}, {W}]", f"data.seq_len={T}", f"eval.seq_len={T}"]
 MODELS = {
     "resnet18-stgcn": ["model.backbone=resnet18"],
     "resnet18-global": ["model.backbone=resnet18", 'model.branches=["global"]'],
@@ -30,7 +30,7 @@ MODELS = {
 def make_checkpoint(path, overrides):
     cfg = load_config("synthetic", TINY + overrides)
     torch.manual_seed(0)
-    model = STGCN(cfg.model).eval()
+    model = STGCN(cfg.resolved_model()).eval()
     # Non-trivial BN statistics, so that the necks' eval-mode normalisation is part of what is compared.
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
@@ -175,7 +175,7 @@ def synthetic_run(tmp_path_factory, tiny_root, tiny_config):
     tmp = tmp_path_factory.mktemp("export-cli")
     cfg = tiny_config(tmp / "run")
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp / "tiny.pt", {"config": config_to_dict(cfg), "model": STGCN(cfg.model).state_dict()})
+    ckpt = save_checkpoint(tmp / "tiny.pt", {"config": config_to_dict(cfg), "model": STGCN(cfg.resolved_model()).state_dict()})
     fmt, name = ("onnx", "tiny.onnx") if HAS_ONNX else ("torch-export", "tiny.pt2")
     assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(tmp / name)]) == 0
     return tmp, ckpt, tmp / name

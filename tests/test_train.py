@@ -48,7 +48,8 @@ def test_run_writes_outputs_and_checkpoint_round_trips(tiny_root, tiny_config, t
     assert config.model.backbone == "resnet18" and not model.training
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
-    clips = torch.randn(2, 3, 3, 64, 32)
+    assert model.seq_len == config.model.seq_len == config.data.seq_len == 2  # the T of the concatenated frames
+    clips = torch.randn(2, 2, 3, 64, 32)
     trainer.model.eval()
     torch.testing.assert_close(model.encode(clips), trainer.model.encode(clips))
     # The reported scores are the checkpointed model's on the test split, recomputed here from the frames:

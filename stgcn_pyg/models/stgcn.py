@@ -220,7 +220,8 @@ class STGCN(nn.Module):
         self.seq_len = cfg.seq_len if cfg.frame_fusion == "concat" and "spatial" in self.branches else None
         if self.seq_len == 0:
             raise ConfigError('model.seq_len: frame_fusion="concat" needs the clip length T the model is built for '
-                              '(a run fills it in from data.seq_len); set it, or use frame_fusion="mean" for any T')
+                              '(Config.resolved_model() fills it in from data.seq_len); set it, or use '
+                              'frame_fusion="mean" for any T')
         if "spatial" in self.branches:
             with _part_seed("spatial"):
                 self.spatial = GraphBranch(C, cfg.spatial_width or C, cfg.spatial_layers,

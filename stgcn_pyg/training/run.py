@@ -181,8 +181,7 @@ def build_run(cfg: Config, *, resume: str | os.PathLike | None = None, ctx: Dist
 
     ctx = ctx or DistContext()
     cfg = apply_overrides(cfg, quick.TRAIN_OVERRIDES) if quick.enabled() else copy.deepcopy(cfg)
-    if cfg.model.seq_len == 0:
-        cfg.model.seq_len = cfg.data.seq_len  # the clip length the model is built for (frame_fusion="concat")
+    cfg.model = cfg.resolved_model()  # the clip length the model is built for (frame_fusion="concat")
     ckpt = None
     if resume is not None:
         ckpt = read_checkpoint(resume)
