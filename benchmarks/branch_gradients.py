@@ -4,8 +4,11 @@ For one training batch (seed 0's first batch of the identity sampler), the
 backbone's gradient norm from each branch's own loss (batch-hard triplet +
 cross-entropy), with the model as it starts training: the fine-tune tier of
 the pretrained study (ImageNet MobileNetV2) and the from-scratch default run
-(ResNet-18, random weights). A branch whose gradient dwarfs the global
-branch's decides where the backbone goes in the first steps.
+(ResNet-18, random weights), each for the paper's model (Eq. 2's squared
+affinity), its softmax variant and the per-node Linear control (`full`,
+`full-softmax`, `full-fc` of benchmarks/ablation.py). A branch whose
+gradient dwarfs the global branch's decides where the backbone goes in the
+first steps.
 
     python benchmarks/branch_gradients.py        # writes benchmarks/results/branch_gradients.{csv,md}
 """
@@ -20,7 +23,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import TIERS  # noqa: E402
+from ablation import TIERS, VARIANTS  # noqa: E402
 from common import write_table  # noqa: E402
 
 from stgcn_pyg.data import build_train_loader  # noqa: E402
@@ -33,6 +36,7 @@ SETTINGS = {
     "ImageNet MobileNetV2 (fine-tune tier)": TIERS["finetune"]["overrides"],
     "ResNet-18 from scratch (default run)": [],
 }
+MODELS = ["full", "full-softmax", "full-fc"]
 
 
 def branch_gradient_norms(overrides: list[str], seed: int = 0) -> list[dict]:
@@ -67,10 +71,11 @@ def main() -> None:
     torch.set_flush_denormal(True)
     rows = []
     for name, overrides in SETTINGS.items():
-        start = time.perf_counter()
-        for r in branch_gradient_norms(overrides):
-            rows.append(dict(setting=name, **r))
-        print(f"{name}: {time.perf_counter() - start:.0f} s")
+        for variant in MODELS:
+            start = time.perf_counter()
+            for r in branch_gradient_norms(overrides + VARIANTS[variant]):
+                rows.append(dict(setting=name, model=variant, **r))
+            print(f"{name}, {variant}: {time.perf_counter() - start:.0f} s")
     print(write_table(
         RESULTS, "branch_gradients", "Each branch's pull on the backbone at the start of training",
         "Backbone gradient norm from each branch's own triplet + cross-entropy loss on seed 0's first batch, "

@@ -115,7 +115,7 @@ class ModelConfig:
     T x spatial_width wide; needs clips of exactly seq_len frames), "mean" or "max" (any T)."""
     seq_len: int = 0
     """Frames per clip the model is built for (T of frame_fusion = "concat"); 0 = data.seq_len, filled in
-    when the run is built."""
+    when the run is built (Config.resolved_model())."""
     classifier: str = "branch"
     """"branch": BN + classifier (and cross-entropy) per branch; "all": one classifier on f_all."""
 

@@ -134,6 +134,8 @@ def test_concatenation_alone_ties_the_test_clips_to_the_training_clips():
     assert load_config(None, ["eval.seq_len=8", 'model.branches=["global", "temporal"]']).eval.seq_len == 8
     both = load_config(None, ["eval.seq_len=6", "data.seq_len=6"])
     assert (both.data.seq_len, both.eval.seq_len, both.model.seq_len) == (6, 6, 0)  # 0: filled in by the run
+    assert both.resolved_model().seq_len == 6 and both.model.seq_len == 0  # a copy
+    assert load_config(None, ["data.seq_len=6", "eval.seq_len=6", "model.seq_len=6"]).resolved_model().seq_len == 6
 
 
 def test_checkpoints_of_the_softmax_model_keep_what_they_trained_with():
