@@ -183,6 +183,9 @@ class OptimConfig:
     gamma: float = 0.1
     warmup_epochs: int = 0
     """Linear warm-up from lr/10 over this many epochs (0 = none)."""
+    backbone_lr_scale: float = 1.0
+    """The backbone's learning rate as a fraction of lr (below 1 shields pretrained features from the pull of
+    freshly initialised heads and graph layers)."""
 
 
 @dataclass
@@ -201,6 +204,9 @@ class TrainConfig:
     """Mixed precision: auto (bf16 on CUDA, off on CPU), bf16 or off."""
     channels_last: bool = True
     """channels_last memory format on CUDA."""
+    freeze_backbone_epochs: int = 0
+    """Train only the heads and graph layers, the backbone frozen (weights and batch-norm statistics), for the
+    first N epochs, then everything: linear probing then fine-tuning (LP-FT). 0 = never frozen."""
     flush_denormal: bool = True
     """On the CPU, treat denormal floats as zero (``torch.set_flush_denormal``): fine-tuning steps from ImageNet
     MobileNetV2 ran 1.4x faster (benchmarks/results/train_cpu.md). Set for the whole process when the run starts."""
@@ -318,6 +324,9 @@ class Config:
         if not 0 < o.gamma <= 1:
             raise ConfigError(f"optim.gamma: must be in (0, 1], got {o.gamma}")
         _non_negative("optim.warmup_epochs", o.warmup_epochs)
+        if not 0 < o.backbone_lr_scale <= 1:
+            raise ConfigError(f"optim.backbone_lr_scale: must be in (0, 1], got {o.backbone_lr_scale}")
+        _non_negative("train.freeze_backbone_epochs", t.freeze_backbone_epochs)
         _positive("train.epochs", t.epochs)
         _choice("train.amp", t.amp, AMP_MODES)
         if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):

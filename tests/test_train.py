@@ -219,3 +219,46 @@ def test_cpu_run_flushes_denormals_when_configured(tiny_config, tmp_path, flush)
         assert (product == 0.0) == flush
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_backbone_learning_rate_scale_gives_the_backbone_its_own_group():
+    from stgcn_pyg.config import OptimConfig
+    from stgcn_pyg.models import STGCN
+    from stgcn_pyg.config import ModelConfig
+    from stgcn_pyg.training.run import build_optimizer
+
+    model = STGCN(ModelConfig(backbone="resnet18", weights="none", num_classes=3, temporal_width=8,
+                              spatial_width=8, seq_len=2))
+    one = build_optimizer(model, OptimConfig(lr=1e-3))
+    assert len(one.param_groups) == 1 and one.param_groups[0]["lr"] == 1e-3
+    two = build_optimizer(model, OptimConfig(lr=1e-3, backbone_lr_scale=0.1))
+    backbone, rest = two.param_groups
+    assert backbone["lr"] == pytest.approx(1e-4) and rest["lr"] == 1e-3
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in model.backbone.parameters()}
+    trained = [p for p in model.parameters() if p.requires_grad]  # the BN necks' shifts are frozen
+    assert len(backbone["params"]) + len(rest["params"]) == len(trained)
+
+
+def test_frozen_backbone_epochs_train_only_the_heads_first(tiny_config, tmp_path):
+    """LP-FT: in the frozen epoch the backbone's weights and batch-norm statistics stay as they started, the
+    graph layers and heads learn; afterwards the backbone learns too."""
+    cfg = tiny_config(tmp_path / "run", "train.epochs=2", "train.freeze_backbone_epochs=1")
+    trainer = Trainer(cfg)
+    model = trainer.run.model
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    snapshots = []
+    original = trainer._end_epoch
+
+    def record(epoch, row):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        original(epoch, row)
+
+    trainer._end_epoch = record
+    trainer.fit()
+    first, second = snapshots
+    backbone = [k for k in start if k.startswith("backbone.")]
+    assert all(torch.equal(first[k], start[k]) for k in backbone)  # running stats included
+    assert not torch.equal(first["temporal.convs.0.lin.weight"], start["temporal.convs.0.lin.weight"])
+    assert any(not torch.equal(second[k], first[k]) for k in backbone if k.endswith("conv1.weight"))
+    with pytest.raises(ConfigError, match="optim.backbone_lr_scale"):
+        tiny_config(tmp_path / "bad", "optim.backbone_lr_scale=0")

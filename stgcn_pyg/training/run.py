@@ -55,7 +55,12 @@ class StepSchedule:
 
 
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg`` (an OptimConfig); the backbone's rate is ``lr * backbone_lr_scale``."""
+    backbone = {id(p) for p in model.backbone.parameters()} if hasattr(model, "backbone") else set()
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.backbone_lr_scale != 1.0 and backbone:
+        params = [{"params": [p for p in params if id(p) in backbone], "lr": cfg.lr * cfg.backbone_lr_scale},
+                  {"params": [p for p in params if id(p) not in backbone]}]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -239,6 +244,9 @@ def build_run(cfg: Config, *, resume: str | os.PathLike | None = None, ctx: Dist
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        if t.freeze_backbone_epochs:
+            raise ConfigError("train.freeze_backbone_epochs: not supported with DistributedDataParallel "
+                              "(it fixes the trained parameters when it wraps the model); train on one device")
         run.net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     return run
 

@@ -32,6 +32,14 @@ from .run import StepSchedule, build_optimizer, config_for_resume, load_data, se
 __all__ = ["train", "Trainer", "train_step"]
 
 
+def set_backbone_frozen(model, frozen: bool) -> None:
+    """Freeze (or release) the backbone: no gradients, and batch norm on its running statistics."""
+    for p in model.backbone.parameters():
+        p.requires_grad_(not frozen)
+    if frozen:
+        model.backbone.eval()
+
+
 def train_step(net, criterion, optimizer, batch, device, amp=None):
     """One optimisation step on a batch of tracklet graphs; returns ``(loss, parts)`` (not synchronised).
 
@@ -155,9 +163,10 @@ class Trainer:
         run, t = self.run, self.cfg.train
         run.loader.set_epoch(epoch)
         run.net.train()
+        set_backbone_frozen(run.model, epoch < t.freeze_backbone_epochs)
         steps = len(run.loader) if not t.max_steps_per_epoch else min(len(run.loader), t.max_steps_per_epoch)
         task = progress.add_task(f"epoch {epoch + 1}/{t.epochs}", total=steps, info="")
-        lr = run.optimizer.param_groups[0]["lr"]
+        lr = run.optimizer.param_groups[-1]["lr"]  # the heads' (the backbone's may be scaled down)
         keys = ["loss"] + run.loss_keys
         totals = torch.zeros(len(keys), dtype=torch.float64, device=run.device)  # summed on device: no sync
         n, images, start = 0, 0, time.perf_counter()
