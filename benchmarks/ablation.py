@@ -13,6 +13,11 @@ Trains and evaluates, with the same seeds, budget and settings, the variants
     full-mean     full STGCN with the spatial branch as wide as the backbone and its frames averaged
     full-noresidual  full STGCN without the temporal residual
     full-residual full STGCN with residuals on every layer whose widths agree (beyond the paper)
+    full-lpft     full STGCN, the backbone frozen for the first 4 epochs (heads and graph layers learn
+                  on ImageNet features first), then everything: linear probing then fine-tuning
+    full-warmup   full STGCN with a linear learning-rate warm-up over the first 2 epochs (the re-ID strong
+                  baseline's warm-up, 10 of 120 epochs, scaled up to this budget's 12)
+    full-lowlr    full STGCN with the backbone at a tenth of the learning rate of the new layers
     full-adjacent full STGCN, temporal graph restricted to neighbouring frames (sparse topology)
     full-stripe   full STGCN, temporal graph linking each stripe to itself across time (sparse)
     full-scaled   full STGCN, affinity scores scaled by 1/sqrt(width) (changes nothing under Eq. 2,
@@ -71,6 +76,9 @@ VARIANTS: dict[str, list[str]] = {
     "full-mean": ["model.frame_fusion=mean", "model.spatial_width=0"],
     "full-noresidual": ["model.temporal_residual=false"],
     "full-residual": ["model.spatial_residual=true", "model.residual_first_layer=true"],
+    "full-lpft": ["train.freeze_backbone_epochs=4"],
+    "full-warmup": ["optim.warmup_epochs=2"],
+    "full-lowlr": ["optim.backbone_lr_scale=0.1"],
     "full-adjacent": ["model.temporal_topology=temporal-adjacent"],
     "full-stripe": ["model.temporal_topology=temporal-same-stripe"],
     "full-scaled": ["model.scaled_affinity=true"],
