@@ -38,6 +38,7 @@ from torch_geometric.utils import scatter
 from ..errors import ConfigError
 from ..graphs import tracklet_graph
 from ..nn import AffinityGCNConv, to_dense_affinity
+from ..nn.norm import NORMALIZATIONS
 from .backbone import build_backbone
 from .heads import BNNeckHead
 
@@ -48,7 +49,7 @@ __all__ = ["STGCN", "STGCNOutput", "GraphBranch", "BRANCHES", "GRAPH_LAYERS", "A
 BRANCHES = ("global", "temporal", "spatial")
 GRAPH_LAYERS = ("gcn", "fc")
 AFFINITIES = ("shared", "per-layer")
-AFFINITY_NORMALIZATIONS = ("square", "softmax")
+AFFINITY_NORMALIZATIONS = NORMALIZATIONS  # the graph layer's own list
 NORMS = ("batch", "layer", "none")
 FRAME_FUSIONS = ("concat", "mean", "max")
 CLASSIFIERS = ("branch", "all")
