@@ -195,13 +195,15 @@ def test_train_logs_each_epoch_off_a_terminal_and_ends_with_where_and_what_next(
         assert any(command in ln for ln in lines), command
 
 
-def test_results_say_where_the_run_went(tiny_config, tmp_path):
+def test_results_say_where_the_run_went(tiny_config, tmp_path, capsys):
     out = tmp_path / "run"
     results = train(tiny_config(out, "train.epochs=1"))
     assert results["output"] == str(out) and results["checkpoint"] == str(out / "last.pt")
-    # The folder is taken: the next run goes to run-2, and the results say so.
+    assert f"output folder {out}\n" in capsys.readouterr().out
+    # The folder is taken: the next run goes to run-2, and the results and the console say so.
     again = train(tiny_config(out, "train.epochs=1"))
     assert again["output"] == str(out.parent / "run-2") and (out.parent / "run-2" / "last.pt").is_file()
+    assert f"output folder {out.parent / 'run-2'} ({out} is taken)\n" in capsys.readouterr().out
     assert load_checkpoint(again["checkpoint"])[1].train.output == again["output"]
 
 
