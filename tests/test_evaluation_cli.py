@@ -204,6 +204,13 @@ def test_search_dataset_query_tracklet_against_its_gallery(setup, capsys):
     assert all(r["match"] == (gallery.loc[r["tracklet"], "pid"] == q["pid"]) for r in res["results"])
     code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query-tracklet", "9999"])
     assert code == 2 and f"has rows 0..{len(ds.query) - 1}" in err
+    # A name of the other split says so, and lists names that work.
+    elsewhere = next(t for t in ds.gallery["tracklet"] if t not in set(ds.query["tracklet"]))
+    code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query-tracklet", elsewhere])
+    assert code == 2 and f"--query-tracklet {elsewhere}: that is a tracklet of the synthetic gallery split;" in err
+    assert f"takes one of the synthetic query split ({', '.join(ds.query['tracklet'].head(5))}" in err
+    code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query-tracklet", "0999C1T0001"])
+    assert code == 2 and "0999C1T0001: no such tracklet in the synthetic query split (e.g." in err
     code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt)])
     assert code == 2 and "--query-tracklet" in err
 

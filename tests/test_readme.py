@@ -78,6 +78,22 @@ def test_setup_block_installs_trains_and_runs_what_ci_runs():
     assert tests == ci[-1] == ".venv/bin/python -m pytest -q"
 
 
+def test_the_query_tracklet_named_in_the_readme_is_one_of_the_default_runs_query_split():
+    """Copied, `--query-tracklet NAME` must work on the set the set-up's run trained on (its plan names it)."""
+    from stgcn_pyg.config import load_config
+    from stgcn_pyg.data.datasets import synthetic_options
+    from stgcn_pyg.data.synth.plan import SynthConfig, plan_synthetic
+    from stgcn_pyg.data.synth.writers import _mars_name
+
+    named = re.findall(r"--query-tracklet ID` takes a tracklet of the dataset's query split\s+\(a row number or a "
+                       r"name like `(\w+)`\)", README.read_text())
+    assert len(named) == 1
+    plan = plan_synthetic(SynthConfig(**synthetic_options(load_config("synthetic").data)))
+    test = [t for t in plan.tracks if t.split == "test"]
+    query = {_mars_name(test[q], 1)[:11] for q in plan.query}  # the MARS reader's tracklet names
+    assert named[0] in query
+
+
 def _anchors(markdown: str) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
     out = set()
