@@ -30,6 +30,13 @@ class EvaluationError(STGCNError, ValueError):
     """Inputs to an evaluation function that do not fit together, or an unreadable descriptor file."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, once the user has been told what the interrupted work left behind.
+
+    The command line exits 130 without adding a line of its own.
+    """
+
+
 def state_mismatch(own: dict, state: dict) -> str:
     """What keeps ``state`` from loading into a module whose state dict is ``own`` ("" when it fits).
 

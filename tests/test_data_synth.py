@@ -122,6 +122,23 @@ def test_ensure_synthetic_caches(tmp_path, monkeypatch):
         ensure_synthetic(num_ids=1)
 
 
+def test_generating_says_what_and_where_with_a_bar_only_on_a_terminal(tmp_path, capsys, monkeypatch):
+    import re
+
+    small = {k: v for k, v in SMALL_SET.items() if k != "num_ids"}
+    root = ensure_synthetic(tmp_path / "in-a-log", num_ids=3, workers=1, **small)  # captured: not a terminal
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"generating the synthetic set (3 identities; first use only) into {root}"
+    assert len(lines) == 2 and re.fullmatch(r"generated the synthetic set in \d+ s", lines[1]), lines
+    ensure_synthetic(root, num_ids=3, workers=1, **small)
+    assert capsys.readouterr().out == ""  # there already: nothing to say
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: this is a terminal
+    ensure_synthetic(tmp_path / "on-a-terminal", num_ids=3, workers=1, **small)
+    out = capsys.readouterr().out
+    assert "generating the synthetic set" in out and "synth (MARS layout)" in out  # the bar
+    assert "generated the synthetic set in" in out
+
+
 def test_cli_synth_and_info(tmp_path, capsys):
     out = tmp_path / "s"
     assert main(["synth", "--out", str(out), "--num-ids", "3", "--num-cameras", "2", "--min-frames", "2",

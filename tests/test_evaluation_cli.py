@@ -83,6 +83,25 @@ def test_evaluate_checkpoint_table_and_plots(setup, capsys):
     assert Image.open(plots / "affinity.png").size == (1200, 560)
 
 
+@pytest.mark.slow
+def test_a_zero_byte_frame_is_skipped_with_one_plain_line(setup, tmp_path):
+    """What a terminal shows: the message (and the count), not Python's source line of a warnings.warn."""
+    import shutil
+    import subprocess
+    import sys
+
+    _, root, ckpt = setup
+    copy = shutil.copytree(root, tmp_path / "set")
+    bad = load_dataset("mars", copy).query["frames"].iloc[0][1]
+    open(bad, "wb").close()
+    proc = subprocess.run([sys.executable, "-m", "stgcn_pyg", "evaluate", "--checkpoint", str(ckpt), "--root",
+                           str(copy), "--mode", "all"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stderr.splitlines()
+    assert said and said[0].startswith(f"skipping a frame: corrupt or unsupported image file: {bad} ("), said
+    assert all(ln.startswith(("skipping a frame: ", "skipped 1 unreadable frame(s)")) for ln in said), said
+
+
 def test_search_folder_gallery(setup, capsys):
     tmp, root, ckpt = setup
     ds = load_dataset("mars", root)
@@ -204,6 +223,13 @@ def test_search_dataset_query_tracklet_against_its_gallery(setup, capsys):
     assert all(r["match"] == (gallery.loc[r["tracklet"], "pid"] == q["pid"]) for r in res["results"])
     code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query-tracklet", "9999"])
     assert code == 2 and f"has rows 0..{len(ds.query) - 1}" in err
+    # A name of the other split says so, and lists names that work.
+    elsewhere = next(t for t in ds.gallery["tracklet"] if t not in set(ds.query["tracklet"]))
+    code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query-tracklet", elsewhere])
+    assert code == 2 and f"--query-tracklet {elsewhere}: that is a tracklet of the synthetic gallery split;" in err
+    assert f"takes one of the synthetic query split ({', '.join(ds.query['tracklet'].head(5))}" in err
+    code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query-tracklet", "0999C1T0001"])
+    assert code == 2 and "0999C1T0001: no such tracklet in the synthetic query split (e.g." in err
     code, _, err = run(capsys, ["search", "--checkpoint", str(ckpt)])
     assert code == 2 and "--query-tracklet" in err
 

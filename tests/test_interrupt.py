@@ -42,6 +42,7 @@ def test_ctrl_c_during_training_leaves_a_resumable_last_pt_and_says_how(tiny_roo
     said = " ".join((stdout + stderr).split())
     assert f"interrupted: {out / 'last.pt'} holds the last completed epoch" in said
     assert f"continue with: stgcn-pyg train --resume {out}" in said and "Traceback" not in said
+    assert said.count("interrupted") == 1  # said once
 
     done = read_checkpoint(out / "last.pt")["epoch"]
     assert 1 <= done < 1000
@@ -51,6 +52,50 @@ def test_ctrl_c_during_training_leaves_a_resumable_last_pt_and_says_how(tiny_roo
     assert read_checkpoint(out / "last.pt")["epoch"] == done + 1
     with open(out / "metrics.csv", newline="") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == list(range(1, done + 2))
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_first_epoch_says_so_once_and_the_same_command_starts_over(tiny_root, tiny_overrides, tmp_path,
+                                                                                 capsys):
+    out = tmp_path / "run"
+    args = ["train", "--epochs", "1", "--output", str(out), "--set", f'data.root="{tiny_root}"']
+    for s in tiny_overrides:
+        args += ["--set", s]
+    # The run's first training step waits, so that Ctrl-C surely lands in the first epoch.
+    stuck = tmp_path / "stuck.py"
+    stuck.write_text(textwrap.dedent("""
+        import sys, time
+        from stgcn_pyg.cli import main
+        from stgcn_pyg.models import STGCNLoss
+
+        def first_step(self, *args, **kwargs):
+            print("in the first step", flush=True)
+            time.sleep(600)
+
+        STGCNLoss.forward = first_step
+        sys.exit(main(sys.argv[1:]))
+    """))
+    proc = subprocess.Popen([sys.executable, str(stuck), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    before = []
+    for line in proc.stdout:
+        before.append(line)
+        if line.strip() == "in the first step":
+            break
+    assert before[-1:] == ["in the first step\n"], (before, proc.communicate())
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    said = "".join(before) + stdout + stderr
+    assert said.count("interrupted") == 1 and "Traceback" not in said, said
+    assert ("interrupted before the first epoch ended: nothing saved and nothing to resume; "
+            "start the run again with the same command") in " ".join(said.split())
+    assert not (out / "last.pt").exists()
+
+    # The same command again: the folder holds no run, so it trains there (not in run-2).
+    assert main(args) == 0
+    assert f"output folder {out}\n" in capsys.readouterr().out
+    assert (out / "last.pt").is_file() and not (tmp_path / "run-2").exists()
 
 
 def test_kill_during_a_checkpoint_write_leaves_the_previous_one_readable(tmp_path):

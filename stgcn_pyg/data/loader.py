@@ -8,7 +8,7 @@ tracklet_index [b])`` pairs, whose clips cover every frame ("all") or one
 evenly spaced clip per tracklet ("evenly").
 
 A corrupt or missing frame met while loading is replaced by a readable frame
-of the same tracklet, with a warning; the loaders count these
+of the same tracklet, with a warning on the ``stgcn_pyg.data`` logger; the loaders count these
 (``loader.num_skipped_frames``). A tracklet with no readable frame raises
 :class:`~stgcn_pyg.errors.DatasetError`.
 """
@@ -16,7 +16,6 @@ of the same tracklet, with a warning; the loaders count these
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -54,7 +53,8 @@ def load_tracklet_frames(paths: list[str], indices) -> tuple[list[torch.Tensor],
             except CorruptFrameError as exc:
                 cache[i] = None
                 skipped.append(paths[i])
-                warnings.warn(f"skipping a frame: {exc}", RuntimeWarning, stacklevel=3)
+                # The logger, not warnings.warn: that would print this source line after the message.
+                log.warning("skipping a frame: %s", exc)
         return cache[i]
 
     out = []

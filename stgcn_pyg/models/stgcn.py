@@ -55,6 +55,15 @@ FRAME_FUSIONS = ("concat", "mean", "max")
 CLASSIFIERS = ("branch", "all")
 
 
+def temporal_affinity_missing(cfg) -> str | None:
+    """Why a model of ``cfg`` (its ModelConfig) has no temporal affinity to show; None when it has one."""
+    if "temporal" not in cfg.branches:
+        return "model.branches: this model has no temporal branch"
+    if cfg.graph_layer != "gcn":
+        return f'model.graph_layer: its temporal branch has "{cfg.graph_layer}" layers, no graph'
+    return None
+
+
 @dataclass
 class STGCNOutput:
     """What :class:`STGCN` returns for a batch of B tracklets.
@@ -387,8 +396,9 @@ class STGCN(nn.Module):
     @torch.no_grad()
     def temporal_affinity(self, clips: torch.Tensor) -> torch.Tensor:
         """Dense normalised temporal affinity [N, N] (N = T*P) of one clip [1, T, 3, H, W] (or [T, 3, H, W])."""
-        if "temporal" not in self.branches:
-            raise ConfigError("model.branches: this model has no temporal branch")
+        missing = temporal_affinity_missing(self.cfg)
+        if missing:
+            raise ConfigError(missing)
         if clips.dim() == 4:
             clips = clips.unsqueeze(0)
         if clips.size(0) != 1:

@@ -146,6 +146,8 @@ class Run:
     previous_deterministic: bool
     """torch's deterministic-algorithms setting before the run, restored when it ends."""
     resumed_from: Path | None = None
+    taken: Path | None = None
+    """The ``train.output`` asked for, when it already held a run and this one went to a free name next to it."""
     start_epoch: int = 0
     step: int = 0
     best: float = -math.inf
@@ -192,9 +194,9 @@ def build_run(cfg: Config, *, resume: str | os.PathLike | None = None, ctx: Dist
         ckpt = read_checkpoint(resume)
         _check_resumable(ckpt, cfg, resume)
     t, d, m = cfg.train, cfg.data, cfg.model
-    output = Path(t.output).expanduser()
+    asked = output = Path(t.output).expanduser()
     if ckpt is None and ctx.is_main:
-        output = free_output(output)
+        output = free_output(asked)
     t.output = str(output)
 
     if ctx.device.type == "cpu" and t.flush_denormal:
@@ -238,7 +240,7 @@ def build_run(cfg: Config, *, resume: str | os.PathLike | None = None, ctx: Dist
         loss_keys += ["ce_all"] if m.classifier == "all" else [f"ce_{b}" for b in m.branches]
     run = Run(cfg, ctx, output, dataset, loader, model, model, STGCNLoss.from_config(cfg.loss), optimizer, scheduler,
               use_amp=t.amp == "bf16" or (t.amp == "auto" and device.type == "cuda"), loss_keys=loss_keys,
-              previous_deterministic=previous_deterministic)
+              previous_deterministic=previous_deterministic, taken=asked if output != asked else None)
     if ckpt is not None:
         _restore(run, ckpt, resume)
     if ctx.enabled:

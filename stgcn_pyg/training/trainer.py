@@ -22,6 +22,7 @@ import torch
 from ..checkpoint import save_checkpoint
 from ..config import Config
 from ..distributed import DistContext, init_distributed
+from ..errors import Interrupted
 from ..evaluation.evaluate import SCORE_KEYS
 from .run import Run, build_run
 from .run_log import RunLog, epoch_line
@@ -101,7 +102,8 @@ class Trainer:
             if self.quick:
                 self.log.info("smoke-run mode (STGCN_PYG_QUICK is set): tiny data, one step per epoch; "
                               "the numbers mean nothing", echo=True)
-            self.log.info(f"output folder {self.output}", echo=True)
+            taken = f" ({run.taken} is taken)" if run.taken is not None else ""
+            self.log.info(f"output folder {self.output}{taken}", echo=True)
             self.log.info(f"dataset {self.dataset.name}: {len(self.dataset.train)} training tracklets, "
                           f"{self.loader.num_classes} identities; {len(self.loader)} batches per epoch"
                           f" on rank {self.ctx.rank} of {self.ctx.world_size}")
@@ -143,8 +145,12 @@ class Trainer:
                 self.log.info(f"interrupted: {last} holds the last completed epoch; continue with: "
                               f"stgcn-pyg train --resume {self.output}", echo=True)
             else:
-                self.log.info("interrupted before the first epoch ended: nothing saved", echo=True)
-            raise
+                if self.ctx.is_main and run.resumed_from is None:
+                    # Its header alone would make free_output send the same command to NAME-2.
+                    self.log.csv_path.unlink(missing_ok=True)
+                self.log.info("interrupted before the first epoch ended: nothing saved and nothing to resume; "
+                              "start the run again with the same command", echo=True)
+            raise Interrupted from None
         finally:
             self.log.close()
             torch.use_deterministic_algorithms(run.previous_deterministic)

@@ -8,7 +8,7 @@ from ...errors import ConfigError, DatasetError
 from .base import PROTOCOLS, ReIDDataset
 from .mars import load_mars
 
-__all__ = ["load_dataset", "load_configured_dataset", "ReIDDataset", "DATASETS", "PROTOCOLS"]
+__all__ = ["load_dataset", "load_configured_dataset", "synthetic_options", "ReIDDataset", "DATASETS", "PROTOCOLS"]
 
 
 def _synthetic(root, protocol="standard", **kwargs) -> ReIDDataset:
@@ -79,6 +79,12 @@ def load_dataset(name: str, root=None, protocol: str = "standard", **kwargs) -> 
         raise
 
 
+def synthetic_options(data) -> dict:
+    """The :class:`~stgcn_pyg.data.SynthConfig` fields that a config's ``data`` section sets."""
+    return dict(num_ids=data.synthetic_ids, min_frames=data.synthetic_frames[0], max_frames=data.synthetic_frames[1],
+                height=data.synthetic_image_size[0], width=data.synthetic_image_size[1])
+
+
 def load_configured_dataset(data, *, progress: bool = True) -> ReIDDataset:
     """The dataset that a config's ``data`` section (:class:`~stgcn_pyg.config.DataConfig`) names.
 
@@ -90,9 +96,7 @@ def load_configured_dataset(data, *, progress: bool = True) -> ReIDDataset:
     root = str(Path(data.root).expanduser()) if data.root else None
     kwargs = {}
     if key == "synthetic":
-        kwargs = dict(num_ids=data.synthetic_ids, min_frames=data.synthetic_frames[0],
-                      max_frames=data.synthetic_frames[1], height=data.synthetic_image_size[0],
-                      width=data.synthetic_image_size[1], progress=progress)
+        kwargs = dict(synthetic_options(data), progress=progress)
     elif root is None:
         raise ConfigError(f"data.root: dataset {data.dataset!r} needs its root folder (--root DIR)")
     elif not Path(root).is_dir():

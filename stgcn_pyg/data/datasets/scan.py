@@ -87,16 +87,19 @@ def scan_tracklets(root: str | Path, what: str = "folder") -> pd.DataFrame:
     return table
 
 
-def pick_tracklet(table: pd.DataFrame, choice: str | None, source: str) -> int:
+def pick_tracklet(table: pd.DataFrame, choice: str | None, source: str,
+                  others: dict[str, pd.DataFrame] | None = None) -> int:
     """The row of ``table`` named by ``choice`` (a row number or a tracklet name); the only row when None.
 
-    ``source`` names the table in errors, which say how to pick (``--query-tracklet``).
+    ``source`` names the table in errors, which say how to pick (``--query-tracklet``); ``others`` are
+    tables a name may be in instead (by their names in errors, e.g. the dataset's gallery split), so that
+    the error says where a name of theirs is.
     """
+    names = ", ".join(table["tracklet"].head(5)) + (", ..." if len(table) > 5 else "")
     if choice is None:
         if len(table) == 1:
             return 0
-        names = ", ".join(table["tracklet"].head(5))
-        raise DatasetError(f"{source} holds {len(table)} tracklets ({names}{', ...' if len(table) > 5 else ''}): "
+        raise DatasetError(f"{source} holds {len(table)} tracklets ({names}): "
                            "pick one with --query-tracklet NAME or --query-tracklet ROW")
     if choice.isdigit():
         row = int(choice)
@@ -105,6 +108,10 @@ def pick_tracklet(table: pd.DataFrame, choice: str | None, source: str) -> int:
         return row
     hits = (table["tracklet"].astype(str) == choice).to_numpy().nonzero()[0]
     if not len(hits):
-        names = ", ".join(table["tracklet"].head(5))
+        where = next((name for name, other in (others or {}).items()
+                      if (other["tracklet"].astype(str) == choice).any()), None)
+        if where is not None:
+            raise DatasetError(f"--query-tracklet {choice}: that is a tracklet of {where}; --query-tracklet "
+                               f"takes one of {source} ({names}) or a row number 0..{len(table) - 1}")
         raise DatasetError(f"--query-tracklet {choice}: no such tracklet in {source} (e.g. {names})")
     return int(hits[0])

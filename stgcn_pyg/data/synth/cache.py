@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from ...errors import DatasetError
@@ -46,8 +47,9 @@ def ensure_synthetic(root: str | os.PathLike | None = None, num_ids: int | None 
     complete, so an interrupted run never leaves a half-written dataset.
     Extra keyword arguments are :class:`SynthConfig` fields (``num_ids`` defaults
     to 100; in smoke-run mode, ``STGCN_PYG_QUICK=1``, fields not given take the
-    small values of :data:`stgcn_pyg.quick.SYNTHETIC`). Returns the root that
-    ``load_dataset("mars", root)`` reads.
+    small values of :data:`stgcn_pyg.quick.SYNTHETIC`). ``progress``: say
+    what is generated and where, with a progress bar on a terminal. Returns
+    the root that ``load_dataset("mars", root)`` reads.
     """
     from ... import quick
 
@@ -75,6 +77,10 @@ def ensure_synthetic(root: str | os.PathLike | None = None, num_ids: int | None 
                            "or no --root (the cache)")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+    say = _say if progress else lambda text: None
+    # Tens of seconds at the default size: without a word (and in a log there is no bar) it looks stuck.
+    say(f"generating the synthetic set ({cfg.num_ids} identities; first use only) into {root}")
+    start = time.perf_counter()
     try:
         generate_synthetic(tmp, cfg, layout="mars", workers=workers, progress=progress)
         if root.exists() and not any(root.iterdir()):
@@ -88,4 +94,11 @@ def ensure_synthetic(root: str | os.PathLike | None = None, num_ids: int | None 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    say(f"generated the synthetic set in {time.perf_counter() - start:.0f} s")
     return root
+
+
+def _say(text: str) -> None:
+    from rich.console import Console
+
+    Console(soft_wrap=True).print(text, highlight=False, markup=False)
