@@ -111,6 +111,8 @@ def run_one(job: dict) -> dict:
     Path(job["output"]).parent.mkdir(parents=True, exist_ok=True)
     with open(Path(job["output"]).with_suffix(".console.txt"), "w") as fh:
         results = train(cfg, console=Console(file=fh, width=120))
+    # A killed run's folder is never overwritten: the run may have gone to NAME-2.
+    job["output"] = results["output"]
     return dict(
         variant=job["variant"], seed=job["seed"], minutes=round((time.perf_counter() - start) / 60, 2),
         **{k: results[k] for k in ("rank1", "rank5", "mAP", "mINP")},
