@@ -227,6 +227,8 @@ def main(argv=None):
             args.out = PRETRAINED_RESULTS
         if args.report_only:
             write_pretrained_report(args.out, args.overrides)
+            if args.tier == "finetune":
+                write_affinity_figure(args.out, Path(args.runs_dir) / "finetune")
         else:
             run_tier(args)
         print((RESULTS / f"{args.out}.md").read_text())
@@ -552,6 +554,50 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(RESULTS / f"{stem}.png", dpi=110)
+    plt.close(fig)
+
+
+def write_affinity_figure(stem: str, runs: Path, variants=("full", "full-softmax"), seed: int = 0) -> None:
+    """``{stem}_affinity.png``: the temporal affinity the fine-tuned models of one seed learned, side by side.
+
+    One query clip of the synthetic set (8 evenly spaced frames); each row i shows node i's weights on the
+    other nodes (A_hat without its diagonal), node t*P + p being stripe p of frame t.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from stgcn_pyg.checkpoint import load_checkpoint
+    from stgcn_pyg.data import load_configured_dataset
+    from stgcn_pyg.data.loader import build_test_loader
+
+    found = [(v, runs / f"{v}-seed{seed}" / "last.pt") for v in variants]
+    found = [(v, p) for v, p in found if p.is_file()]
+    if not found:
+        return
+    fig, axes = plt.subplots(1, len(found), figsize=(5.2 * len(found), 4.6), squeeze=False)
+    for ax, (variant, path) in zip(axes[0], found):
+        model, cfg = load_checkpoint(path)
+        ds = load_configured_dataset(cfg.data, progress=False)
+        loader = build_test_loader(ds.query.head(1), seq_len=cfg.eval.seq_len, mode="evenly",
+                                   image_size=tuple(cfg.data.image_size), batch_size=1)
+        clips, _ = next(iter(loader))
+        A = model.temporal_affinity(clips)
+        off = A - torch.diag_embed(A.diagonal())
+        im = ax.imshow(off.numpy(), cmap="magma")
+        ax.set_title(f"{variant} ({model.cfg.affinity_normalization}), seed {seed}")
+        P = model.num_stripes
+        ticks = range(0, A.size(0), P)
+        ax.set_xticks(list(ticks), [f"f{t // P}" for t in ticks], fontsize=7)
+        ax.set_yticks(list(ticks), [f"f{t // P}" for t in ticks], fontsize=7)
+        ax.set_xlabel("neighbour j (frame, 4 stripes each)")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    axes[0, 0].set_ylabel("node i")
+    fig.suptitle("Learned temporal affinity of one query clip after fine-tuning (diagonal removed)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{stem}_affinity.png", dpi=110)
     plt.close(fig)
 
 
