@@ -4,8 +4,8 @@ Nothing here imports onnx, onnxscript or onnxruntime until it is used: they
 are the optional ``export`` extra (``pip install 'stgcn-pyg[export]'``).
 """
 
-from .export import (DEFAULT_OPSET, EXPORT_FORMATS, DescriptorModel, ExportError, ExportResult, export_checkpoint,
-                     export_model, format_from_path)
+from .export import DEFAULT_OPSET, DescriptorModel, ExportResult, export_checkpoint, export_model
+from .exported_file import EXPORT_FORMATS, ExportError, format_from_path
 from .inference import (PRECISIONS, InferenceModel, InferenceSettings, cpu_has_amx, cpu_has_native_bf16,
                         inference_settings, prepare_for_inference)
 from .runtime import ExportedEncoder, load_exported, load_model_file
