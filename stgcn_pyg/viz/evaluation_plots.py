@@ -1,4 +1,5 @@
-"""The pictures of one evaluation: the CMC curve, ranked-results grids of the first queries, a temporal affinity."""
+"""The pictures of one evaluation (the CMC curve, ranked-results grids of the first queries, a temporal
+affinity) and of one search (its ranked-results grid)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from .affinity import plot_affinity
 from .cmc import plot_cmc
 from .ranked_grid import plot_ranked_results
 
-__all__ = ["plot_evaluation"]
+__all__ = ["plot_evaluation", "plot_search_results"]
 
 
 def plot_evaluation(out_dir, results: dict, *, distmat: torch.Tensor | None = None, dataset=None, model=None,
@@ -57,6 +58,19 @@ def _ranked_grids(out_dir: Path, distmat: torch.Tensor, dataset, protocol: str, 
             query_caption=f"query {qi}: pid {int(qp[qi])}, camera {int(qc[qi])}",
         ))
     return written
+
+
+def plot_search_results(found, query_frames, path) -> Path:
+    """The ranked-results grid of a :class:`~stgcn_pyg.evaluation.SearchResult` (right green, wrong red, grey
+    where an identity is unknown) to ``path``."""
+    def caption(r):
+        who = "" if r["pid"] is None else f" pid {r['pid']} c{r['camid']}"
+        return f"#{r['rank']}{who} d={r['distance']:.3f}"
+
+    who = "" if found.query_pid is None else (
+        f", pid {found.query_pid}" + ("" if found.query_camid is None else f" c{found.query_camid}"))
+    return plot_ranked_results(query_frames, found.ranked_frames, path, matches=[r["match"] for r in found.rows],
+                               captions=[caption(r) for r in found.rows], query_caption=f"query {found.query}{who}")
 
 
 def _affinity(model, df, options, path: Path, notes: list[str]) -> Path | None:
