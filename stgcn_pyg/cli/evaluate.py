@@ -44,16 +44,17 @@ def _model_options(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     p.add_argument("--flip", action="store_true", help="flip test: average with horizontally flipped clips")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     fastest = "auto: the fastest measured setting for the device (bf16 autocast on a CPU with AMX)"
-    p.add_argument("--precision", default=precision,
-                   help=f"fp32 (default: scores that do not depend on the CPU), bf16, or {fastest}" if precision == "fp32"
-                   else f"{fastest} (default), fp32 or bf16; the command says which ran")
+    choices = (f"fp32 (default: scores that do not depend on the CPU), bf16, or {fastest}" if precision == "fp32"
+               else f"{fastest} (default; the command says which ran), fp32 or bf16")
+    p.add_argument("--precision", default=precision, help=choices)
 
 
 def register(subparsers) -> None:
     ev = subparsers.add_parser(
         "evaluate", help="rank-k, mAP and mINP of a checkpoint (or saved descriptors)",
         description="Score a checkpoint on a dataset's query/gallery split, or descriptors saved by "
-                    "`stgcn-pyg extract`. Prints rank-1/5/10/20, mAP and mINP and names the protocol.")
+                    "`stgcn-pyg extract`. Prints rank-1/5/10/20, mAP and mINP and names the protocol and the "
+                    "precision (fp32 unless asked).")
     src = ev.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", "--model", help="a checkpoint written by `stgcn-pyg train`, or a model "
                                                     "written by `stgcn-pyg export` (.onnx, .pt2)")
@@ -126,14 +127,17 @@ def _check_choices(args) -> None:
             raise ConfigError(f"--{flag}: {value!r} is not one of {', '.join(allowed)}")
 
 
-def _load_model(args):
-    """The model (eval mode, on the device), its config, and the test options of the config and the flags."""
-    from ..deploy import load_for_inference
+def _load_model(args, console=None):
+    """The model (eval mode, on the device), its config, and the test options of the config and the flags;
+    with a ``console``, a line there on the setting the model runs in."""
+    from ..deploy import describe_inference, load_for_inference
     from ..distributed import resolve_device
     from ..evaluation import TestOptions
 
     device = resolve_device(args.device, option="--device")
     model, cfg = load_for_inference(args.checkpoint, device, args.precision)
+    if console is not None:
+        _print_lines(console, [describe_inference(model, args.precision)])
     options = TestOptions.from_config(
         cfg, seq_len=args.seq_len, batch_size=args.batch_size, num_workers=args.num_workers, flip=args.flip,
         mode=args.mode,  # the documented default (all), not the checkpoint's eval.mode: say which ran
@@ -200,13 +204,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..deploy import describe_inference, inference_precision
+    from ..deploy import inference_precision
     from ..evaluation import extract_query_gallery, write_descriptor_file
 
     _check_choices(args)
     console = Console(soft_wrap=True)
-    model, cfg, options = _load_model(args)
-    _print_lines(console, [describe_inference(model, args.precision)])
+    model, cfg, options = _load_model(args, console)
     ds = _test_dataset(cfg, args)
     qf, gf = extract_query_gallery(model, ds, options)
     path = write_descriptor_file(args.out, qf, gf, ds, options, precision=inference_precision(model))
@@ -218,7 +221,7 @@ def _extract(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..deploy import describe_inference, inference_precision
+    from ..deploy import inference_precision
     from ..errors import ConfigError
     from ..evaluation import print_search_results, search_gallery, search_tables
 
@@ -227,8 +230,7 @@ def _search(args: argparse.Namespace) -> int:
         raise ConfigError("search: give the query as --query DIR (a folder of frames) or --query-tracklet ID "
                           "(a tracklet of the dataset's query split)")
     console = Console(stderr=args.json, soft_wrap=True)
-    model, cfg, options = _load_model(args)
-    _print_lines(console, [describe_inference(model, args.precision)])
+    model, cfg, options = _load_model(args, console)
     query, qsource, gallery, gsource = search_tables(lambda: _test_dataset(cfg, args), args.query_tracklet,
                                                      query_dir=args.query, gallery_dir=args.gallery, split=args.split)
     metric = args.metric or cfg.eval.metric
