@@ -18,6 +18,31 @@ def device_name(device: torch.device | str) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
+# The CPU flags that decide which precision is fastest (docs/deployment.md): with AMX tiles bf16 pays.
+PRECISION_FLAGS = ("avx512f", "avx512_bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str] | None:
+    """The flags of /proc/cpuinfo (or of its text ``cpuinfo``) that decide the fastest precision: avx512f,
+    avx512_bf16 and every amx_*; None where there is no /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return sorted(f for f in flags if f in PRECISION_FLAGS or f.startswith("amx"))
+
+
+def has_amx(flags) -> bool:
+    """Whether ``flags`` (:func:`cpu_flags`) hold AMX tiles with bf16, where oneDNN's bf16 matmuls beat fp32."""
+    return {"amx_bf16", "amx_tile"} <= set(flags)
+
+
 def to_markdown(df: pd.DataFrame, index: bool = False, floatfmt: str = ".2f") -> str:
     """A GitHub markdown table of a DataFrame (pandas' own needs `tabulate`)."""
     if index:

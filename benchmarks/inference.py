@@ -15,13 +15,18 @@ In one run on one machine:
   global-only model in the same setting and batch;
 * each setting's descriptors against eager fp32 (max relative difference).
 
-The fastest setting is what ``stgcn-pyg extract/evaluate/search`` use on the
-CPU by default (``stgcn_pyg.deploy.inference_settings``); the report says
-whether this run agrees. Untrained weights (``weights=none``): speed does not
-depend on them.
+The fastest setting is what ``stgcn-pyg extract/search`` use on the CPU by
+default (``stgcn_pyg.deploy.inference_settings``, which picks by whether the
+CPU has AMX); the report says whether this run agrees. Untrained weights
+(``weights=none``): speed does not depend on them.
 
-    python benchmarks/inference.py           # the full run (tens of minutes on 2 cores): results/inference_cpu.*
-    python benchmarks/inference.py --quick   # tiny models, a minute or two: checks the script (inference_cpu_quick.*)
+The results name the CPU's flags that decide it (avx512f, avx512_bf16,
+amx_*; from /proc/cpuinfo) and go to a file per kind of CPU, so that both
+can be committed side by side: ``results/inference_cpu.*`` without AMX,
+``results/inference_cpu_amx.*`` with AMX (amx_bf16 and amx_tile).
+
+    python benchmarks/inference.py           # the full run (tens of minutes on 2 cores): results/inference_cpu[_amx].*
+    python benchmarks/inference.py --quick   # tiny models, a minute or two: checks the script (..._quick.*)
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from rich.console import Console
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import device_name, to_markdown  # noqa: E402
+from common import cpu_flags, device_name, has_amx, to_markdown  # noqa: E402
 
 from stgcn_pyg.config import ModelConfig  # noqa: E402
 from stgcn_pyg.deploy import (InferenceModel, InferenceSettings, cpu_has_amx, cpu_has_native_bf16,  # noqa: E402
@@ -82,8 +87,9 @@ def parse_args(argv=None):
     p.add_argument("--matmul-size", type=int, default=None, help="n of the n x n peak matmul (default 4096; quick 1024)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch and onnxruntime threads (default: torch's, one per core); 1 is steadier on a busy machine")
-    p.add_argument("--out", default="inference_cpu",
-                   help="file stem under benchmarks/results (default inference_cpu; a quick run adds _quick)")
+    p.add_argument("--out", default=None,
+                   help="file stem under benchmarks/results (default inference_cpu, or inference_cpu_amx on a CPU "
+                        "with AMX; a quick run adds _quick)")
     args = p.parse_args(argv)
     q = args.quick
     args.backbones = args.backbones or (["resnet18", "mobilenet_v2"] if q else ["resnet50", "mobilenet_v2"])
@@ -178,9 +184,13 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     native_bf16 = f"{cpu_has_native_bf16()} (AMX tiles: {cpu_has_amx()})"
+    flags = cpu_flags()
+    amx = cpu_has_amx() if flags is None else has_amx(flags)  # no /proc/cpuinfo: torch's answer
+    cpu = {"cpu_amx": amx, "cpu_flags": "unknown" if flags is None else " ".join(flags) or "none"}
+    stem = args.out or ("inference_cpu_amx" if amx else "inference_cpu")
     dev = device_name("cpu")
     console.print(f"[bold]{dev}[/]; torch {torch.__version__}; native bf16: {native_bf16}; "
-                  f"capability {torch.backends.cpu.get_cpu_capability()}")
+                  f"capability {torch.backends.cpu.get_cpu_capability()}; flags {cpu['cpu_flags']}")
     peak = {"fp32": matmul_peak(args.matmul_size, torch.float32)}
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         peak["bf16"] = matmul_peak(args.matmul_size, BF16)
@@ -199,7 +209,7 @@ def main(argv=None) -> int:
                 for variant, f in flops.items():
                     flop_rows.append(dict(backbone=backbone, size=f"{H}x{W}", variant=variant, T=T,
                                           gflop_per_clip=f["total"] / 1e9, gflop_per_frame=f["total"] / T / 1e9,
-                                          backbone_gflop=f["backbone"] / 1e9, graph_gflop=f["graph"] / 1e9))
+                                          backbone_gflop=f["backbone"] / 1e9, graph_gflop=f["graph"] / 1e9, **cpu))
                 for name in args.settings:
                     for variant, model in models.items():
                         # the graph branches' share: global-only at the largest batch only
@@ -230,7 +240,7 @@ def main(argv=None) -> int:
                                 peak_gflop_per_s=peak.get(dtype, float("nan")),
                                 fraction_of_peak=gflops / peak.get(dtype, float("nan")),
                                 fraction_of_fp32_peak=gflops / peak["fp32"],
-                                max_rel_diff_vs_eager_fp32=diff, calls=calls, device=dev))
+                                max_rel_diff_vs_eager_fp32=diff, calls=calls, device=dev, **cpu))
                             console.print(f"{backbone} {H}x{W} {variant:11s} {name:28s} B={B:<3d} "
                                           f"{B * T / seconds:8.1f} frames/s  {100 * gflops / peak.get(dtype, 1):5.1f}% "
                                           f"of {dtype} peak  diff {diff:.1e}  ({time.perf_counter() - t0:.0f} s)")
@@ -240,11 +250,11 @@ def main(argv=None) -> int:
     df, fl = pd.DataFrame(rows), pd.DataFrame(flop_rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     quick = "_quick" if args.quick else ""  # quick results are not committed (.gitignore: *_quick.*)
-    paths = {kind: RESULTS / f"{args.out}{kind}{quick}" for kind in ("", "_flops")}
+    paths = {kind: RESULTS / f"{stem}{kind}{quick}" for kind in ("", "_flops")}
     df.to_csv(f"{paths['']}.csv", index=False, float_format="%.6g")
     fl.to_csv(f"{paths['_flops']}.csv", index=False, float_format="%.6g")
     best, default_name = summarise(df)
-    write_markdown(df, fl, best, default_name, peak, native_bf16, args, dev, Path(f"{paths['']}.md"))
+    write_markdown(df, fl, best, default_name, peak, native_bf16, cpu, args, dev, Path(f"{paths['']}.md"))
     write_plot(df, fl, peak, Path(f"{paths['']}.png"), dev)
     console.print(f"wrote {paths['']}.csv, .md and .png, and {paths['_flops']}.csv")
     return 0
@@ -275,7 +285,7 @@ def setting_name(s) -> str:
             (True, BF16): "channels_last + bf16"}[(s.channels_last, s.autocast_dtype)]
 
 
-def write_markdown(df, fl, best, default_name, peak, native_bf16, args, dev, path):
+def write_markdown(df, fl, best, default_name, peak, native_bf16, cpu, args, dev, path):
     chosen = setting_name(inference_settings("cpu"))
     agree = "agrees" if chosen == default_name else f"DISAGREES (fastest eager setting here: {default_name})"
     headline = best[["backbone", "size", "setting", "batch", "clips_per_s", "frames_per_s", "gflop_per_s",
@@ -294,13 +304,16 @@ def write_markdown(df, fl, best, default_name, peak, native_bf16, args, dev, pat
         if BASELINE in rate and chosen in rate:
             mars.append(f"- {backbone} {size}: {MARS_TEST_FRAMES / rate[BASELINE] / 3600:.1f} h in eager fp32, "
                         f"{MARS_TEST_FRAMES / rate[chosen] / 3600:.1f} h in {chosen} (the default)")
-    flops = fl.copy()
+    flops = fl.drop(columns=list(cpu))  # said once, in the header
     flops["graph share of FLOPs"] = [f"{100 * g / c:.1f}%" for g, c in zip(flops.graph_gflop, flops.gflop_per_clip)]
     lines = [
-        f"# Descriptor extraction on {dev}{' (quick run: tiny models, checks the script)' if args.quick else ''}",
+        f"# Descriptor extraction on {dev}, {'with' if cpu['cpu_amx'] else 'without'} AMX"
+        f"{' (quick run: tiny models, checks the script)' if args.quick else ''}",
         "",
         f"{datetime.date.today().isoformat()}; torch {torch.__version__}; CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}; native bf16 instructions: {native_bf16}. "
+        f"{torch.backends.cpu.get_cpu_capability()}; native bf16 instructions: {native_bf16}; "
+        f"CPU flags that decide the precision (/proc/cpuinfo: avx512f, avx512_bf16, amx_*): {cpu['cpu_flags']}; "
+        f"AMX (amx_bf16 and amx_tile): {'yes' if cpu['cpu_amx'] else 'no'}. "
         f"Clips of T={args.seq_len} frames, untrained weights; `encode` (clips -> f_all) timed as the median of "
         f"at least 3 calls and {args.min_seconds:g} s per point, after warm-up. "
         f"Generated by `{' '.join(['python', 'benchmarks/inference.py', *sys.argv[1:]])}`.",
@@ -325,8 +338,9 @@ def write_markdown(df, fl, best, default_name, peak, native_bf16, args, dev, pat
         "",
         f"## Default on this CPU: {chosen}",
         "",
-        f"`stgcn-pyg extract/evaluate/search` use {chosen} on the CPU by default "
-        f"(`stgcn_pyg.deploy.inference_settings`); this run {agree}. "
+        f"`stgcn-pyg extract/search` use {chosen} on this kind of CPU by default "
+        f"(`stgcn_pyg.deploy.inference_settings`, `--precision auto`); this run {agree}. `evaluate` runs "
+        "channels_last fp32 on every CPU unless asked, so that its scores do not depend on the machine. "
         "torch.compile and onnxruntime are not candidates for the default: compile costs minutes per input shape "
         "on 2 cores, and onnxruntime runs an exported file (`stgcn-pyg export`, then `--model FILE.onnx`).",
         "",

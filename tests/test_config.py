@@ -112,16 +112,10 @@ def test_allowed_values_come_from_the_modules_that_implement_them(monkeypatch):
 
 
 def test_moved_names_keep_their_old_import_paths():
-    import stgcn_pyg.checkpoint
-    import stgcn_pyg.config
-    import stgcn_pyg.distributed
     from stgcn_pyg.cli import evaluate as cli_evaluate
     from stgcn_pyg.evaluation import descriptor_file
-    from stgcn_pyg.training import checkpoint, config, distributed, run, trainer
+    from stgcn_pyg.training import run, trainer
 
-    assert config.ModelConfig is stgcn_pyg.config.ModelConfig and config.load_config is load_config
-    assert checkpoint.load_checkpoint is stgcn_pyg.checkpoint.load_checkpoint
-    assert distributed.DistContext is stgcn_pyg.distributed.DistContext
     assert (trainer.load_data, trainer.StepSchedule, trainer.seed_everything) == (run.load_data, run.StepSchedule,
                                                                                    run.seed_everything)
     assert cli_evaluate.read_features is descriptor_file.read_descriptor_file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 
@@ -286,3 +287,54 @@ def test_commands_print_no_leading_blank_lines_and_do_not_wrap_in_logs(setup, ca
         assert code == 0 and out.strip() and out.splitlines()[0].strip(), (argv, out[:200])
         assert any(str(far) in line for line in out.splitlines()) or argv[0] == "search", (argv, out)
         assert not re.search(r"━ *\d+/\d+", out), (argv, out)  # no progress bar's last state
+
+
+def _table(out: str) -> dict:
+    """The scores of the last results table printed in ``out`` (rank-1 ... mINP, as shown)."""
+    return dict(re.findall(r"(rank-\d+|mAP|mINP)\s*│\s*(\S+)", out))
+
+
+@pytest.mark.slow
+def test_evaluate_scores_in_fp32_on_an_amx_cpu_and_extract_says_what_it_ran(
+        tiny_root, tiny_overrides, tmp_path, capsys, monkeypatch):
+    """On a CPU with AMX the fastest setting is bf16; `evaluate` must still give the run's own table (fp32)."""
+    from stgcn_pyg.deploy import inference, inference_settings
+
+    monkeypatch.setattr(inference, "cpu_has_amx", lambda: True)  # the AMX branch of the capability check
+    assert inference_settings("cpu").precision == "bf16"
+    out = tmp_path / "run"
+    argv = ["train", "--epochs", "1", "--output", str(out), "--no-progress", "--set", f'data.root="{tiny_root}"']
+    for s in tiny_overrides:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    trained = _table(capsys.readouterr().out)
+    assert set(trained) == {"rank-1", "rank-5", "rank-10", "rank-20", "mAP", "mINP"}
+    ckpt = out / "last.pt"
+    # the run evaluates in its config's eval.mode (evenly in the tiny run), as the README's command does
+    code, printed, _ = run(capsys, ["evaluate", "--checkpoint", str(ckpt), "--mode", "evenly"])
+    assert code == 0 and _table(printed) == trained
+    heading = printed.splitlines()[0]
+    assert heading.endswith(", fp32)") and "bf16" not in printed
+    code, printed, _ = run(capsys, ["evaluate", "--checkpoint", str(ckpt), "--mode", "evenly", "--json"])
+    scores = json.loads(printed)
+    assert code == 0 and scores["precision"] == "fp32"
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for key in ("rank1", "rank5", "mAP", "mINP"):
+        assert scores[key] == pytest.approx(float(rows[-1][key]), abs=1e-3), key
+    # bf16 when asked
+    code, printed, _ = run(capsys, ["evaluate", "--checkpoint", str(ckpt), "--mode", "evenly", "--precision", "bf16"])
+    assert code == 0 and "bf16 autocast" in printed.splitlines()[0]
+
+    # extract keeps the fastest setting, says so in one line, and the file remembers it
+    feats = tmp_path / "feats.pt"
+    code, printed, _ = run(capsys, ["extract", "--checkpoint", str(ckpt), "--out", str(feats)])
+    said = [line for line in printed.splitlines() if line.startswith("descriptors in")]
+    assert code == 0 and said == ["descriptors in channels_last, bf16 autocast "
+                                  "(--precision auto: the fastest measured on a CPU with AMX)"]
+    assert read_descriptor_file(feats)["precision"] == "bf16"
+    code, printed, _ = run(capsys, ["evaluate", "--features", str(feats)])
+    assert code == 0 and printed.splitlines()[0].endswith(", bf16 autocast)")
+    code, printed, err = run(capsys, ["search", "--checkpoint", str(ckpt), "--query-tracklet", "0", "--topk", "2",
+                                      "--json"])
+    assert code == 0 and json.loads(printed)["precision"] == "bf16" and "bf16 autocast" in err

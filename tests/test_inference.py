@@ -105,3 +105,24 @@ def test_auto_batch_size_gives_the_same_descriptors(tiny_root, tiny_config, tmp_
     torch.testing.assert_close(many, one, rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="eval.batch_size"):
         tiny_config(tmp_path / "bad", "eval.batch_size=-1")
+
+
+def test_benchmark_reads_the_cpu_flags_that_decide_the_precision():
+    """benchmarks/inference.py names its results by AMX as /proc/cpuinfo says; the library asks torch."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "common.py"
+    spec = importlib.util.spec_from_file_location("bench_common", path)
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    sapphire = ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8\n"
+                "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8\n")
+    assert common.cpu_flags(sapphire) == ["amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512f"]
+    assert common.has_amx(common.cpu_flags(sapphire))
+    no_amx = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"  # this project's machine: no AMX
+    assert common.cpu_flags(no_amx) == ["avx512_bf16", "avx512f"] and not common.has_amx(["avx512_bf16", "avx512f"])
+    assert common.cpu_flags("flags\t: fpu sse2\n") == [] and not common.has_amx([])
+    flags = common.cpu_flags()
+    if flags is not None:  # the benchmark's file name and the library's automatic choice see the same CPU
+        assert common.has_amx(flags) == inference.cpu_has_amx()

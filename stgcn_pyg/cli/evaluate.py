@@ -1,17 +1,8 @@
-"""`stgcn-pyg evaluate`, `stgcn-pyg extract` and `stgcn-pyg search`.
+"""`stgcn-pyg evaluate` (rank-k, mAP and mINP of a model or of saved descriptors), `extract` (the descriptor
+file) and `search` (one query against a gallery).
 
-- evaluate: rank-1/5/10/20, mAP and mINP of a checkpoint on a dataset's
-  query/gallery split (or of saved descriptors), as a table or JSON, with
-  optional re-ranking and pictures.
-- extract: write the query and gallery descriptors with their pids and
-  cameras to one file (``torch.save`` of tensors, loadable with
-  ``weights_only=True``) that ``evaluate --features`` reads back.
-- search: rank a gallery (a dataset split or a folder of tracklet folders)
-  for one query tracklet folder.
-
-The work is the library's (stgcn_pyg.evaluation, stgcn_pyg.viz); this module
-reads the flags and prints. Heavy imports (torch models, the checkpoint
-loader) happen inside the commands so that ``stgcn-pyg --help`` stays fast.
+The work is the library's (stgcn_pyg.evaluation, stgcn_pyg.deploy, stgcn_pyg.viz); this module reads the
+flags and prints. Heavy imports happen inside the commands so that ``stgcn-pyg --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -36,7 +27,7 @@ def __getattr__(name: str):
 # --------------------------------------------------------------------------- parser
 # --protocol, --mode, --metric and --precision are checked against their modules' values when a command
 # runs (_check_choices), not by argparse: importing those modules would make `--help` take seconds.
-def _model_options(p: argparse.ArgumentParser) -> None:
+def _model_options(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     p.add_argument("--dataset", default=None,
                    help="mars, dukemtmc-videoreid, ilids-vid, prid2011, folder or synthetic "
                         "(default: the checkpoint's training dataset)")
@@ -52,21 +43,23 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=None, help="data loader processes")
     p.add_argument("--flip", action="store_true", help="flip test: average with horizontally flipped clips")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--precision", default="auto",
-                   help="auto (default): the fastest measured setting for the device (stgcn_pyg.deploy.inference); "
-                        "fp32 or bf16")
+    fastest = "auto: the fastest measured setting for the device (bf16 autocast on a CPU with AMX)"
+    choices = (f"fp32 (default: scores that do not depend on the CPU), bf16, or {fastest}" if precision == "fp32"
+               else f"{fastest} (default; the command says which ran), fp32 or bf16")
+    p.add_argument("--precision", default=precision, help=choices)
 
 
 def register(subparsers) -> None:
     ev = subparsers.add_parser(
         "evaluate", help="rank-k, mAP and mINP of a checkpoint (or saved descriptors)",
         description="Score a checkpoint on a dataset's query/gallery split, or descriptors saved by "
-                    "`stgcn-pyg extract`. Prints rank-1/5/10/20, mAP and mINP and names the protocol.")
+                    "`stgcn-pyg extract`. Prints rank-1/5/10/20, mAP and mINP and names the protocol and the "
+                    "precision (fp32 unless asked).")
     src = ev.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", "--model", help="a checkpoint written by `stgcn-pyg train`, or a model "
                                                     "written by `stgcn-pyg export` (.onnx, .pt2)")
     src.add_argument("--features", help="a descriptor file written by `stgcn-pyg extract`")
-    _model_options(ev)
+    _model_options(ev, precision="fp32")
     ev.add_argument("--metric", default=None, help="distance: euclidean (default) or cosine")
     ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
     ev.add_argument("--max-rank", type=int, default=50, help="length of the CMC curve")
@@ -134,15 +127,17 @@ def _check_choices(args) -> None:
             raise ConfigError(f"--{flag}: {value!r} is not one of {', '.join(allowed)}")
 
 
-def _load_model(args):
-    """The model (eval mode, on the device), its config, and the test options of the config and the flags."""
-    from ..deploy import load_model_file, prepare_for_inference
+def _load_model(args, console=None):
+    """The model (eval mode, on the device), its config, and the test options of the config and the flags;
+    with a ``console``, a line there on the setting the model runs in."""
+    from ..deploy import describe_inference, load_for_inference
     from ..distributed import resolve_device
     from ..evaluation import TestOptions
 
     device = resolve_device(args.device, option="--device")
-    model, cfg = load_model_file(args.checkpoint, map_location="cpu")
-    model = prepare_for_inference(model, device, args.precision)
+    model, cfg = load_for_inference(args.checkpoint, device, args.precision)
+    if console is not None:
+        _print_lines(console, [describe_inference(model, args.precision)])
     options = TestOptions.from_config(
         cfg, seq_len=args.seq_len, batch_size=args.batch_size, num_workers=args.num_workers, flip=args.flip,
         mode=args.mode,  # the documented default (all), not the checkpoint's eval.mode: say which ran
@@ -151,16 +146,10 @@ def _load_model(args):
 
 
 def _test_dataset(cfg, args):
-    """The checkpoint's dataset, or the one the flags name (the checkpoint's root only for its own dataset)."""
-    from dataclasses import replace
+    from ..evaluation import load_test_dataset
 
-    from ..data import load_configured_dataset
-
-    data = cfg.data
-    if args.dataset and args.dataset != data.dataset:
-        data = replace(data, dataset=args.dataset, root="")
-    data = replace(data, root=data.root if args.root is None else args.root, protocol=args.protocol or data.protocol)
-    return load_configured_dataset(data, progress=not getattr(args, "json", False))
+    return load_test_dataset(cfg, dataset=args.dataset, root=args.root, protocol=args.protocol,
+                             progress=not getattr(args, "json", False))
 
 
 def _print_lines(console, lines) -> None:
@@ -172,32 +161,28 @@ def _print_lines(console, lines) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..evaluation import evaluate_dataset_descriptors, evaluate_descriptors, extract_query_gallery, print_results
+    from ..evaluation import evaluate_model, print_results
 
     _check_choices(args)
     console = Console(stderr=args.json, soft_wrap=True)  # long paths stay on one line in logs
-    model, ds, options = None, None, None
+    model, options = None, None
     if args.features:
         from ..distributed import resolve_device
-        from ..evaluation.descriptor_file import descriptor_file_dataset, read_descriptor_file
+        from ..evaluation import evaluate_descriptor_file
 
-        blob = read_descriptor_file(args.features)
-        protocol = args.protocol or blob.get("protocol") or "standard"
-        results, distmat = evaluate_descriptors(
-            blob["query_features"], blob["gallery_features"], blob["query_pids"], blob["gallery_pids"],
-            blob["query_camids"], blob["gallery_camids"], metric=args.metric or "euclidean", rerank=args.rerank,
-            protocol=protocol, max_rank=args.max_rank, device=resolve_device(args.device, option="--device"),
-            return_distances=True)
+        results, distmat, ds = evaluate_descriptor_file(
+            args.features, protocol=args.protocol, metric=args.metric or "euclidean", rerank=args.rerank,
+            max_rank=args.max_rank, device=resolve_device(args.device, option="--device"),
+            with_dataset=bool(args.plots))  # the frames for the ranked-results grids
         title = f"descriptors {Path(args.features).name}"
-        if args.plots:
-            ds = descriptor_file_dataset(blob, protocol)  # the frames for the ranked-results grids
     else:
+        from ..deploy import inference_precision
+
         model, cfg, options = _load_model(args)
         ds = _test_dataset(cfg, args)
-        qf, gf = extract_query_gallery(model, ds, options)
-        results, distmat = evaluate_dataset_descriptors(qf, gf, ds, options, metric=args.metric or cfg.eval.metric,
-                                                        rerank=args.rerank, max_rank=args.max_rank,
-                                                        return_distances=True)
+        results, distmat = evaluate_model(model, ds, options, metric=args.metric or cfg.eval.metric,
+                                          rerank=args.rerank, max_rank=args.max_rank, return_distances=True)
+        results["precision"] = inference_precision(model)
         title = f"{Path(args.checkpoint).name} on {ds.name}"
     if args.plots:
         from ..viz import plot_evaluation
@@ -219,93 +204,53 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ..deploy import inference_precision
     from ..evaluation import extract_query_gallery, write_descriptor_file
 
     _check_choices(args)
-    model, cfg, options = _load_model(args)
+    console = Console(soft_wrap=True)
+    model, cfg, options = _load_model(args, console)
     ds = _test_dataset(cfg, args)
     qf, gf = extract_query_gallery(model, ds, options)
-    path = write_descriptor_file(args.out, qf, gf, ds, options)
-    Console(soft_wrap=True).print(f"wrote {len(qf)} query and {len(gf)} gallery descriptors (dim {qf.shape[1]}, "
-                    f"{ds.protocol} protocol) to {path}")
+    path = write_descriptor_file(args.out, qf, gf, ds, options, precision=inference_precision(model))
+    console.print(f"wrote {len(qf)} query and {len(gf)} gallery descriptors (dim {qf.shape[1]}, "
+                  f"{ds.protocol} protocol) to {path}")
     return 0
-
-
-def _search_tables(args, cfg):
-    """``(query row as a one-row table, query source name, gallery table, gallery source name)``."""
-    from ..data.datasets.scan import pick_tracklet, scan_tracklets
-
-    ds = None
-
-    def dataset():
-        nonlocal ds
-        if ds is None:
-            ds = _test_dataset(cfg, args)
-        return ds
-
-    if args.query:
-        queries, qsource = scan_tracklets(args.query, "query folder"), f"query folder {args.query}"
-        others = {}
-    else:
-        queries, qsource = dataset().query.reset_index(drop=True), f"the {dataset().name} query split"
-        others = {f"the {dataset().name} {split} split": getattr(dataset(), split) for split in ("gallery", "train")}
-    query = queries.iloc[[pick_tracklet(queries, args.query_tracklet, qsource, others)]].reset_index(drop=True)
-    if args.gallery:
-        gallery, gsource = scan_tracklets(args.gallery, "gallery folder"), f"gallery folder {args.gallery}"
-    else:
-        gallery = getattr(dataset(), args.split).reset_index(drop=True)
-        gsource = f"the {dataset().name} {args.split} split"
-    return query, qsource, gallery, gsource
 
 
 def _search(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
+    from ..deploy import inference_precision
     from ..errors import ConfigError
-    from ..evaluation import search_gallery
+    from ..evaluation import print_search_results, search_gallery, search_tables
 
     _check_choices(args)
     if not args.query and args.query_tracklet is None:
         raise ConfigError("search: give the query as --query DIR (a folder of frames) or --query-tracklet ID "
                           "(a tracklet of the dataset's query split)")
     console = Console(stderr=args.json, soft_wrap=True)
-    model, cfg, options = _load_model(args)
-    query, qsource, gallery, gsource = _search_tables(args, cfg)
+    model, cfg, options = _load_model(args, console)
+    query, qsource, gallery, gsource = search_tables(lambda: _test_dataset(cfg, args), args.query_tracklet,
+                                                     query_dir=args.query, gallery_dir=args.gallery, split=args.split)
     metric = args.metric or cfg.eval.metric
     found = search_gallery(model, query, gallery, options, metric=metric, topk=args.topk,
                            query_pid=args.query_pid, gallery_source=gsource)
-    rows = found.rows
     if args.grid:
-        from ..viz import plot_ranked_results
+        from ..viz import plot_search_results
 
-        def caption(r):
-            who = "" if r["pid"] is None else f" pid {r['pid']} c{r['camid']}"
-            return f"#{r['rank']}{who} d={r['distance']:.3f}"
-
-        who = "" if found.query_pid is None else (
-            f", pid {found.query_pid}" + ("" if found.query_camid is None else f" c{found.query_camid}"))
-        plot_ranked_results(query["frames"].iloc[0], found.ranked_frames, args.grid,
-                            matches=[r["match"] for r in rows], captions=[caption(r) for r in rows],
-                            query_caption=f"query {found.query}{who}")
+        plot_search_results(found, query["frames"].iloc[0], args.grid)
     if args.json:
         json.dump({"query": found.query, "query_source": qsource, "query_pid": found.query_pid,
-                   "gallery_source": gsource, "metric": metric, "mode": options.mode, "excluded": found.excluded,
-                   "notes": found.notes, "results": rows}, sys.stdout, indent=2)
+                   "gallery_source": gsource, "metric": metric, "mode": options.mode,
+                   "precision": inference_precision(model), "excluded": found.excluded, "notes": found.notes,
+                   "results": found.rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     who = "" if found.query_pid is None else f", pid {found.query_pid}"
-    table = Table(title=f"top {len(rows)} of {found.num_gallery} tracklets of {gsource} for query {found.query}{who} "
-                        f"({metric}, mode {options.mode})")
-    for col in ("rank", "distance", "tracklet", "pid", "camera", "frames"):
-        table.add_column(col, justify="left" if col == "tracklet" else "right")
-    for r in rows:
-        style = None if r["match"] is None else ("green" if r["match"] else "red")
-        table.add_row(str(r["rank"]), f"{r['distance']:.4f}", r["tracklet"],
-                      "-" if r["pid"] is None else str(r["pid"]), "-" if r["camid"] is None else str(r["camid"]),
-                      str(r["num_frames"]), style=style)
-    console.print(table)
-    _print_lines(console, [f"note: {note}" for note in found.notes])
+    print_search_results(found, console=console,
+                         title=f"top {len(found.rows)} of {found.num_gallery} tracklets of {gsource} for query "
+                               f"{found.query}{who} ({metric}, mode {options.mode})")
     if args.grid:
         console.print(f"grid: {args.grid}", highlight=False, markup=False)
     return 0

@@ -4,10 +4,11 @@ Nothing here imports onnx, onnxscript or onnxruntime until it is used: they
 are the optional ``export`` extra (``pip install 'stgcn-pyg[export]'``).
 """
 
-from .export import (DEFAULT_OPSET, EXPORT_FORMATS, DescriptorModel, ExportError, ExportResult, export_checkpoint,
-                     export_model, format_from_path)
+from .export import DEFAULT_OPSET, DescriptorModel, ExportResult, export_checkpoint, export_model
+from .exported_file import EXPORT_FORMATS, ExportError, format_from_path
 from .inference import (PRECISIONS, InferenceModel, InferenceSettings, cpu_has_amx, cpu_has_native_bf16,
-                        inference_settings, prepare_for_inference)
+                        describe_inference, inference_precision, inference_settings, load_for_inference,
+                        prepare_for_inference)
 from .runtime import ExportedEncoder, load_exported, load_model_file
 
 __all__ = [
@@ -15,5 +16,5 @@ __all__ = [
     "export_checkpoint", "format_from_path",
     "ExportedEncoder", "load_exported", "load_model_file",
     "PRECISIONS", "InferenceSettings", "InferenceModel", "inference_settings", "prepare_for_inference",
-    "cpu_has_native_bf16", "cpu_has_amx",
+    "load_for_inference", "inference_precision", "describe_inference", "cpu_has_native_bf16", "cpu_has_amx",
 ]

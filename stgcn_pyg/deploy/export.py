@@ -30,43 +30,18 @@ from torch import nn
 from ..config import Config, config_to_dict
 from ..data.transforms import DEFAULT_IMAGE_SIZE
 from ..errors import STGCNError
+from .exported_file import (EXPORT_FORMAT_TAG, EXPORT_FORMATS, INPUT_NAME, METADATA_KEY, OUTPUT_NAME,
+                            PT2_METADATA_FILE, SUFFIX_FORMATS, ExportError, format_from_path, require)
+from .runtime import load_exported
 
-__all__ = [
-    "ExportError", "EXPORT_FORMATS", "EXPORT_FORMAT_TAG", "DEFAULT_OPSET", "METADATA_KEY", "PT2_METADATA_FILE",
-    "DescriptorModel", "ExportResult", "export_model", "export_checkpoint", "format_from_path", "require",
-]
+__all__ = ["DEFAULT_OPSET", "DescriptorModel", "ExportResult", "export_model", "export_checkpoint"]
 
-EXPORT_FORMATS = ("onnx", "torch-export")
-EXPORT_FORMAT_TAG = "stgcn-pyg/export-1"
 # The newest opset torch's exporter writes; onnxruntime 1.20 and later run it.
 DEFAULT_OPSET = 23
-METADATA_KEY = "stgcn_pyg"
-PT2_METADATA_FILE = "stgcn_pyg.json"
-INPUT_NAME, OUTPUT_NAME = "clips", "f_all"
 # An export whose output drifts further than this from eager is broken, not rounded.
 CHECK_TOLERANCE = 1e-3
 
-_SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "torch-export"}
 _NEEDS = {"onnx": ("onnx", "onnxscript"), "onnxruntime": ("onnxruntime",)}
-
-
-class ExportError(STGCNError):
-    """A model that cannot be exported, an exported file that cannot be read, or a missing export package."""
-
-
-def require(purpose: str, *modules: str) -> None:
-    """Raise one ExportError naming every missing package of ``modules`` (import names)."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ExportError(
-            f"{purpose} needs the package{'s' if len(missing) > 1 else ''} {', '.join(missing)}, "
-            f"not installed: pip install 'stgcn-pyg[export]' (or pip install {' '.join(missing)})"
-        )
-
-
-def format_from_path(path: str | os.PathLike) -> str | None:
-    """``"onnx"`` for ``*.onnx``, ``"torch-export"`` for ``*.pt2``, else None."""
-    return _SUFFIX_FORMATS.get(Path(path).suffix.lower())
 
 
 class _HeadsByBranch(nn.Module):
@@ -208,7 +183,7 @@ def export_model(model: nn.Module, out: str | os.PathLike, fmt: str | None = Non
     fmt = fmt or format_from_path(out)
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"{out}: name the file *.onnx (ONNX) or *.pt2 (torch.export)")
-    suffix = {v: k for k, v in _SUFFIX_FORMATS.items()}[fmt]
+    suffix = {v: k for k, v in SUFFIX_FORMATS.items()}[fmt]
     if out.suffix.lower() != suffix:
         # evaluate/extract/search tell an exported model from a checkpoint by its suffix.
         raise ExportError(f"{out}: a {fmt} file must be named *{suffix}")
@@ -261,8 +236,6 @@ def _check(path: Path, fmt: str, module: DescriptorModel, seq_len: int, image_si
     """max relative difference between the file just written and eager, on 2 random clips (None: no runtime)."""
     if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         return None
-    from .runtime import load_exported
-
     clips = torch.randn(2, seq_len, 3, *image_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = module(clips.to(device)).cpu()

@@ -9,7 +9,9 @@ machine's matmul peak (results under ``benchmarks/results/inference_cpu.*``).
   one core) to 1.6 times as fast (MobileNetV2, one core; ResNet-50's body on
   two cores: 1.5 times): it is the CPU default.
 * bf16 autocast pays only with AMX tiles (Sapphire Rapids and later), where
-  oneDNN's bf16 matmul runs at over twice the fp32 rate. With AVX512-BF16
+  oneDNN's bf16 matmul runs at over twice the fp32 rate (an earlier probe on
+  such a CPU, not a committed measurement: ResNet-50 at 256x128, 12.2
+  frames/s in eager fp32, 37.0 in channels_last + bf16). With AVX512-BF16
   alone, as on the project's 2-core machine, a bf16 matmul ran at half the
   fp32 rate (47-55 against 103-106 GFLOP/s on one core) and STGCN's
   extraction was 0.7 (ResNet-50) to 0.9 (MobileNetV2) times as fast as in
@@ -19,6 +21,9 @@ machine's matmul peak (results under ``benchmarks/results/inference_cpu.*``).
 
 ``precision="fp32"`` or ``"bf16"`` overrides the choice. On CUDA the default
 is the model's own eager fp32 path (not measured here: no GPU was lent).
+``evaluate`` asks for fp32 unless told otherwise, so its numbers do not
+depend on the CPU; ``extract`` and ``search`` take the automatic choice and
+say which ran (:func:`describe_inference`).
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from .runtime import ExportedEncoder, load_model_file
 
 __all__ = ["PRECISIONS", "InferenceSettings", "InferenceModel", "cpu_has_native_bf16", "cpu_has_amx",
-           "inference_settings", "prepare_for_inference"]
+           "inference_settings", "prepare_for_inference", "load_for_inference", "inference_precision",
+           "describe_inference"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -59,9 +66,14 @@ class InferenceSettings:
     autocast_dtype: torch.dtype | None = None
     """``torch.bfloat16``: bf16 autocast; None: the model's own dtype (float32)."""
 
+    @property
+    def precision(self) -> str:
+        """``"bf16"`` (bf16 autocast) or ``"fp32"``."""
+        return "bf16" if self.autocast_dtype == torch.bfloat16 else "fp32"
+
     def describe(self) -> str:
         layout = "channels_last" if self.channels_last else "contiguous"
-        return f"{layout}, {'bf16 autocast' if self.autocast_dtype == torch.bfloat16 else 'fp32'}"
+        return f"{layout}, {'bf16 autocast' if self.precision == 'bf16' else 'fp32'}"
 
 
 def inference_settings(device, precision: str = "auto") -> InferenceSettings:
@@ -135,8 +147,6 @@ def prepare_for_inference(model, device, precision: str = "auto"):
     was exported and comes back unchanged, as does a model whose setting is
     plain fp32 with the default layout.
     """
-    from .runtime import ExportedEncoder
-
     if isinstance(model, ExportedEncoder):
         if precision == "bf16":
             raise ConfigError(f"--precision bf16: {model.path} runs as exported, in float32; "
@@ -149,3 +159,31 @@ def prepare_for_inference(model, device, precision: str = "auto"):
     if settings == InferenceSettings():
         return model
     return InferenceModel(model, settings, device)
+
+
+def load_for_inference(path, device, precision: str = "fp32"):
+    """``(model, config)`` of a checkpoint or an exported file (:func:`~stgcn_pyg.deploy.load_model_file`),
+    the model set up on ``device`` by :func:`prepare_for_inference`."""
+    model, config = load_model_file(path, map_location="cpu")
+    return prepare_for_inference(model, device, precision), config
+
+
+def inference_precision(model) -> str:
+    """``"bf16"`` when ``model`` (from :func:`prepare_for_inference`) runs in bf16 autocast, else ``"fp32"``."""
+    return model.settings.precision if isinstance(model, InferenceModel) else "fp32"
+
+
+def describe_inference(model, precision: str = "auto") -> str:
+    """One line: how ``model`` (from :func:`prepare_for_inference` with ``precision``) computes descriptors,
+    and why."""
+    if isinstance(model, ExportedEncoder):
+        runtime = "onnxruntime" if model.format == "onnx" else "torch.export"
+        return f"descriptors in {runtime}, fp32 (an exported model runs as exported)"
+    if isinstance(model, InferenceModel):
+        how, device = model.settings.describe(), model.device_type
+    else:
+        how, device = InferenceSettings().describe(), next(model.parameters()).device.type
+    why = f"--precision {precision}"
+    if precision == "auto" and device == "cpu":
+        why += f": the fastest measured on a CPU {'with' if cpu_has_amx() else 'without'} AMX"
+    return f"descriptors in {how} ({why})"

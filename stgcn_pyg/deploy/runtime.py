@@ -18,8 +18,8 @@ import torch
 
 from ..config import Config, config_from_dict
 from ..errors import STGCNError
-from .export import (EXPORT_FORMAT_TAG, INPUT_NAME, METADATA_KEY, PT2_METADATA_FILE, ExportError,
-                     format_from_path, require)
+from .exported_file import (EXPORT_FORMAT_TAG, INPUT_NAME, METADATA_KEY, PT2_METADATA_FILE, ExportError,
+                            format_from_path, require)
 
 __all__ = ["ExportedEncoder", "load_exported", "load_model_file"]
 

@@ -1,19 +1,21 @@
 """Evaluation: test options, dense tracklet descriptors, scoring a model on a dataset (in one process or
 several), the descriptor file, searching a gallery, the results table."""
 
-from .descriptor_file import DESCRIPTOR_FILE_FORMAT, read_descriptor_file, write_descriptor_file
+from .descriptor_file import (DESCRIPTOR_FILE_FORMAT, evaluate_descriptor_file, read_descriptor_file,
+                              write_descriptor_file)
 from .descriptors import extract_descriptors
 from .distributed import evaluate_distributed
 from .evaluate import (RANKS, SCORE_KEYS, evaluate_dataset_descriptors, evaluate_descriptors, evaluate_model,
-                       extract_query_gallery, extract_split, print_results, tracklet_ids)
+                       extract_query_gallery, extract_split, load_test_dataset, print_results, print_search_results,
+                       tracklet_ids)
 from .options import TestOptions
-from .search import SearchResult, search_gallery
+from .search import SearchResult, search_gallery, search_tables
 
 __all__ = [
     "TestOptions",
     "extract_descriptors", "extract_split", "extract_query_gallery", "tracklet_ids",
     "evaluate_model", "evaluate_descriptors", "evaluate_dataset_descriptors", "evaluate_distributed",
-    "print_results", "RANKS", "SCORE_KEYS",
-    "DESCRIPTOR_FILE_FORMAT", "write_descriptor_file", "read_descriptor_file",
-    "SearchResult", "search_gallery",
+    "load_test_dataset", "print_results", "print_search_results", "RANKS", "SCORE_KEYS",
+    "DESCRIPTOR_FILE_FORMAT", "write_descriptor_file", "read_descriptor_file", "evaluate_descriptor_file",
+    "SearchResult", "search_gallery", "search_tables",
 ]

@@ -13,22 +13,23 @@ from pathlib import Path
 import torch
 
 from ..errors import EvaluationError, STGCNError
-from .evaluate import tracklet_ids
+from .evaluate import evaluate_descriptors, tracklet_ids
 from .options import TestOptions
 
 __all__ = ["DESCRIPTOR_FILE_FORMAT", "DESCRIPTOR_KEYS", "write_descriptor_file", "read_descriptor_file",
-           "descriptor_file_dataset"]
+           "descriptor_file_dataset", "evaluate_descriptor_file"]
 
 DESCRIPTOR_FILE_FORMAT = "stgcn-pyg-descriptors/1"
 DESCRIPTOR_KEYS = ("query_features", "gallery_features", "query_pids", "query_camids", "gallery_pids",
                    "gallery_camids")
 """What every descriptor file holds; it also names its ``dataset``, ``root``, ``protocol`` and how the
-descriptors were made (``mode``, ``seq_len``, ``flip``)."""
+descriptors were made (``mode``, ``seq_len``, ``flip``, and ``precision`` in files written since it was added)."""
 
 
 def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.Tensor, dataset,
-                          options: TestOptions) -> Path:
-    """Save the descriptors ``qf``/``gf`` of ``dataset``'s query and gallery (made as ``options`` say)."""
+                          options: TestOptions, precision: str = "fp32") -> Path:
+    """Save the descriptors ``qf``/``gf`` of ``dataset``'s query and gallery (made as ``options`` say, in
+    ``precision``: "fp32" or "bf16")."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +49,7 @@ def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.T
         "mode": str(options.mode),
         "seq_len": int(options.seq_len),
         "flip": bool(options.flip),
+        "precision": str(precision),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(blob, tmp)
@@ -93,3 +95,19 @@ def descriptor_file_dataset(blob: dict, protocol: str = "standard"):
     if len(dataset.query) != len(blob["query_features"]) or len(dataset.gallery) != len(blob["gallery_features"]):
         return None
     return dataset
+
+
+def evaluate_descriptor_file(path: str | os.PathLike, *, protocol: str | None = None, metric: str = "euclidean",
+                             rerank: bool = False, max_rank: int = 50, device=None, with_dataset: bool = False):
+    """``(results, distmat, dataset)``: :func:`~stgcn_pyg.evaluation.evaluate_descriptors` of a descriptor
+    file (in the file's protocol unless ``protocol`` is given), the distances scored, and with
+    ``with_dataset`` the dataset it was extracted from (for pictures; None when it moved or changed)."""
+    blob = read_descriptor_file(path)
+    protocol = protocol or blob.get("protocol") or "standard"
+    results, distmat = evaluate_descriptors(
+        blob["query_features"], blob["gallery_features"], blob["query_pids"], blob["gallery_pids"],
+        blob["query_camids"], blob["gallery_camids"], metric=metric, rerank=rerank, protocol=protocol,
+        max_rank=max_rank, device=device, return_distances=True)
+    if blob.get("precision"):
+        results["precision"] = blob["precision"]
+    return results, distmat, descriptor_file_dataset(blob, protocol) if with_dataset else None

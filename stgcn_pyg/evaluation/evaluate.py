@@ -1,4 +1,4 @@
-"""Evaluate a model on a dataset's query/gallery split and print the results."""
+"""Evaluate a model on a dataset's query/gallery split and print the results (and a search's)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from .descriptors import extract_descriptors
 from .options import TestOptions
 
 __all__ = ["evaluate_model", "evaluate_descriptors", "evaluate_dataset_descriptors", "extract_split",
-           "extract_query_gallery", "tracklet_ids", "print_results", "RANKS", "SCORE_KEYS"]
+           "extract_query_gallery", "load_test_dataset", "tracklet_ids", "print_results", "print_search_results",
+           "RANKS", "SCORE_KEYS"]
 
 RANKS = (1, 5, 10, 20)
 SCORE_KEYS = tuple(f"rank{r}" for r in RANKS) + ("mAP", "mINP")
@@ -42,6 +43,23 @@ def extract_split(model, df, options: TestOptions | None = None, *, description:
     loader = build_test_loader(df, **options.loader_settings())
     return extract_descriptors(model.encode, loader, len(df), options.device, flip=options.flip,
                                progress=options.progress, description=description)
+
+
+def load_test_dataset(config, *, dataset: str | None = None, root: str | None = None, protocol: str | None = None,
+                      progress: bool = True):
+    """The test split of a checkpoint's dataset (``config.data``), or of the ``dataset`` named instead.
+
+    ``root`` and ``protocol`` replace the config's; another dataset does not inherit the checkpoint's root.
+    """
+    from dataclasses import replace
+
+    from ..data import load_configured_dataset
+
+    data = config.data
+    if dataset and dataset != data.dataset:
+        data = replace(data, dataset=dataset, root="")
+    data = replace(data, root=data.root if root is None else root, protocol=protocol or data.protocol)
+    return load_configured_dataset(data, progress=progress)
 
 
 def extract_query_gallery(model, dataset, options: TestOptions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +140,9 @@ def evaluate_model(
     rerank: bool = False,
     max_rank: int = 50,
     return_features: bool = False,
+    return_distances: bool = False,
     **settings,
-) -> dict:
+):
     """Rank-k, mAP and mINP of ``model`` on ``dataset.query`` against ``dataset.gallery``.
 
     Descriptors come from ``model.encode`` over the dataset's test clips, drawn
@@ -134,7 +153,8 @@ def evaluate_model(
     is put in eval mode and restored afterwards.
 
     Returns the dict of :func:`evaluate_dataset_descriptors`; with
-    ``return_features=True`` it also holds ``qf``/``gf`` (CPU tensors).
+    ``return_features=True`` it also holds ``qf``/``gf`` (CPU tensors); with
+    ``return_distances=True``: ``(results, distmat)``, the distances scored.
     """
     options = _options(options, settings)
     was_training = model.training
@@ -143,10 +163,11 @@ def evaluate_model(
         qf, gf = extract_query_gallery(model, dataset, options)
     finally:
         model.train(was_training)
-    results = evaluate_dataset_descriptors(qf, gf, dataset, options, metric=metric, rerank=rerank, max_rank=max_rank)
+    scored = evaluate_dataset_descriptors(qf, gf, dataset, options, metric=metric, rerank=rerank, max_rank=max_rank,
+                                          return_distances=return_distances)
     if return_features:
-        results.update(qf=qf, gf=gf)
-    return results
+        (scored[0] if return_distances else scored).update(qf=qf, gf=gf)
+    return scored
 
 
 def _mode_text(mode: str, seq_len: int | None) -> str:
@@ -173,6 +194,8 @@ def print_results(results: dict, title: str | None = None, console=None) -> None
         extras.append(_mode_text(results["mode"], results.get("seq_len")))
     if results.get("flip"):
         extras.append("flip test")
+    if results.get("precision"):  # a number must say whether bf16 made it
+        extras.append({"bf16": "bf16 autocast"}.get(results["precision"], results["precision"]))
     heading = f"{title or 'Evaluation'} ({', '.join(extras)})"
     footer = f"{results.get('num_query', '?')} queries x {results.get('num_gallery', '?')} gallery tracklets"
     table = Table()
@@ -186,3 +209,22 @@ def print_results(results: dict, title: str | None = None, console=None) -> None
     console.print(heading, highlight=False, markup=False, soft_wrap=True)
     console.print(table)
     console.print(footer, highlight=False, markup=False, soft_wrap=True)
+
+
+def print_search_results(found, title: str, console=None) -> None:
+    """Print a :class:`~stgcn_pyg.evaluation.SearchResult` as a table (right green, wrong red) and its notes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=title)
+    for col in ("rank", "distance", "tracklet", "pid", "camera", "frames"):
+        table.add_column(col, justify="left" if col == "tracklet" else "right")
+    for r in found.rows:
+        style = None if r["match"] is None else ("green" if r["match"] else "red")
+        table.add_row(str(r["rank"]), f"{r['distance']:.4f}", r["tracklet"],
+                      "-" if r["pid"] is None else str(r["pid"]), "-" if r["camid"] is None else str(r["camid"]),
+                      str(r["num_frames"]), style=style)
+    console.print(table)
+    for note in found.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)

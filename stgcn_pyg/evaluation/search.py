@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ..metrics import compute_distance
 from .evaluate import extract_split
 from .options import TestOptions
 
-__all__ = ["SearchResult", "search_gallery"]
+__all__ = ["SearchResult", "search_gallery", "search_tables"]
 
 
 @dataclass
@@ -91,3 +92,30 @@ def search_gallery(model, query: pd.DataFrame, gallery: pd.DataFrame, options: T
         notes.append(f"{why}: results are not marked right or wrong")
     return SearchResult(str(query["tracklet"].iloc[0]), q_pid, q_cam, rows,
                         [list(gallery["frames"].iloc[g]) for g in order], len(gallery), excluded, notes)
+
+
+def search_tables(dataset, query_tracklet: str | None = None, *, query_dir=None, gallery_dir=None,
+                  split: str = "gallery") -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
+    """``(query, query source, gallery, gallery source)`` of a search: a one-row query table and the gallery.
+
+    Each comes from a folder of frames (``query_dir``, ``gallery_dir``) or else from the dataset's query
+    split and its ``split``; ``dataset`` is a function returning the dataset, called only when a split is
+    needed (reading one takes time). ``query_tracklet`` picks the query (a row number or tracklet name).
+    """
+    from ..data.datasets.scan import pick_tracklet, scan_tracklets
+
+    dataset = functools.cache(dataset)
+    if query_dir:
+        queries, qsource = scan_tracklets(query_dir, "query folder"), f"query folder {query_dir}"
+        others = {}
+    else:
+        queries, qsource = dataset().query.reset_index(drop=True), f"the {dataset().name} query split"
+        # A name of another split is named as such, not reported as unknown.
+        others = {f"the {dataset().name} {s} split": getattr(dataset(), s) for s in ("gallery", "train")}
+    query = queries.iloc[[pick_tracklet(queries, query_tracklet, qsource, others)]].reset_index(drop=True)
+    if gallery_dir:
+        gallery, gsource = scan_tracklets(gallery_dir, "gallery folder"), f"gallery folder {gallery_dir}"
+    else:
+        gallery = getattr(dataset(), split).reset_index(drop=True)
+        gsource = f"the {dataset().name} {split} split"
+    return query, qsource, gallery, gsource

@@ -1,7 +1,8 @@
 """Training: building a run from a config, its log, the loop, and multi-process (DDP) runs.
 
-The config and checkpoints are shared with evaluation and export: :mod:`stgcn_pyg.config`,
-:mod:`stgcn_pyg.checkpoint` (still importable from here).
+The config and checkpoints are shared with evaluation and export: they live in :mod:`stgcn_pyg.config` and
+:mod:`stgcn_pyg.checkpoint`, and their main names are imported here too
+(``from stgcn_pyg.training import load_checkpoint, load_config, train``).
 """
 
 from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint

@@ -1,4 +1,5 @@
-"""The pictures of one evaluation: the CMC curve, ranked-results grids of the first queries, a temporal affinity."""
+"""The pictures of one evaluation (the CMC curve, ranked-results grids of the first queries, a temporal
+affinity) and of one search (its ranked-results grid)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,25 @@ import torch
 
 from .affinity import plot_affinity
 from .cmc import plot_cmc
-from .ranked_grid import plot_ranked_results
+from .ranked_grid import IGNORED, plot_ranked_results
 
-__all__ = ["plot_evaluation"]
+__all__ = ["plot_evaluation", "plot_search_results", "protocol_marks", "PROTOCOL_TITLES"]
+
+PROTOCOL_TITLES = {
+    "standard": "ranked by the standard protocol: same pid and same camera ignored",
+    "official": "ranked by the official protocol: same pid and same camera, and junk (pid -1), ignored",
+}
+"""The line a ranked-results grid of an evaluation starts with: which protocol ranked it, and what it ignores."""
+
+
+def protocol_marks(q_pid, q_camid, g_pids, g_camids, protocol: str = "standard") -> list:
+    """Per gallery item, as the protocol scores it for this query: :data:`~stgcn_pyg.viz.ranked_grid.IGNORED`
+    (left out: :func:`~stgcn_pyg.metrics.junk_mask`), True (the query's pid) or False."""
+    from ..metrics import junk_mask
+
+    g_pids, g_camids = torch.as_tensor(g_pids), torch.as_tensor(g_camids)
+    junk = junk_mask(int(q_pid), int(q_camid), g_pids, g_camids, protocol)
+    return [IGNORED if j else bool(p == int(q_pid)) for j, p in zip(junk.tolist(), g_pids.tolist())]
 
 
 def plot_evaluation(out_dir, results: dict, *, distmat: torch.Tensor | None = None, dataset=None, model=None,
@@ -39,24 +56,44 @@ def plot_evaluation(out_dir, results: dict, *, distmat: torch.Tensor | None = No
 def _ranked_grids(out_dir: Path, distmat: torch.Tensor, dataset, protocol: str, num_grids: int,
                   topk: int) -> list[Path]:
     from ..evaluation import tracklet_ids
-    from ..metrics import rank_gallery
 
     q, g = dataset.query, dataset.gallery
     qp, qc = tracklet_ids(q, "pid"), tracklet_ids(q, "camid")
     gp, gc = tracklet_ids(g, "pid"), tracklet_ids(g, "camid")
     written = []
     for qi in range(min(num_grids, len(q))):
-        order = rank_gallery(distmat[qi].cpu(), qp[qi], qc[qi], gp, gc, protocol)[:topk].tolist()
+        order = torch.argsort(distmat[qi].cpu(), stable=True)  # ties in gallery order, as in rank_gallery
+        marks = protocol_marks(qp[qi], qc[qi], gp[order], gc[order], protocol)
+        # the top-k ranked tracklets, and the ignored ones among them where they fall
+        ranks, rank = [], 0
+        for mark in marks:
+            if rank == topk:
+                break
+            rank += mark != IGNORED
+            ranks.append(None if mark == IGNORED else rank)
+        order = order[:len(ranks)].tolist()
+        captions = [f"{'ignored' if r is None else f'#{r}'} pid {int(gp[i])} c{int(gc[i])} "
+                    f"d={float(distmat[qi, i]):.3f}" for r, i in zip(ranks, order)]
         written.append(plot_ranked_results(
-            q["frames"].iloc[qi],
-            [g["frames"].iloc[i] for i in order],
-            out_dir / f"query_{qi:04d}.png",
-            matches=[bool(gp[i] == qp[qi]) for i in order],
-            captions=[f"#{r + 1} pid {int(gp[i])} c{int(gc[i])} d={float(distmat[qi, i]):.3f}"
-                      for r, i in enumerate(order)],
+            q["frames"].iloc[qi], [g["frames"].iloc[i] for i in order], out_dir / f"query_{qi:04d}.png",
+            matches=marks[:len(ranks)], captions=captions, legend=True,
             query_caption=f"query {qi}: pid {int(qp[qi])}, camera {int(qc[qi])}",
+            title=PROTOCOL_TITLES.get(protocol, f"ranked by the {protocol} protocol"),
         ))
     return written
+
+
+def plot_search_results(found, query_frames, path) -> Path:
+    """The ranked-results grid of a :class:`~stgcn_pyg.evaluation.SearchResult` (right green, wrong red, grey
+    where an identity is unknown) to ``path``."""
+    def caption(r):
+        who = "" if r["pid"] is None else f" pid {r['pid']} c{r['camid']}"
+        return f"#{r['rank']}{who} d={r['distance']:.3f}"
+
+    who = "" if found.query_pid is None else (
+        f", pid {found.query_pid}" + ("" if found.query_camid is None else f" c{found.query_camid}"))
+    return plot_ranked_results(query_frames, found.ranked_frames, path, matches=[r["match"] for r in found.rows],
+                               captions=[caption(r) for r in found.rows], query_caption=f"query {found.query}{who}")
 
 
 def _affinity(model, df, options, path: Path, notes: list[str]) -> Path | None:
