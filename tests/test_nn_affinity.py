@@ -117,6 +117,16 @@ def test_hand_computed_three_node_path_with_affinity():
         assert torch.allclose(conv(x, edge_index), expected), impl
 
 
+def _assert_same_gradients(conv, ref, out, expected, x, x_ref, impl):
+    """Backward through both with one random output gradient: equal input and parameter gradients."""
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    for (name, p), (_, q) in zip(conv.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=f"{impl}: gradient of {name}")
+
+
 @pytest.mark.parametrize("normalization", NORMS)
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("T,P,B", [(2, 2, 1), (4, 4, 3), (8, 4, 2), (3, 5, 4)])
@@ -131,12 +141,7 @@ def test_matches_dense_reference_on_complete_graphs(impl, T, P, B, normalization
     expected = ref(x_ref)
     assert out.shape == (B, N, 7)
     torch.testing.assert_close(out, expected)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    expected.backward(grad)
-    torch.testing.assert_close(x.grad, x_ref.grad)
-    for (name, p), (_, q) in zip(conv.named_parameters(), ref.named_parameters()):
-        torch.testing.assert_close(p.grad, q.grad, msg=f"{impl}: gradient of {name}")
+    _assert_same_gradients(conv, ref, out, expected, x, x_ref, impl)
 
 
 @pytest.mark.parametrize("normalization", NORMS)
@@ -154,12 +159,7 @@ def test_matches_masked_dense_reference_on_sparse_topologies(impl, topology, nor
     if impl != "dense":  # the batch layout: the B graphs as one PyG batch
         flat = conv(x.reshape(B * T * P, 6), _batched(edge_index, B, T * P))
         torch.testing.assert_close(flat.view(B, T * P, -1), expected)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    expected.backward(grad)
-    torch.testing.assert_close(x.grad, x_ref.grad)
-    for (name, p), (_, q) in zip(conv.named_parameters(), ref.named_parameters()):
-        torch.testing.assert_close(p.grad, q.grad, msg=f"{impl}: gradient of {name}")
+    _assert_same_gradients(conv, ref, out, expected, x, x_ref, impl)
 
 
 @pytest.mark.parametrize("normalization", NORMS)
