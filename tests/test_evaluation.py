@@ -150,6 +150,8 @@ def test_evaluate_model_end_to_end_with_fakes(fake_loader, protocol):
     assert res["rank1"] == pytest.approx(100.0) and res["mAP"] == pytest.approx(100.0)
     assert res["mINP"] == pytest.approx(100.0)
     assert len(res["cmc"]) == 5 and set(res) >= {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "cmc"}
+    # 5 gallery items: rank-10 and rank-20 are the flat CMC's last value, not unknown
+    assert res["rank10"] == res["rank20"] == pytest.approx(res["cmc"][-1] * 100)
     # dense mode visits every clip: 5+3+2 query clips and 2+2+8+2+2 gallery clips (seq_len 4)
     assert model.calls == -(-10 // 3) + -(-16 // 3)
 
@@ -163,6 +165,12 @@ def test_evaluate_descriptors_matches_evaluate_rank_and_rerank_option():
     cmc, mAP, mINP = evaluate_rank(compute_distance(qf, gf, "cosine"), qp, gp, qc, gc, return_minp=True, max_rank=30)
     assert res["rank1"] == pytest.approx(cmc[0] * 100) and res["rank5"] == pytest.approx(cmc[4] * 100)
     assert res["mAP"] == pytest.approx(mAP * 100) and res["mINP"] == pytest.approx(mINP * 100)
+    short = evaluate_descriptors(qf, gf, qp, gp, qc, gc, metric="cosine", max_rank=5)
+    assert short["rank5"] == pytest.approx(cmc[4] * 100) and np.isnan(short["rank10"])  # cut by the caller
+    small = evaluate_descriptors(qf, gf[:7], qp, gp[:7], qc, gc[:7], metric="cosine")
+    cmc7 = evaluate_rank(compute_distance(qf, gf[:7], "cosine"), qp, gp[:7], qc, gc[:7], max_rank=7)[0]
+    assert small["rank5"] == pytest.approx(cmc7[4] * 100)
+    assert small["rank10"] == small["rank20"] == pytest.approx(cmc7[-1] * 100)
     rr = evaluate_descriptors(qf, gf, qp, gp, qc, gc, rerank=True)
     cmc, mAP, mINP = evaluate_rank(re_ranking(qf, gf), qp, gp, qc, gc, return_minp=True, max_rank=30)
     assert rr["rerank"] is True and rr["rank1"] == pytest.approx(cmc[0] * 100)

@@ -101,7 +101,10 @@ def evaluate_descriptors(
     cmc, mAP, mINP = evaluate_rank(
         distmat, q_pids, g_pids, q_camids, g_camids, max_rank=min(max_rank, distmat.shape[1]), protocol=protocol, return_minp=True
     )
-    out = {f"rank{r}": float(cmc[r - 1]) * 100 if r <= len(cmc) else float("nan") for r in RANKS}
+    # A CMC cut to the gallery's size is flat beyond it (every valid query has matched by then), so
+    # rank-k of a small gallery is its last value; only a shorter max_rank leaves rank-k unknown (nan).
+    known = len(cmc) if len(cmc) < distmat.shape[1] else max(RANKS)
+    out = {f"rank{r}": float(cmc[min(r, len(cmc)) - 1]) * 100 if r <= known else float("nan") for r in RANKS}
     out.update(
         mAP=mAP * 100,
         mINP=mINP * 100,
