@@ -13,8 +13,10 @@ Trains and evaluates, with the same seeds, budget and settings, the variants
     full-mean     full STGCN with the spatial branch as wide as the backbone and its frames averaged
     full-noresidual  full STGCN without the temporal residual
     full-residual full STGCN with residuals on every layer whose widths agree (beyond the paper)
-    full-lpft     full STGCN, the backbone frozen for the first 4 epochs (heads and graph layers learn
-                  on ImageNet features first), then everything: linear probing then fine-tuning
+    full-lpft     full STGCN, linear probing then fine-tuning: 4 epochs with the backbone frozen (heads
+                  and graph layers learn on ImageNet features, as in the frozen tier), then the tier's
+                  whole fine-tune budget (12 epochs, rate /10 after 10) on top
+    full-lpft-inbudget  the same 4 frozen epochs taken out of the 12 (8 epochs of fine-tuning left)
     full-warmup   full STGCN with a linear learning-rate warm-up over the first 2 epochs (the re-ID strong
                   baseline's warm-up, 10 of 120 epochs, scaled up to this budget's 12)
     full-lowlr    full STGCN with the backbone at a tenth of the learning rate of the new layers
@@ -76,7 +78,9 @@ VARIANTS: dict[str, list[str]] = {
     "full-mean": ["model.frame_fusion=mean", "model.spatial_width=0"],
     "full-noresidual": ["model.temporal_residual=false"],
     "full-residual": ["model.spatial_residual=true", "model.residual_first_layer=true"],
-    "full-lpft": ["train.freeze_backbone_epochs=4"],
+    # The fine-tune tier's schedule shifted by the 4 probing epochs (its train.epochs=12, step_size=10).
+    "full-lpft": ["train.freeze_backbone_epochs=4", "train.epochs=16", "optim.step_size=14"],
+    "full-lpft-inbudget": ["train.freeze_backbone_epochs=4"],
     "full-warmup": ["optim.warmup_epochs=2"],
     "full-lowlr": ["optim.backbone_lr_scale=0.1"],
     "full-adjacent": ["model.temporal_topology=temporal-adjacent"],
