@@ -62,3 +62,35 @@ def test_paired_summary_is_the_t_interval_of_per_seed_differences(frozen_tier):
     assert table.loc["full", "wins"] == "3/3"
     assert table.loc["full", "sd"] == pytest.approx(124**0.5)  # of 13, 21, 35: squared deviations 100 + 4 + 144, over 2
     assert pd.isna(table.loc["solo", "diff"])  # no seed in common with the baseline: no pair, no interval
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    spec = importlib.util.spec_from_file_location("_benchmarks_ablation", SCRIPT.parent / "ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # puts benchmarks/ on sys.path for its own imports
+    return module
+
+
+def test_every_ablation_variant_is_a_valid_config_in_both_tiers(ablation):
+    """A misspelt key or a value the config rejects would only show an hour into the study."""
+    from stgcn_pyg.config import load_config
+
+    for tier in ablation.TIERS.values():
+        for name, overrides in ablation.VARIANTS.items():
+            cfg = load_config("synthetic", tier["overrides"] + overrides)
+            assert cfg.resolved_model().seq_len == cfg.data.seq_len == 8, name
+
+
+def test_lpft_fine_tunes_the_tiers_whole_budget_after_probing(ablation):
+    """LP-FT's fine-tuning phase has the finetune tier's epochs and rate step, shifted by the frozen epochs."""
+    from stgcn_pyg.config import load_config
+
+    tier = ablation.TIERS["finetune"]["overrides"]
+    full = load_config("synthetic", tier)
+    lpft = load_config("synthetic", tier + ablation.VARIANTS["full-lpft"])
+    inbudget = load_config("synthetic", tier + ablation.VARIANTS["full-lpft-inbudget"])
+    probe = lpft.train.freeze_backbone_epochs
+    assert probe == inbudget.train.freeze_backbone_epochs == 4
+    assert lpft.train.epochs - probe == full.train.epochs == inbudget.train.epochs
+    assert lpft.optim.step_size - probe == full.optim.step_size == inbudget.optim.step_size
