@@ -487,7 +487,7 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
         d = df[df.tier == tier].copy()
         if d.empty:
             continue
-        d["_o"] = d.variant.map(order)
+        d["_o"] = d.variant.map(lambda v: order.get(v, len(order)))
         d = d.sort_values(["_o", "seed"])
         mp_ = frozen_tier.paired_summary(d, "mAP")
         r1 = frozen_tier.paired_summary(d, "rank1").set_index("variant")
@@ -519,7 +519,7 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
         # The learning curves: where each variant stands at each evaluation (mean over the seeds evaluated).
         c = curves[curves.tier == tier].pivot_table(index="epoch", columns="variant", values="mAP", aggfunc="mean")
         if len(c):
-            c = c[[v for v in sorted(c.columns, key=order.get)]].round(1).reset_index()
+            c = c[[v for v in sorted(c.columns, key=lambda v: order.get(v, len(order)))]].round(1).reset_index()
             parts.append("\nmAP at each evaluation (mean over the seeds evaluated at that epoch):\n\n"
                          + to_markdown(c, floatfmt=".1f") + "\n")
         parts.append("\nEach branch's own slice of f_all (mAP, mean over seeds):\n\n"
@@ -537,7 +537,7 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
     for j, tier in enumerate(tiers):
         d = df[df.tier == tier]
         mp_ = frozen_tier.paired_summary(d, "mAP")
-        mp_ = mp_.iloc[mp_.variant.map(order).argsort()]
+        mp_ = mp_.iloc[mp_.variant.map(lambda v: order.get(v, len(order))).argsort()]
         ax = axes[0, j]
         has = mp_.dropna(subset=["diff"]) if "diff" in mp_ else mp_.iloc[0:0]
         ax.errorbar(has["diff"], range(len(has)), xerr=[has["diff"] - has.ci_low, has.ci_high - has["diff"]],
