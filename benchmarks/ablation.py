@@ -90,6 +90,10 @@ VARIANTS: dict[str, list[str]] = {
     "full-centered-scaled": ["model.centered_affinity=true", "model.scaled_affinity=true"],
 }
 
+# Drawn bold in the learning-curve plots: the global branch, the paper's model and its two controls.
+KEY_CURVES = ("global", "full", "full-fc", "full-softmax")
+
+
 def variant_rank(variant: str) -> int:
     """Where a variant sits in the reports: VARIANTS' order, names this script does not know last."""
     return list(VARIANTS).index(variant) if variant in VARIANTS else len(VARIANTS)
@@ -553,9 +557,15 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
         ax.grid(axis="x", alpha=0.3)
         ax = axes[1, j]
         c = curves[curves.tier == tier]
-        for variant, g in c.groupby("variant", sort=False):
-            m = g.groupby("epoch").mAP.agg(["mean", "std"])
-            ax.plot(m.index, m["mean"], marker=".", label=variant)
+        names = sorted(c.variant.unique(), key=variant_rank)
+        # tab20's dark shades first, then its light ones: no two of up to 20 curves share a colour.
+        colours = [plt.cm.tab20(k) for k in [*range(0, 20, 2), *range(1, 20, 2)]]
+        for variant, colour in zip(names, colours):
+            m = c[c.variant == variant].groupby("epoch").mAP.mean()
+            # The issue's four reference curves stand out; the rest are thin and dashed.
+            key = variant in KEY_CURVES
+            ax.plot(m.index, m.values, marker="." if key else None, lw=2.2 if key else 1.0,
+                    ls="-" if key else "--", color=colour, label=variant)
         ax.set_xlabel("epoch")
         ax.set_ylabel("mAP (mean over seeds)")
         ax.set_title(f"{tier} tier: learning curves")
