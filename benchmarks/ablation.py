@@ -507,12 +507,14 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
                 for _, r in mp_.iterrows()],
             "seeds above global": [r.get("wins", "") if isinstance(r.get("wins"), str) else "" for _, r in mp_.iterrows()],
         })
-        # Against the paper's model: what each change of it (an isolated piece, a remedy) does, and against
-        # the control that isolates the graph (same layers and widths, each node on its own).
+        # Against the paper's model: what each change of it (an isolated piece, a remedy) does and what a
+        # model with one graph branch misses; against the control that isolates the graph (same layers and
+        # widths, each node on its own): what each full-model variant's graph does.
         for baseline in ("full", "full-fc"):
             if (d.variant == baseline).any():
                 versus = frozen_tier.paired_summary(d, "mAP", baseline=baseline).set_index("variant")
-                rows = [v for v in mp_.variant if v.startswith("full") and v != baseline]
+                rows = [v for v in mp_.variant if v != baseline and v != "global"
+                        and (baseline == "full" or v.startswith("full"))]
                 table[f"mAP − {baseline} (paired, 95% CI)"] = [
                     f"{versus.loc[v, 'diff']:+.1f} [{versus.loc[v, 'ci_low']:+.1f}, {versus.loc[v, 'ci_high']:+.1f}]"
                     if v in rows and not pd.isna(versus.loc[v].get("diff")) else "" for v in mp_.variant]
