@@ -515,8 +515,9 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
                 versus = frozen_tier.paired_summary(d, "mAP", baseline=baseline).set_index("variant")
                 rows = [v for v in mp_.variant if v != baseline and v != "global"
                         and (baseline == "full" or v.startswith("full"))]
-                table[f"mAP − {baseline} (paired, 95% CI)"] = [
-                    f"{versus.loc[v, 'diff']:+.1f} [{versus.loc[v, 'ci_low']:+.1f}, {versus.loc[v, 'ci_high']:+.1f}]"
+                table[f"mAP − {baseline} (paired, 95% CI; seeds above)"] = [
+                    f"{versus.loc[v, 'diff']:+.1f} [{versus.loc[v, 'ci_low']:+.1f}, {versus.loc[v, 'ci_high']:+.1f}]; "
+                    f"{versus.loc[v, 'wins']}"
                     if v in rows and not pd.isna(versus.loc[v].get("diff")) else "" for v in mp_.variant]
         slices = d.groupby("variant", sort=False)[[c for c in ("global_mAP", "temporal_mAP", "spatial_mAP")
                                                     if c in d]].mean().round(1)
