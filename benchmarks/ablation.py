@@ -513,7 +513,7 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
         for baseline in ("full", "full-fc"):
             if (d.variant == baseline).any():
                 versus = frozen_tier.paired_summary(d, "mAP", baseline=baseline).set_index("variant")
-                rows = [v for v in mp_.variant if v != baseline and v != "global"
+                rows = [v for v in mp_.variant if v not in (baseline, "global")
                         and (baseline == "full" or v.startswith("full"))]
                 table[f"mAP − {baseline} (paired, 95% CI; seeds above)"] = [
                     f"{versus.loc[v, 'diff']:+.1f} [{versus.loc[v, 'ci_low']:+.1f}, {versus.loc[v, 'ci_high']:+.1f}]; "
@@ -560,15 +560,15 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
         ax.grid(axis="x", alpha=0.3)
         ax = axes[1, j]
         c = curves[curves.tier == tier]
-        names = sorted(c.variant.unique(), key=variant_rank)
-        # tab20's dark shades first, then its light ones: no two of up to 20 curves share a colour.
+        # tab20's dark shades first, then its light ones: no two of up to 20 curves share a colour
+        # (beyond 20 they repeat; no curve is dropped).
         colours = [plt.cm.tab20(k) for k in [*range(0, 20, 2), *range(1, 20, 2)]]
-        for variant, colour in zip(names, colours):
+        for i, variant in enumerate(sorted(c.variant.unique(), key=variant_rank)):
             m = c[c.variant == variant].groupby("epoch").mAP.mean()
-            # The issue's four reference curves stand out; the rest are thin and dashed.
+            # The four reference curves stand out; the rest are thin and dashed.
             key = variant in KEY_CURVES
             ax.plot(m.index, m.values, marker="." if key else None, lw=2.2 if key else 1.0,
-                    ls="-" if key else "--", color=colour, label=variant)
+                    ls="-" if key else "--", color=colours[i % len(colours)], label=variant)
         ax.set_xlabel("epoch")
         ax.set_ylabel("mAP (mean over seeds)")
         ax.set_title(f"{tier} tier: learning curves")
