@@ -408,6 +408,7 @@ def run_finetune_job(job: dict) -> dict:
                   step=int(r.step) if "step" in metrics else None, loss=r.loss, rank1=r.rank1, mAP=r.mAP,
                   mINP=r.mINP)
              for r in metrics.itertuples() if not pd.isna(getattr(r, "mAP", float("nan")))]
+    row.update(score_all_frames(job["output"]))
     for part in branch_breakdown(job["output"]):
         row[f"{part['branch']}_mAP"] = part["mAP"]
         for k in ("aff_top", "aff_same_stripe", "aff_hub"):
@@ -415,6 +416,26 @@ def run_finetune_job(job: dict) -> dict:
                 row[k] = part[k]
     row["tier"] = "finetune"
     return dict(row=row, curve=curve)
+
+
+def score_all_frames(run_dir: str) -> dict:
+    """``rank1_allframes``, ``mAP_allframes``, ``mINP_allframes`` of a finished run's last.pt: the dense test.
+
+    Every frame of every test tracklet, in consecutive clips of the training T, the clip descriptors averaged
+    (what ``stgcn-pyg evaluate`` does by default); the training loop's own scores use one evenly spaced clip.
+    """
+    import torch
+
+    from stgcn_pyg.checkpoint import load_checkpoint
+    from stgcn_pyg.data import load_configured_dataset
+    from stgcn_pyg.evaluation import TestOptions
+    from stgcn_pyg.evaluation.evaluate import evaluate_model
+
+    model, cfg = load_checkpoint(Path(run_dir) / "last.pt")
+    ds = load_configured_dataset(cfg.data, progress=False)
+    with torch.no_grad():
+        r = evaluate_model(model, ds, TestOptions.from_config(cfg, mode="all", progress=False))
+    return {f"{k}_allframes": r[k] for k in ("rank1", "mAP", "mINP")}
 
 
 def run_tier(args) -> None:
@@ -454,7 +475,8 @@ def run_tier(args) -> None:
             _merge_rows(csv_path, [r])
             _merge_rows(curve_path, out["curve"], replace={(r["tier"], r["variant"], int(r["seed"]))})
             progress.console.print(f"{args.tier} {r['variant']:>22} seed {r['seed']}: rank-1 {r['rank1']:.1f}  "
-                                   f"mAP {r['mAP']:.1f}  ({r['minutes']} min)")
+                                   f"mAP {r['mAP']:.1f}" + (f"  all frames {r['mAP_allframes']:.1f}" if "mAP_allframes" in r else "")
+                                   + f"  ({r['minutes']} min)")
             progress.advance(task)
     write_pretrained_report(args.out, args.overrides)
 
@@ -519,6 +541,8 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
                     f"{versus.loc[v, 'diff']:+.1f} [{versus.loc[v, 'ci_low']:+.1f}, {versus.loc[v, 'ci_high']:+.1f}]; "
                     f"{versus.loc[v, 'wins']}"
                     if v in rows and not pd.isna(versus.loc[v].get("diff")) else "" for v in mp_.variant]
+        if "mAP_allframes" in d and d.mAP_allframes.notna().any():
+            table = _add_allframes_columns(table, d)
         slices = d.groupby("variant", sort=False)[[c for c in ("global_mAP", "temporal_mAP", "spatial_mAP")
                                                     if c in d]].mean().round(1)
         aff_cols = [c for c in ("aff_top", "aff_same_stripe", "aff_hub") if c in d]
@@ -526,6 +550,8 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
         minutes = d.minutes.sum()
         parts.append(f"\n## {TIER_TITLES[tier]}\n\n{len(d)} runs, {minutes:.0f} run-minutes. "
                      f"Overrides: `{' '.join(TIERS[tier]['overrides'] + list(overrides))}`.\n\n{to_markdown(table)}\n")
+        if "mAP_allframes" in d and d.mAP_allframes.notna().any():
+            parts.append("\n" + spread_table(d) + "\n")
         # The learning curves: where each variant stands at each evaluation (mean over the seeds evaluated).
         c = curves[curves.tier == tier].pivot_table(index="epoch", columns="variant", values="mAP", aggfunc="mean")
         if len(c):
@@ -577,6 +603,51 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
     fig.tight_layout()
     fig.savefig(RESULTS / f"{stem}.png", dpi=110)
     plt.close(fig)
+
+
+def _paired_text(d: pd.DataFrame, metric: str, baseline: str = "global") -> dict[str, str]:
+    """Per variant: the paired difference to ``baseline`` on ``metric`` as text, "+1.2 [-1.3, +3.6]; 5/8"."""
+    import frozen_tier
+
+    s = frozen_tier.paired_summary(d.dropna(subset=[metric]), metric, baseline=baseline)
+    return {r.variant: f"{r['diff']:+.1f} [{r.ci_low:+.1f}, {r.ci_high:+.1f}]; {r.wins}"
+            for _, r in s.iterrows() if not pd.isna(r["diff"])}
+
+
+def _add_allframes_columns(table: pd.DataFrame, d: pd.DataFrame) -> pd.DataFrame:
+    """The all-frames score beside the one-clip one: mean ± sd and the paired difference to global."""
+    g = d.dropna(subset=["mAP_allframes"]).groupby("variant").mAP_allframes
+    mean, sd, n = g.mean(), g.std(ddof=1), g.size()
+    paired = _paired_text(d, "mAP_allframes")
+    table = table.copy()
+    table["mAP_allframes"] = [f"{mean[v]:.1f} ± {sd[v]:.1f}" if v in mean and n[v] > 1
+                              else f"{mean[v]:.1f}" if v in mean else "" for v in table.variant]
+    table["mAP_allframes − global (paired, 95% CI; seeds above)"] = [paired.get(v, "") for v in table.variant]
+    return table
+
+
+def spread_table(d: pd.DataFrame, baseline: str = "global", versus: str = "full") -> str:
+    """The seed-to-seed spread of both scores: sd over seeds per variant, and sd of ``versus`` − ``baseline``.
+
+    The study's rule (docs/ablation-paper.md): all-frames becomes the primary score if it narrows the spread of
+    the paired difference.
+    """
+    rows = []
+    for metric in ("mAP", "mAP_allframes"):
+        sub = d.dropna(subset=[metric])
+        row = {"score": metric}
+        for v in (baseline, versus):
+            vals = sub[sub.variant == v][metric]
+            row[f"sd over seeds, {v}"] = round(vals.std(ddof=1), 2) if len(vals) > 1 else float("nan")
+        a = sub[sub.variant == versus].set_index("seed")[metric]
+        b = sub[sub.variant == baseline].set_index("seed")[metric]
+        common = a.index.intersection(b.index)
+        row["paired seeds"] = len(common)
+        row[f"sd of {versus} − {baseline}"] = round((a[common] - b[common]).std(ddof=1), 2) if len(common) > 1 \
+            else float("nan")
+        rows.append(row)
+    return ("Seed-to-seed spread of the two scores (one evenly spaced clip per tracklet, `mAP`; every frame, "
+            "`mAP_allframes`):\n\n" + to_markdown(pd.DataFrame(rows)))
 
 
 def write_affinity_figure(stem: str, runs: Path, variants=("full", "full-softmax"), seed: int = 0) -> None:
