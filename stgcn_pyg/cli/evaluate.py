@@ -12,17 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-# Old names, now stgcn_pyg.evaluation.descriptor_file's (imported on first use: --help stays fast).
-_MOVED = {"FEATURES_FORMAT": "DESCRIPTOR_FILE_FORMAT", "read_features": "read_descriptor_file"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        from ..evaluation import descriptor_file
-
-        return getattr(descriptor_file, _MOVED[name])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 # --------------------------------------------------------------------------- parser
 # --protocol, --mode, --metric and --precision are checked against their modules' values when a command

@@ -27,9 +27,6 @@ from ..evaluation.evaluate import SCORE_KEYS
 from .run import Run, build_run
 from .run_log import RunLog, epoch_line
 
-# Old import paths: these moved to .run (benchmarks import them from here).
-from .run import StepSchedule, build_optimizer, config_for_resume, load_data, seed_everything  # noqa: E402,F401
-
 __all__ = ["train", "Trainer", "train_step"]
 
 
