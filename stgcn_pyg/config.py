@@ -154,6 +154,10 @@ class DataConfig:
     """[min, max] frames per synthetic tracklet."""
     synthetic_image_size: list[int] = field(default_factory=lambda: [128, 64])
     """[height, width] of the synthetic frames as generated (before data.image_size resizing)."""
+    synthetic_occlusion: float = 0.35
+    """Share of the synthetic set's tracklets with an occluder (0.35: about a fifth of all frames occluded)."""
+    synthetic_misalignment: float = 1.0
+    """Scale of the synthetic boxes' misalignment and jitter (0: every box centred on the body)."""
 
 
 @dataclass
@@ -310,6 +314,11 @@ class Config:
             raise ConfigError(f"data.synthetic_frames: expected [min, max] with 1 <= min <= max, got {d.synthetic_frames}")
         if len(d.synthetic_image_size) != 2 or any(s < 16 for s in d.synthetic_image_size):
             raise ConfigError(f"data.synthetic_image_size: expected [height, width], each >= 16, got {d.synthetic_image_size}")
+        if not 0 <= d.synthetic_occlusion <= 1:
+            raise ConfigError(f"data.synthetic_occlusion: a share of tracklets in [0, 1], got {d.synthetic_occlusion}")
+        if not 0 <= d.synthetic_misalignment <= 10:
+            raise ConfigError(f"data.synthetic_misalignment: expected 0 to 10 (1 = the default set), "
+                              f"got {d.synthetic_misalignment}")
         _choice("data.protocol", d.protocol, PROTOCOLS)
         if lo.margin <= 0:
             raise ConfigError(f"loss.margin: must be positive, got {lo.margin}")

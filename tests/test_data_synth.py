@@ -198,3 +198,81 @@ def test_summary_counts_people_not_junk_or_distractors(tmp_path):
     people = {pid for pid, *_ in MARS_TEST if pid > 0}
     assert test["split"] == "gallery" and test["ids"] == len(people) == 2
     assert test["junk"] == 1 and test["distractors"] == 1
+
+
+# The frames of a small default-knob set, hashed at commit 50796af (before the occlusion and misalignment
+# knobs existed): the knobs at their defaults must draw exactly what the generator drew then.
+DEFAULT_FRAMES_SHA256 = "094b784fd7ca0b45e2dac7c9432c9609276e763378a52d5b5a94109f874ccc6f"
+DEFAULT_SET_KEY = "80842f107e"  # the cache folder of the default set, synthetic-<key>, as users have it
+
+
+def _frames_sha256(cfg: SynthConfig) -> str:
+    from stgcn_pyg.data.synth.drawing import camera_background
+    from stgcn_pyg.data.synth.writers import _render_track
+
+    plan = plan_synthetic(cfg)
+    assert {tr.kind for tr in plan.tracks} == {"person", "distractor", "junk"}
+    h, backgrounds = hashlib.sha256(), {}
+    for tr in plan.tracks:
+        if tr.cam not in backgrounds:
+            backgrounds[tr.cam] = camera_background(plan.cameras[tr.cam - 1], cfg.height, cfg.width)
+        ident = plan.identities[tr.ident_key] if tr.ident_key >= 0 else None
+        for img in _render_track(cfg, ident, plan.cameras[tr.cam - 1], backgrounds[tr.cam], tr):
+            h.update(np.asarray(img).tobytes())
+    return h.hexdigest()
+
+
+def test_the_occlusion_knobs_at_their_defaults_leave_the_set_bit_identical():
+    assert _frames_sha256(SynthConfig(num_ids=6, max_frames=10)) == DEFAULT_FRAMES_SHA256
+    assert _frames_sha256(SynthConfig(num_ids=6, max_frames=10, occlusion_prob=0.35,
+                                      misalignment=1.0)) == DEFAULT_FRAMES_SHA256
+    assert SynthConfig().key() == DEFAULT_SET_KEY  # existing caches stay valid
+    assert SynthConfig(misalignment=2.0).key() != DEFAULT_SET_KEY
+    assert SynthConfig(occlusion_prob=0.9).key() != DEFAULT_SET_KEY
+    # A changed knob changes the frames (the pin above is not blind).
+    assert _frames_sha256(SynthConfig(num_ids=6, max_frames=10, misalignment=0.0)) != DEFAULT_FRAMES_SHA256
+
+
+def test_occlusion_and_misalignment_levels_are_what_the_knobs_say():
+    from stgcn_pyg.data.synth import occlusion_summary
+    from stgcn_pyg.data.synth.drawing import BACKGROUND_WIDTHS, occluded_frames, tracklet_layout
+
+    base = dict(num_ids=20, max_frames=12)
+    none = occlusion_summary(SynthConfig(occlusion_prob=0.0, misalignment=0.0, **base))
+    default = occlusion_summary(SynthConfig(**base))
+    heavy = occlusion_summary(SynthConfig(occlusion_prob=0.9, misalignment=2.0, **base))
+    every = occlusion_summary(SynthConfig(occlusion_prob=1.0, **base))
+    assert none == dict(tracklets_occluded=0.0, frames_occluded=0.0, box_offset_px=0.0)
+    assert every["tracklets_occluded"] == 1.0
+    assert 0 < default["frames_occluded"] < default["tracklets_occluded"] < heavy["tracklets_occluded"] < 1
+    assert default["frames_occluded"] < heavy["frames_occluded"]
+    # Misalignment 2 doubles every box offset exactly (the same draws, twice the scale).
+    twice = occlusion_summary(SynthConfig(misalignment=2.0, **base))
+    assert twice["box_offset_px"] == pytest.approx(2 * default["box_offset_px"], rel=1e-12)
+    # An occluder covers the frames its span says, clipped to the tracklet.
+    cam = plan_synthetic(SynthConfig(**base)).cameras[0]
+    lay = tracklet_layout(np.random.default_rng(3), cam, None, 9, BACKGROUND_WIDTHS * 64, 128, 64,
+                          occlusion_prob=1.0)
+    occ = lay["occ"]
+    assert occluded_frames(lay, 9) == min(9, occ["start"] + occ["len"]) - occ["start"] > 0
+
+
+def test_bad_occlusion_knobs_are_one_clear_error():
+    from stgcn_pyg.config import load_config
+    from stgcn_pyg.errors import ConfigError
+
+    with pytest.raises(DatasetError, match="occlusion_prob is a share of tracklets in \\[0, 1\\], got 1.5"):
+        SynthConfig(occlusion_prob=1.5)
+    with pytest.raises(DatasetError, match="misalignment"):
+        SynthConfig(misalignment=-1)
+    with pytest.raises(ConfigError, match="data.synthetic_occlusion"):
+        load_config("synthetic", ["data.synthetic_occlusion=2"])
+
+
+def test_a_runs_config_sets_the_knobs_of_its_synthetic_set():
+    from stgcn_pyg.config import load_config
+    from stgcn_pyg.data.datasets import synthetic_options
+
+    data = load_config("synthetic", ["data.synthetic_occlusion=0.9", "data.synthetic_misalignment=2"]).data
+    assert synthetic_options(data)["occlusion_prob"] == 0.9 and synthetic_options(data)["misalignment"] == 2.0
+    assert SynthConfig(**synthetic_options(load_config("synthetic").data)).key() == DEFAULT_SET_KEY

@@ -34,7 +34,10 @@ def register(subparsers) -> None:
     s.add_argument("--width", type=int, default=64, help="image width in pixels (default 64)")
     s.add_argument("--min-frames", type=int, default=8)
     s.add_argument("--max-frames", type=int, default=24)
-    s.add_argument("--occlusion-prob", type=float, default=0.35, help="share of tracklets with an occluder")
+    s.add_argument("--occlusion-prob", type=float, default=0.35,
+                   help="share of tracklets with an occluder (default 0.35: about a fifth of the frames)")
+    s.add_argument("--misalignment", type=float, default=1.0,
+                   help="scale of the boxes' offset and jitter (default 1; 0 centres every box on the body)")
     s.add_argument("--workers", type=int, default=0, help="processes (0: one per core, up to 8)")
     s.set_defaults(func=_synth)
 
@@ -80,7 +83,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     cfg = SynthConfig(num_ids=args.num_ids, seed=args.seed, num_cameras=args.num_cameras, height=args.height,
                       width=args.width, min_frames=args.min_frames, max_frames=args.max_frames,
-                      occlusion_prob=args.occlusion_prob)
+                      occlusion_prob=args.occlusion_prob, misalignment=args.misalignment)
     out = generate_synthetic(args.out, cfg, layout=args.layout, workers=args.workers, duke_style=args.duke_style)
     Console(soft_wrap=True).print(f"wrote the synthetic dataset ({args.layout} layout) under {out}", highlight=False)
     return 0

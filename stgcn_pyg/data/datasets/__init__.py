@@ -82,7 +82,8 @@ def load_dataset(name: str, root=None, protocol: str = "standard", **kwargs) -> 
 def synthetic_options(data) -> dict:
     """The :class:`~stgcn_pyg.data.SynthConfig` fields that a config's ``data`` section sets."""
     return dict(num_ids=data.synthetic_ids, min_frames=data.synthetic_frames[0], max_frames=data.synthetic_frames[1],
-                height=data.synthetic_image_size[0], width=data.synthetic_image_size[1])
+                height=data.synthetic_image_size[0], width=data.synthetic_image_size[1],
+                occlusion_prob=data.synthetic_occlusion, misalignment=data.synthetic_misalignment)
 
 
 def load_configured_dataset(data, *, progress: bool = True) -> ReIDDataset:

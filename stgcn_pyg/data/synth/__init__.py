@@ -31,7 +31,7 @@ Modules: ``attributes`` (random people and cameras), ``drawing``, ``plan``
 
 from .cache import default_cache_dir, ensure_synthetic, synthetic_set_folder
 from .drawing import render_tracklet
-from .plan import SynthConfig, plan_synthetic
+from .plan import SynthConfig, occlusion_summary, plan_synthetic
 from .writers import generate_synthetic
 
 __all__ = [
@@ -42,4 +42,5 @@ __all__ = [
     "default_cache_dir",
     "render_tracklet",
     "plan_synthetic",
+    "occlusion_summary",
 ]

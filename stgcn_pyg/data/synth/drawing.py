@@ -12,10 +12,14 @@ from .attributes import cloth_color, random_identity
 __all__ = ["camera_background", "render_tracklet"]
 
 
+BACKGROUND_WIDTHS = 6
+"""A camera's background strip is this many box widths wide."""
+
+
 def camera_background(cam: dict, height: int, width: int) -> np.ndarray:
-    """A wide background strip (height x 6*width) a tracklet's box slides over."""
+    """A wide background strip (height x BACKGROUND_WIDTHS*width) a tracklet's box slides over."""
     rng = np.random.default_rng(cam["bg_seed"])
-    W = width * 6
+    W = width * BACKGROUND_WIDTHS
     img = np.empty((height, W, 3), np.float32)
     hy = int(height * cam["horizon"])
     img[:hy] = cam["wall"]
@@ -179,22 +183,22 @@ def _draw_person(img: Image.Image, ident: dict, view: str, phase: float, cx: flo
         d.chord([cx - rh * 1.15, head_cy - rh * 1.3, cx + rh * 1.15, head_cy + rh * 0.3], 180, 360, fill=acc_c)
 
 
-def render_tracklet(ident: dict | None, cam: dict, background: np.ndarray, num_frames: int, seed: int,
-                    height: int, width: int, occlusion_prob: float = 0.35, kind: str = "person") -> list[Image.Image]:
-    """Render one tracklet: ``num_frames`` RGB images of size ``height x width``.
+def tracklet_layout(rng: np.random.Generator, cam: dict, ident: dict | None, num_frames: int, bg_width: int,
+                    height: int, width: int, occlusion_prob: float = 0.35, kind: str = "person",
+                    misalignment: float = 1.0) -> dict:
+    """The draws that fix a tracklet before its frames: view, gait phase, motion, box misalignment, occluder.
 
-    ``kind`` is "person" (an identity), "junk" (background or a cut-off body:
-    a failed detection) or "distractor" (a person, boxes worse than usual).
+    ``occ`` is None or the occluder, drawn in frames ``occ["start"] <= t < occ["start"] + occ["len"]``.
+    ``misalignment`` scales the box's offset from the body and its per-frame jitter (``jit``; 0 centres every
+    box on the body, 1 is the default set).
     """
-    rng = np.random.default_rng(seed)
     view = str(rng.choice(cam["views"]))
     cadence = ident["cadence"] if ident else 10.0
     phase0 = rng.uniform(0, 2 * math.pi)
-    bg_w = background.shape[1]
     speed = (1 if view == "right" else -1 if view == "left" else 0.3) * rng.uniform(0.8, 2.0) * width / 32
-    bg_x = rng.uniform(width, bg_w - 2 * width)
+    bg_x = rng.uniform(width, bg_width - 2 * width)
     # Systematic misalignment of this tracklet's boxes, then per-frame jitter.
-    jit = 1.0 if kind == "person" else 2.5
+    jit = (1.0 if kind == "person" else 2.5) * misalignment
     off_x = rng.normal(0, 0.05 * width * jit)
     off_y = rng.normal(0, 0.03 * height * jit)
     scale = cam["scale"] * rng.uniform(0.93, 1.05) * (ident["height"] if ident else 1.0)
@@ -217,6 +221,30 @@ def render_tracklet(ident: dict | None, cam: dict, background: np.ndarray, num_f
         }
         if occ_kind == "passer":
             occ["ident"] = random_identity(rng)
+    return dict(view=view, cadence=cadence, phase0=phase0, speed=speed, bg_x=bg_x, jit=jit, off_x=off_x,
+                off_y=off_y, scale=scale, occ=occ)
+
+
+def occluded_frames(layout: dict, num_frames: int) -> int:
+    """How many of the tracklet's frames its occluder is drawn in (0 without one)."""
+    occ = layout["occ"]
+    return 0 if occ is None else max(0, min(num_frames, occ["start"] + occ["len"]) - occ["start"])
+
+
+def render_tracklet(ident: dict | None, cam: dict, background: np.ndarray, num_frames: int, seed: int,
+                    height: int, width: int, occlusion_prob: float = 0.35, kind: str = "person",
+                    misalignment: float = 1.0) -> list[Image.Image]:
+    """Render one tracklet: ``num_frames`` RGB images of size ``height x width``.
+
+    ``kind`` is "person" (an identity), "junk" (background or a cut-off body:
+    a failed detection) or "distractor" (a person, boxes worse than usual).
+    ``occlusion_prob`` and ``misalignment``: see :class:`~stgcn_pyg.data.synth.SynthConfig`.
+    """
+    rng = np.random.default_rng(seed)
+    bg_w = background.shape[1]
+    lay = tracklet_layout(rng, cam, ident, num_frames, bg_w, height, width, occlusion_prob, kind, misalignment)
+    view, cadence, phase0, speed, bg_x = lay["view"], lay["cadence"], lay["phase0"], lay["speed"], lay["bg_x"]
+    jit, off_x, off_y, scale, occ = lay["jit"], lay["off_x"], lay["off_y"], lay["scale"], lay["occ"]
     brightness = rng.uniform(0.9, 1.1)
     gain = np.array(cam["gain"], np.float32) * brightness * cam["contrast"]
     offset = cam["offset"] + 128 * (1 - cam["contrast"])

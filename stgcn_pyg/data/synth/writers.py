@@ -36,7 +36,7 @@ def _render_track(plan_cfg: SynthConfig, ident: dict | None, cam: dict, bg: np.n
         # A person seen once, or (junk) a zoomed-in piece of one.
         ident = random_identity(np.random.default_rng([tr.seed, 1]))
     return render_tracklet(ident, cam, bg, tr.num_frames, tr.seed, plan_cfg.height, plan_cfg.width,
-                           plan_cfg.occlusion_prob, tr.kind)
+                           plan_cfg.occlusion_prob, tr.kind, plan_cfg.misalignment)
 
 
 _WORKER_STATE: dict = {}
