@@ -53,8 +53,8 @@ def make_problem(num_q, num_g, seed=0, num_ids=625, num_cams=6):
     """Random distances without ties (each row a random permutation of G distinct float32 values).
 
     Plain float32 uniforms repeat within a row of 93,300 values, and then the
-    methods differ only in how they break ties (ours ranks a negative tied
-    with a match first; argsort's order is arbitrary).
+    methods differ only in how they break ties (ours keeps gallery order
+    within a tie; argsort's default order is arbitrary).
     """
     rng = np.random.default_rng(seed)
     ranks = rng.permuted(np.broadcast_to(np.arange(num_g, dtype=np.int32), (num_q, num_g)), axis=1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stgcn_pyg.errors import STGCNError
-from stgcn_pyg.metrics import EvaluationError, compute_distance, evaluate_rank, rank_gallery
+from stgcn_pyg.metrics import EvaluationError, compute_distance, evaluate_rank, rank_gallery, rank_order
 
 
 # --------------------------------------------------------------------------- references
@@ -171,15 +171,19 @@ def test_queries_without_match_are_skipped():
     np.testing.assert_allclose(cmc, [0, 0, 1])
 
 
+@pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("protocol", ["standard", "official"])
-def test_rank_gallery_is_the_ranking_evaluate_rank_scores(protocol):
-    """One query's ranking without its junk: its first match sits where evaluate_rank finds the first hit."""
+def test_rank_gallery_is_the_ranking_evaluate_rank_scores(protocol, ties):
+    """One query's ranking without its junk: its matches sit where evaluate_rank finds its hits."""
     g = torch.Generator().manual_seed(3)
     d = torch.rand(12, 40, generator=g)
+    if ties:  # four distance values: most matches tie with negatives
+        d = (d * 4).floor() / 4
     q_pids, g_pids = torch.randint(-1, 5, (12,), generator=g), torch.randint(-1, 5, (40,), generator=g)
     q_cams, g_cams = torch.randint(0, 3, (12,), generator=g), torch.randint(0, 3, (40,), generator=g)
     *_, per_q = evaluate_rank(d, q_pids, g_pids, q_cams, g_cams, max_rank=10, protocol=protocol,
-                              return_per_query=True)
+                              return_per_query=True, chunk_size=5)
+    assert per_q["valid"].sum() >= 6
     for q in range(12):
         order = rank_gallery(d[q], q_pids[q], q_cams[q], g_pids, g_cams, protocol)
         same = (g_pids[order] == q_pids[q]) & (g_cams[order] != q_cams[q])
@@ -187,7 +191,25 @@ def test_rank_gallery_is_the_ranking_evaluate_rank_scores(protocol):
         if protocol == "official":
             assert not (g_pids[order] == -1).any()
         if per_q["valid"][q]:
-            assert int(same.nonzero()[0]) == int(per_q["first_hit"][q])
+            hits = same.nonzero().squeeze(1).double() + 1  # 1-based positions of the matches
+            assert int(hits[0]) - 1 == int(per_q["first_hit"][q])
+            assert float(per_q["inp"][q]) == pytest.approx(len(hits) / float(hits[-1]))
+            if protocol == "standard":
+                ap = float((torch.arange(1, len(hits) + 1) / hits).mean())
+                assert float(per_q["ap"][q]) == pytest.approx(ap)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, None])
+def test_tied_distances_score_as_the_stable_sort_reference_loops(chunk_size):
+    """Heavy ties (eight distance values): the torchreid and MATLAB loops over a stable argsort, exactly."""
+    d, qp, gp, qc, gc = random_problem(4, Q=30, G=120)
+    d = np.floor(d * 8) / 8
+    for protocol, loop in (("standard", loop_standard), ("official", loop_official)):
+        cmc, mAP, mINP = evaluate_rank(d, qp, gp, qc, gc, max_rank=20, protocol=protocol, return_minp=True,
+                                       chunk_size=chunk_size)
+        rcmc, rmAP, rmINP = loop(d, qp, gp, qc, gc, max_rank=20)
+        np.testing.assert_allclose(cmc, rcmc, atol=1e-6)
+        assert mAP == pytest.approx(rmAP, abs=1e-12) and mINP == pytest.approx(rmINP, abs=1e-12)
 
 
 def test_no_valid_query_is_a_clear_error():
@@ -207,14 +229,76 @@ def test_infinite_distances():
     np.testing.assert_allclose(cmc, [0.5, 0.5, 0.5, 1])
 
 
-def test_ties_are_pessimistic():
-    # a constant model (all distances equal) must not score 100%
+def test_rank_order_keeps_gallery_order_within_ties():
+    d = torch.tensor([[0.2, 0.1, 0.2, 0.1, 0.0], [0.5, 0.5, 0.5, 0.5, 0.5]])
+    assert rank_order(d).tolist() == [[4, 1, 3, 0, 2], [0, 1, 2, 3, 4]]
+    assert rank_order(d[0]).tolist() == [4, 1, 3, 0, 2]
+    nan = float("nan")
+    assert rank_order(torch.tensor([nan, 1.0, nan, 1.0, 0.0])).tolist() == [4, 1, 3, 0, 2]  # NaN last, in order too
+    # on the CPU it is numpy's unstable sort, then the ties put back in gallery order: a stable sort exactly
+    g = torch.Generator().manual_seed(0)
+    tied = (torch.rand(6, 5000, generator=g) * 7).floor()
+    for x in (tied, tied.double(), tied.half(), tied.long(), tied[:, ::3], torch.rand(3, 777, generator=g)):
+        assert torch.equal(rank_order(x), torch.argsort(x, dim=-1, stable=True))
+
+
+# One query (pid 1, camera 0). Gallery by index: a good tied with a negative on each side of it, a junk item
+# (same pid and camera), and a good tied with the negative after it.
+TIED = dict(
+    distmat=np.array([[0.2, 0.2, 0.2, 0.1, 0.3, 0.3]]),
+    q_pids=np.array([1]),
+    g_pids=np.array([2, 1, 3, 1, 1, 4]),
+    q_camids=np.array([0]),
+    g_camids=np.array([1, 1, 1, 0, 2, 1]),
+)
+
+
+def test_ties_keep_gallery_order():
+    # ranked 3 (junk), 0, [1], 2, [4], 5 -> hits at 2 and 4 of the kept list. Negatives first within a
+    # tie would give hits at 3 and 5 (AP 0.367), goods first at 1 and 4 (AP 0.75).
+    cmc, mAP, mINP = evaluate_rank(**TIED, max_rank=5, return_minp=True)
+    np.testing.assert_allclose(cmc, [0, 1, 1, 1, 1])
+    assert mAP == pytest.approx((1 / 2 + 2 / 4) / 2) and mINP == pytest.approx(2 / 4)
+    t = {k: torch.as_tensor(v) for k, v in TIED.items()}
+    assert rank_gallery(t["distmat"][0], 1, 0, t["g_pids"], t["g_camids"]).tolist() == [0, 1, 2, 4, 5]
+    # the same gallery listed backwards: the 0.3 negative now comes before its tied good (hits at 2 and 5)
+    rev = dict(TIED, distmat=TIED["distmat"][:, ::-1], g_pids=TIED["g_pids"][::-1], g_camids=TIED["g_camids"][::-1])
+    cmc, mAP = evaluate_rank(**rev, max_rank=5)
+    np.testing.assert_allclose(cmc, [0, 1, 1, 1, 1])
+    assert mAP == pytest.approx((1 / 2 + 2 / 5) / 2)
+
+
+def test_ties_keep_gallery_order_official():
+    # a junk item (pid -1) and a distractor (pid 0) tied with a good: ranked [-1], (1), 0, (1)
+    d = np.array([[0.2, 0.2, 0.2, 0.4]])
+    args = ([1], [-1, 1, 0, 1], [0], [1, 1, 2, 2])
+    cmc, mAP = evaluate_rank(d, *args, max_rank=3, protocol="official")
+    np.testing.assert_allclose(cmc, [1, 1, 1])  # kept: (1), 0, (1)
+    assert mAP == pytest.approx(0.5 * (1 + 1) / 2 + 0.5 * (1 / 2 + 2 / 3) / 2)
+    assert mAP == pytest.approx(matlab_compute_ap([1, 3], [0], np.arange(4))[0])
+    cmc, mAP = evaluate_rank(d, *args, max_rank=3, protocol="standard")  # the pid -1 item is a negative
+    np.testing.assert_allclose(cmc, [0, 1, 1])
+    assert mAP == pytest.approx((1 / 2 + 2 / 4) / 2)
+
+
+def test_a_constant_model_scores_by_gallery_order():
+    # all distances equal: the ranking is the gallery order, so the match at index 3 is 4th
     G = 10
     d = np.zeros((1, G))
-    g_pids = np.arange(G)
-    cmc, mAP = evaluate_rank(d, [3], g_pids, [0], np.ones(G, int), max_rank=G)
-    assert cmc[:-1].sum() == 0 and cmc[-1] == 1
-    assert mAP == pytest.approx(1 / G)
+    cmc, mAP = evaluate_rank(d, [3], np.arange(G), [0], np.ones(G, int), max_rank=G)
+    np.testing.assert_allclose(cmc, [0, 0, 0] + [1] * 7)
+    assert mAP == pytest.approx(1 / 4)
+    _, mAP = evaluate_rank(d, [3], np.arange(G)[::-1], [0], np.ones(G, int), max_rank=G)  # now at index 6
+    assert mAP == pytest.approx(1 / 7)
+
+
+def test_tied_queries_of_a_wide_gallery_are_ranked_a_few_rows_at_a_time():
+    # 300,000 items: the tied rows are ranked 3 at a time (bounded memory), in two passes here
+    G = 300_000
+    q_pids = [5, 10, 100_000, 299_999]
+    cmc, mAP = evaluate_rank(np.zeros((4, G), np.float32), q_pids, np.arange(G), [0] * 4, np.ones(G, int))
+    assert mAP == pytest.approx(np.mean([1 / 6, 1 / 11, 1 / 100_001, 1 / 300_000]))
+    np.testing.assert_allclose(cmc, [0] * 5 + [0.25] * 5 + [0.5] * 40)
 
 
 # --------------------------------------------------------------------------- reference loops

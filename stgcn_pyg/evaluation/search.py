@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from ..errors import ConfigError
-from ..metrics import compute_distance
+from ..metrics import compute_distance, rank_order
 from .evaluate import extract_split
 from .options import TestOptions
 
@@ -71,7 +70,7 @@ def search_gallery(model, query: pd.DataFrame, gallery: pd.DataFrame, options: T
     qf = extract_split(model, query, options, description="query")
     gf = extract_split(model, gallery, options, description="gallery")
     dist = compute_distance(qf, gf, metric)[0]
-    order = torch.argsort(dist, stable=True)[:min(topk, len(gallery))].tolist()
+    order = rank_order(dist)[:min(topk, len(gallery))].tolist()
 
     known = _known(gallery)
     rows = []

@@ -16,10 +16,13 @@ are handled in chunks, so memory stays bounded whatever the gallery size,
 and everything except the CPU row sort (numpy's vectorised sort, several
 times faster than ``torch.sort`` there) runs in torch on the chosen device.
 
-Ties: a negative at exactly the same distance as a good is ranked *before*
-it (the pessimistic choice). A degenerate model that maps everything to one
-point therefore scores at chance rather than 100%, and the result does not
-depend on the order of the gallery.
+Ties have one rule in the project, :func:`rank_order`: equal distances keep
+gallery order (a stable sort). It needs no labels, so the list ``search``
+shows is the one scored here, and :func:`rank_gallery` returns it. The
+counts above cannot see the order within a tie; a query whose good shares
+its distance with another item is therefore ranked by :func:`rank_order`
+itself (rare with real descriptors; every query for a model that maps
+everything to one point, which then scores by gallery order).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import torch
 
 from ..errors import EvaluationError
 
-__all__ = ["EvaluationError", "evaluate_rank", "PROTOCOLS", "junk_mask", "rank_gallery"]
+__all__ = ["EvaluationError", "evaluate_rank", "PROTOCOLS", "junk_mask", "rank_gallery", "rank_order"]
 
 PROTOCOLS = ("standard", "official")
 """How a ranking is scored (see :func:`evaluate_rank`): which gallery items are junk, and how AP is summed."""
@@ -212,16 +215,44 @@ def _chunk_ranks(d, qp, qc, gal: _Gallery, protocol: str, sorted_rows):
     t = torch.where(good, sp_d, inf).sort(1).values[:, :max_good].contiguous()  # the goods' distances, ascending
     # items at a distance <= t_k, minus those that are goods or junk of the query
     le = torch.searchsorted(d_sorted, t, right=True)
+    k = torch.arange(max_good, device=dev)
+    valid = k.unsqueeze(0) < n_good.unsqueeze(1)
+    tied = (valid & (le - torch.searchsorted(d_sorted, t) > 1)).any(1)  # a good shares its distance with another item
     le -= torch.searchsorted(sp_d.sort(1).values.contiguous(), t, right=True)
     # the +inf padding of the short lists was counted for a good at +inf
     le += (t == float("inf")) * (S - cnt).unsqueeze(1)
     if gal.junk_cols is not None:
         junk_sorted = _sort_rows(d.index_select(1, gal.junk_cols), gal.sort_threads).to(dev)
         le -= torch.searchsorted(junk_sorted, t, right=True)
-    k = torch.arange(max_good, device=dev)
     rank = k.unsqueeze(0) + le
-    valid = k.unsqueeze(0) < n_good.unsqueeze(1)
+    if bool(tied.any()):
+        rows = tied.nonzero().squeeze(1)
+        rank[rows] = _ranks_in_order(d[rows], qp[rows], qc[rows], gal, protocol, max_good)
     return rank, valid, n_good
+
+
+def _ranks_in_order(d, qp, qc, gal: _Gallery, protocol: str, width: int) -> torch.Tensor:
+    """Positions of each query's goods in its :func:`rank_order` ranking, junk left out ([n, width], long;
+    entries past a query's goods are the gallery size). The rows are ranked a few at a time: bounded memory."""
+    G = d.size(1)
+    out = []
+    step = max(1, (1 << 20) // G)
+    for s in range(0, d.size(0), step):
+        q_pid, q_cam = qp[s : s + step].unsqueeze(1), qc[s : s + step].unsqueeze(1)
+        order = rank_order(d[s : s + step])
+        pids, cams = gal.pids[order], gal.camids[order]
+        kept = ~junk_mask(q_pid, q_cam, pids, cams, protocol)
+        good = kept & (pids == q_pid)  # same pid, not junk: another camera
+        if protocol == "official":
+            good &= q_pid != -1
+        pos = kept.cumsum(1) - 1
+        r, c = good.nonzero(as_tuple=True)  # row by row, each row's goods in ranking order
+        per_row = good.sum(1)
+        k = torch.arange(r.numel(), device=d.device) - (per_row.cumsum(0) - per_row)[r]
+        block = torch.full((good.size(0), width), G, dtype=torch.long, device=d.device)
+        block[r, k] = pos[r, c]
+        out.append(block)
+    return torch.cat(out)
 
 
 def _score_chunks(distmat, q_pids, q_camids, gal, protocol, device, chunk_size, max_rank, return_per_query):
@@ -298,10 +329,40 @@ def junk_mask(q_pid, q_camid, g_pids, g_camids, protocol: str = "standard"):
     return junk
 
 
+def rank_order(distances: torch.Tensor) -> torch.Tensor:
+    """Gallery indices by ascending distance, along the last dimension: the project's rule for ties.
+
+    Equal distances keep gallery order (a stable sort), so a ranking depends on
+    the distances and the gallery's order only, never on the labels. Search,
+    the ranked-results pictures, :func:`rank_gallery` and :func:`evaluate_rank`
+    all rank by it.
+    """
+    distances = distances.detach()
+    if distances.device.type != "cpu":
+        return torch.argsort(distances, dim=-1, stable=True)
+    if distances.dtype in (torch.float16, torch.bfloat16):
+        distances = distances.float()  # exact: the order does not change
+    # numpy's unstable argsort and integer sort are vectorised, its stable argsort is several times slower:
+    # sort, number the runs of equal distances, then sort (run, gallery index)
+    a = distances.numpy()
+    n = a.shape[-1]
+    order = np.argsort(a, axis=-1)
+    v = np.take_along_axis(a, order, axis=-1)
+    new_run = v[..., 1:] != v[..., :-1]
+    if np.issubdtype(a.dtype, np.floating):
+        new_run &= ~(np.isnan(v[..., 1:]) & np.isnan(v[..., :-1]))  # NaNs (last) are one run too
+    key = np.zeros(order.shape, np.int64)
+    np.cumsum(new_run, axis=-1, out=key[..., 1:])
+    key *= n
+    key += order
+    key.sort(axis=-1)
+    return torch.from_numpy(key % n)
+
+
 def rank_gallery(distances: torch.Tensor, q_pid, q_camid, g_pids, g_camids, protocol: str = "standard"):
-    """One query's ranking as :func:`evaluate_rank` scores it: gallery indices by ascending distance
-    (ties in gallery order), its junk left out."""
-    order = torch.argsort(distances, stable=True)
+    """One query's ranking as :func:`evaluate_rank` scores it: :func:`rank_order` of its distances,
+    its junk left out."""
+    order = rank_order(distances)
     return order[~junk_mask(q_pid, q_camid, g_pids[order], g_camids[order], protocol)]
 
 
@@ -320,6 +381,9 @@ def evaluate_rank(
     return_per_query: bool = False,
 ):
     """CMC curve and mAP (and mINP) of a query-by-gallery distance matrix.
+
+    Each query's gallery is ranked by :func:`rank_order` (equal distances in
+    gallery order), the list :func:`rank_gallery` returns.
 
     Args:
         distmat: [num_query, num_gallery] distances (smaller = more similar),

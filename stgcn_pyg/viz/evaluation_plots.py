@@ -56,13 +56,14 @@ def plot_evaluation(out_dir, results: dict, *, distmat: torch.Tensor | None = No
 def _ranked_grids(out_dir: Path, distmat: torch.Tensor, dataset, protocol: str, num_grids: int,
                   topk: int) -> list[Path]:
     from ..evaluation import tracklet_ids
+    from ..metrics import rank_order
 
     q, g = dataset.query, dataset.gallery
     qp, qc = tracklet_ids(q, "pid"), tracklet_ids(q, "camid")
     gp, gc = tracklet_ids(g, "pid"), tracklet_ids(g, "camid")
     written = []
     for qi in range(min(num_grids, len(q))):
-        order = torch.argsort(distmat[qi].cpu(), stable=True)  # ties in gallery order, as in rank_gallery
+        order = rank_order(distmat[qi].cpu())  # the ranking evaluate_rank scores
         marks = protocol_marks(qp[qi], qc[qi], gp[order], gc[order], protocol)
         # the top-k ranked tracklets, and the ignored ones among them where they fall
         ranks, rank = [], 0
