@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
@@ -16,36 +15,49 @@ from stgcn_pyg.cli import main
 from stgcn_pyg.checkpoint import read_checkpoint, save_checkpoint
 
 
-def _wait_for(condition, proc, timeout=240.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(f"the process ended early ({proc.returncode}): {proc.communicate()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("timed out")
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_ctrl_c_during_training_leaves_a_resumable_last_pt_and_says_how(tiny_root, tiny_overrides, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "stgcn_pyg", "train", "--epochs", "1000", "--output", str(out),
-            "--set", f'data.root="{tiny_root}"']
+    args = ["train", "--epochs", "1000", "--output", str(out), "--set", f'data.root="{tiny_root}"']
     for s in tiny_overrides:
-        argv += ["--set", s]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: (out / "last.pt").is_file(), proc)
+        args += ["--set", s]
+    # The run says when epoch 2 has ended (last.pt and its log row written) and waits there, so that Ctrl-C
+    # surely lands mid-training after a completed epoch, however loaded the machine.
+    waits = tmp_path / "waits.py"
+    waits.write_text(textwrap.dedent("""
+        import sys, time
+        from stgcn_pyg.cli import main
+        from stgcn_pyg.training import Trainer
+
+        end_epoch = Trainer._end_epoch
+
+        def end_epoch_then_wait(self, epoch, row):
+            end_epoch(self, epoch, row)
+            if epoch + 1 == 2:
+                print("epoch 2 saved", flush=True)
+                time.sleep(600)
+
+        Trainer._end_epoch = end_epoch_then_wait
+        sys.exit(main(sys.argv[1:]))
+    """))
+    proc = subprocess.Popen([sys.executable, str(waits), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    before = []
+    for line in proc.stdout:
+        before.append(line)
+        if line.strip() == "epoch 2 saved":
+            break
+    assert before[-1:] == ["epoch 2 saved\n"], (before, proc.communicate())
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
-    said = " ".join((stdout + stderr).split())
+    said = " ".join(("".join(before) + stdout + stderr).split())
     assert f"interrupted: {out / 'last.pt'} holds the last completed epoch" in said
     assert f"continue with: stgcn-pyg train --resume {out}" in said and "Traceback" not in said
     assert said.count("interrupted") == 1  # said once
 
     done = read_checkpoint(out / "last.pt")["epoch"]
-    assert 1 <= done < 1000
+    assert done == 2  # mid-training (of 1000 epochs), after the epoch it waited at
     # Resume exactly as the message says (a shorter budget, to finish now).
     assert main(["train", "--resume", str(out), "--epochs", str(done + 1)]) == 0
     capsys.readouterr()
