@@ -4,9 +4,10 @@ Compares, side by side in one run, forward and forward+backward time and
 memory of
 
 * ``AffinityGCNConv`` with each implementation (``dense``, ``sparse``,
-  ``gather``, and ``auto``, which picks one of them), all with the default
-  square normalisation (the paper's Eq. 2), and ``auto`` once more with
-  ``normalization="softmax"``,
+  ``gather``, and ``auto``, which picks one of them), all with the square
+  normalisation (the paper's Eq. 2, what STGCN uses), and ``auto`` once more
+  with each other normalisation (``softmax``, and ``cosine``, the standalone
+  layer's default),
 * ``DenseAffinityGCN`` (the dense batched-matmul reference), and
 * PyG's ``DenseGCNConv`` on the same dense mask (a fixed-adjacency GCN, the
   floor: no affinity is learned),
@@ -22,6 +23,8 @@ measure of activation memory.
     python benchmarks/layers.py                # CPU, writes benchmarks/results/layers_cpu.*
     python benchmarks/layers.py --device cuda  # GPU, writes benchmarks/results/layers_cuda.*
     python benchmarks/layers.py --quick        # a tiny smoke run
+    python benchmarks/layers.py --only cosine --merge   # measure only the layers named *cosine*, and
+                                                        # replace their rows in the existing results
 """
 
 from __future__ import annotations
@@ -56,16 +59,17 @@ def _sync(device):
 
 def build_layers(channels: int, device) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
-    conv = AffinityGCNConv(channels, channels)
+    conv = AffinityGCNConv(channels, channels, normalization="square")
     layers = {}
     for impl in ("auto", "dense", "sparse", "gather"):
-        layer = AffinityGCNConv(channels, channels, impl=impl)
+        layer = AffinityGCNConv(channels, channels, impl=impl, normalization="square")
         layer.load_state_dict(conv.state_dict())
         layers[f"AffinityGCNConv[{impl}]"] = layer
-    softmax = AffinityGCNConv(channels, channels, normalization="softmax")
-    softmax.load_state_dict(conv.state_dict())
-    layers["AffinityGCNConv[auto, softmax]"] = softmax
-    dense = DenseAffinityGCN(channels, channels)
+    for normalization in ("softmax", "cosine"):
+        other = AffinityGCNConv(channels, channels, normalization=normalization)
+        other.load_state_dict(conv.state_dict())
+        layers[f"AffinityGCNConv[auto, {normalization}]"] = other
+    dense = DenseAffinityGCN(channels, channels, normalization="square")
     dense.load_state_dict(conv.state_dict())
     layers["DenseAffinityGCN"] = dense
     layers["PyG DenseGCNConv (fixed A)"] = DenseGCNConv(channels, channels)
@@ -141,6 +145,10 @@ def main(argv=None):
     parser.add_argument("--max-gather-gb", type=float, default=None, help="skip the gather path above this per-edge tensor size")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
     parser.add_argument("--out", default=None, help="file stem under benchmarks/results (default layers_<device>)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="TEXT",
+                        help="measure only the layers whose name contains one of these")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace the measured layers' rows in the existing results instead of rewriting them")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -166,6 +174,8 @@ def main(argv=None):
         x = torch.randn(B, N, C, device=device)
         edges = B * edge_index.size(1)
         for name, layer in layers.items():
+            if args.only and not any(text in name for text in args.only):
+                continue
             if name.endswith("[gather]") and edges * C * 4 / 2**30 > args.max_gather_gb:
                 continue  # per-edge tensors would not fit: the point of the other paths
             impl = layer.choose_impl(x, edge_index) if isinstance(layer, AffinityGCNConv) else "dense"
@@ -183,6 +193,10 @@ def main(argv=None):
     df = pd.DataFrame(rows).rename(columns={"pass_": "pass"})
     stem = args.out or f"layers_{device.type}{'_quick' if args.quick else ''}"
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.merge and (RESULTS / f"{stem}.csv").exists():
+        # Rows of the layers not measured now stay as they were (each row names its device).
+        old = pd.read_csv(RESULTS / f"{stem}.csv")
+        df = pd.concat([old[~old.layer.isin(df.layer.unique())], df], ignore_index=True)
     df.to_csv(RESULTS / f"{stem}.csv", index=False)
     write_markdown(df, RESULTS / f"{stem}.md", device_name(device), scatter)
     write_plot(df, RESULTS / f"{stem}.png", device_name(device))

@@ -89,7 +89,8 @@ class ModelConfig:
     """"shared": one affinity per branch from its input patches; "per-layer": each layer its own."""
     affinity_normalization: str = "square"
     """How each affinity row is normalised: "square" (the paper's Eq. 2, e_ij^2 / sum_k e_ik^2 over the
-    neighbours and the node itself) or "softmax" (what checkpoints from before the paper's form use)."""
+    neighbours and the node itself), "softmax" (what checkpoints from before the paper's form use) or "cosine"
+    (1 + cos(phi_i, phi_j) over the neighbours; the standalone layer's default, not in the paper)."""
     scaled_affinity: bool = False
     """Scale the affinity scores by 1/sqrt(width) (transformer-style). Matters only for the softmax, whose
     unscaled scores grow with the width and saturate to about one neighbour; Eq. 2 is scale-free."""

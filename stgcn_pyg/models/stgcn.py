@@ -137,7 +137,9 @@ class GraphBranch(nn.Module):
     ``edge_weight``); with ``"per-layer"`` each layer learns its own.
     ``layer="fc"`` is the paper's ablation: same depth and widths, a Linear
     applied to each node on its own (no graph). ``normalization`` is the
-    affinity's row normalisation ("square", the paper's Eq. 2, or "softmax").
+    affinity's row normalisation ("square", the paper's Eq. 2, "softmax" or
+    "cosine"); it is passed to every layer, so the model keeps Eq. 2 although
+    the standalone layer's default is "cosine".
 
     ``residual`` is the paper's temporal residual, ``X^m := X^m + X^{m-1}``
     after layer m's norm and activation for ``2 <= m <= M``;

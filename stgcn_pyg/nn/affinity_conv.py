@@ -39,29 +39,59 @@ class AffinityGCNConv(MessagePassing):
 
     For the edges :math:`j \to i` of ``edge_index`` it learns the scores
     :math:`e_{ij} = s \, \phi(\mathbf{x}_i)^\top \phi(\mathbf{x}_j)` and
-    normalises each node's row of them into the affinity :math:`\mathbf{A}`,
-    by default (``normalization="square"``) as in the paper's Eq. 2, over the
-    node's neighbours and the node itself,
+    normalises each node's row of them into the affinity :math:`\mathbf{A}`
+    (``normalization``):
 
-    .. math::
-        a_{ij} = \frac{e_{ij}^2}{\sum_{k \in \mathcal{N}(i) \cup \{i\}} e_{ik}^2},
-        \qquad j \in \mathcal{N}(i) \cup \{i\}
+    * ``"square"``, the paper's Eq. 2 and what STGCN's model sets, over the
+      node's neighbours and the node itself,
 
-    (entries in :math:`[0, 1]`, rows summing to 1, free of the scale of the
-    scores; a row whose scores are all zero is left all zero, and the node
-    keeps only its identity), or with ``normalization="softmax"`` (what
-    checkpoints from before the square normalisation use) over the
-    neighbours only,
+      .. math::
+          a_{ij} = \frac{e_{ij}^2}{\sum_{k \in \mathcal{N}(i) \cup \{i\}} e_{ik}^2},
+          \qquad j \in \mathcal{N}(i) \cup \{i\}
 
-    .. math::
-        a_{ij} = \frac{\exp e_{ij}}{\sum_{k \in \mathcal{N}(i)} \exp e_{ik}},
-        \qquad j \in \mathcal{N}(i).
+      (entries in :math:`[0, 1]`, rows summing to 1, free of the scale of
+      the scores; a row whose scores are all zero is left all zero, and the
+      node keeps only its identity);
+    * ``"cosine"`` (the default here, not in the paper), over the
+      neighbours but the node itself, with
+      :math:`c_{ij} = e_{ij} / \sqrt{e_{ii} e_{jj}}` the cosine of
+      :math:`\phi(\mathbf{x}_i)` and :math:`\phi(\mathbf{x}_j)` (0 for a
+      node whose :math:`\phi` is zero),
 
-    In both modes it adds the identity on top, :math:`\mathbf{A}' = \mathbf{A} + \mathbf{I}`:
+      .. math::
+          a_{ij} = \frac{1 + c_{ij}}{\sum_{k \in \mathcal{N}(i) \setminus \{i\}} (1 + c_{ik})},
+          \qquad j \in \mathcal{N}(i) \setminus \{i\};
+
+    * ``"softmax"`` (what checkpoints from before the square normalisation
+      use) over the neighbours,
+
+      .. math::
+          a_{ij} = \frac{\exp e_{ij}}{\sum_{k \in \mathcal{N}(i)} \exp e_{ik}},
+          \qquad j \in \mathcal{N}(i).
+
+    Why the default is not Eq. 2: as a drop-in for
+    :class:`~torch_geometric.nn.GCNConv` on a general graph, Eq. 2 often
+    barely propagates. With near-orthogonal :math:`\phi(\mathbf{x}_i)`
+    (one-hot features, or any fresh initialisation) :math:`e_{ii}^2`
+    outweighs every :math:`e_{ij}^2` (on KarateClub the node's own share
+    :math:`a_{ii}` in the first layer is 0.89 at initialisation), and the
+    squares of random scores put each row's weight on a few neighbours,
+    whatever the sign of their score. Cosine leaves the node out of its row
+    (:math:`\mathbf{A} + \mathbf{I}` adds it, with half the row's weight),
+    starts near uniform weights as ``GCNConv`` (random embeddings have
+    cosines near 0), and gives an opposite neighbour no weight, yet, unlike
+    a ReLU of the scores, does not empty rows; like Eq. 2 it is free of the scale of :math:`\phi`.
+    STGCN's patch features follow a ReLU, their scores are all positive and
+    the paper's setting hides this: the STGCN model sets
+    ``normalization="square"`` (``model.affinity_normalization``). The
+    figures are in ``docs/method.md`` and ``benchmarks/results/dropin_cpu.md``.
+
+    In all modes it adds the identity on top, :math:`\mathbf{A}' = \mathbf{A} + \mathbf{I}`:
     in square mode the diagonal becomes :math:`a_{ii} + 1` (an explicit
     self-loop :math:`i \to i` in ``edge_index`` is the node itself, counted
-    once); with softmax the identity is added also where ``edge_index``
-    already holds the self-loop. It normalises :math:`\mathbf{A}'`
+    once); with cosine it is 1 (an explicit self-loop gets no weight); with
+    softmax the identity is added also where ``edge_index`` already holds
+    the self-loop. It normalises :math:`\mathbf{A}'`
     symmetrically with its row sums :math:`d_i` (see
     :func:`~stgcn_pyg.nn.affinity_norm`) and propagates:
 
@@ -122,7 +152,7 @@ class AffinityGCNConv(MessagePassing):
             normalisation does not depend on it (:math:`s` multiplies every
             :math:`e_{ik}` of a row, and cancels in
             :math:`e_{ij}^2 / \sum_k e_{ik}^2`; :math:`s = 0` leaves every
-            row zero); it matters only for softmax, where 1 is the formula
+            row zero), nor does cosine for :math:`s > 0`; it matters only for softmax, where 1 is the formula
             of earlier versions and ``in_channels ** -0.5`` the
             transformer's scaled dot product, which keeps the softmax from
             saturating to one neighbour. (default: :obj:`1.0`)
@@ -133,9 +163,10 @@ class AffinityGCNConv(MessagePassing):
             centred scores compare what sets the nodes apart. Propagation
             still uses the raw features. (default: :obj:`False`)
         normalization (str, optional): The rows of the affinity,
-            :obj:`"square"` (the paper's Eq. 2) or :obj:`"softmax"` (the
-            formula of checkpoints from before the square normalisation).
-            (default: :obj:`"square"`)
+            :obj:`"cosine"` (for general graphs), :obj:`"square"` (the
+            paper's Eq. 2, what STGCN uses) or :obj:`"softmax"` (the formula
+            of checkpoints from before the square normalisation); see above.
+            (default: :obj:`"cosine"`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -161,7 +192,7 @@ class AffinityGCNConv(MessagePassing):
         learn_affinity: bool = True,
         scale: float = 1.0,
         center: bool = False,
-        normalization: Normalization = "square",
+        normalization: Normalization = "cosine",
         **kwargs,
     ):
         kwargs.setdefault("aggr", "add")
@@ -348,8 +379,8 @@ class AffinityGCNConv(MessagePassing):
             adj = deg_inv_sqrt.unsqueeze(-1) * (alpha + eye) * deg_inv_sqrt.unsqueeze(-2)
             # Per edge A's part only; the identity goes to the appended loops (as affinity_norm) ...
             edge_w = alpha[:, dst, src] * deg_inv_sqrt[:, dst] * deg_inv_sqrt[:, src]
-            if self.normalization == "square":
-                # ... with the node's own a_ii, which an explicit loop must not repeat.
+            if self.normalization != "softmax":
+                # ... with the node's own a_ii (0 with cosine), which an explicit loop must not repeat.
                 edge_w = edge_w.masked_fill(src == dst, 0.0)
                 loop_w = (alpha.diagonal(dim1=-2, dim2=-1) + 1.0) * deg_inv_sqrt * deg_inv_sqrt
             else:
@@ -392,7 +423,7 @@ class AffinityGCNConv(MessagePassing):
                     if self.scale != 1.0:
                         score = score * self.scale
                 self_score = None
-                if self.normalization == "square":  # e_ii: the node itself is in its row's sum
+                if self.normalization != "softmax":  # e_ii: square's row holds the node; cosine's norms
                     self_score = (phi * phi).sum(dim=-1)
                     if self.scale != 1.0:
                         self_score = self_score * self.scale

@@ -19,7 +19,10 @@ class DenseAffinityGCN(Module):
         e_{ij} = s \, \phi(\mathbf{x}_i)^\top \phi(\mathbf{x}_j),
 
     with :math:`\mathbf{A}` the row-normalised scores: by default
-    (``normalization="square"``, the paper's Eq. 2)
+    (``normalization="cosine"``, as :class:`~stgcn_pyg.nn.AffinityGCNConv`)
+    :math:`a_{ij} = (1 + c_{ij}) / \sum_k (1 + c_{ik})`, :math:`c_{ij}` the
+    cosine of :math:`\phi_i` and :math:`\phi_j`, over the allowed neighbours
+    but the node itself; with ``normalization="square"`` (the paper's Eq. 2)
     :math:`a_{ij} = e_{ij}^2 / \sum_k e_{ik}^2` over the allowed neighbours
     and the node itself; with ``normalization="softmax"`` (checkpoints from
     before the square normalisation) :math:`a_{ij} = \mathrm{softmax}_j(e_{ij})`
@@ -39,11 +42,11 @@ class DenseAffinityGCN(Module):
         bias (bool, optional): If set to :obj:`False`, the layer will not learn
             an additive bias. (default: :obj:`True`)
         scale (float, optional): The factor :math:`s` of the scores; only the
-            softmax depends on it. (default: :obj:`1.0`)
+            softmax depends on it (a positive one). (default: :obj:`1.0`)
         center (bool, optional): Score the features minus each graph's mean.
             (default: :obj:`False`)
-        normalization (str, optional): :obj:`"square"` (the paper's Eq. 2) or
-            :obj:`"softmax"`. (default: :obj:`"square"`)
+        normalization (str, optional): :obj:`"cosine"`, :obj:`"square"` (the
+            paper's Eq. 2) or :obj:`"softmax"`. (default: :obj:`"cosine"`)
 
     ``forward(x, adj=None, adj_norm=None, return_adjacency=False)``: ``x``
     [B, N, F]; ``adj`` a boolean [N, N] or [B, N, N] mask of allowed
@@ -53,7 +56,7 @@ class DenseAffinityGCN(Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, scale: float = 1.0,
-                 center: bool = False, normalization: Normalization = "square"):
+                 center: bool = False, normalization: Normalization = "cosine"):
         super().__init__()
         self.normalization = check_normalization(normalization)
         self.scale = scale

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .norm import Normalization, affinity_dtype, check_normalization, softmax_normalize, square_normalize
+from .norm import (Normalization, affinity_dtype, check_normalization, cosine_normalize, softmax_normalize,
+                   square_normalize)
 
 
 def dense_affinity(
@@ -28,9 +29,14 @@ def dense_affinity(
     * ``"softmax"`` (checkpoints from before the square normalisation):
       ``A[b, i, j] = softmax_j(e_ij)`` over the allowed neighbours only (the
       diagonal where the mask has it). Rows without any neighbour are all zero.
+    * ``"cosine"``: ``A[b, i, j] = (1 + c_ij) / sum_k (1 + c_ik)``, ``c_ij =
+      e_ij / sqrt(e_ii e_jj)`` the cosine of ``phi_i`` and ``phi_j``, over the
+      allowed neighbours other than ``i`` (the diagonal is always 0, whatever
+      the mask's); ``scale`` > 0 changes nothing. Rows without any neighbour
+      are all zero.
 
     ``mask`` is boolean [N, N] or [B, N, N]; ``None`` = every node, the diagonal
-    included. Computed in ``phi``'s dtype promoted to at least float32,
+    included (except for cosine). Computed in ``phi``'s dtype promoted to at least float32,
     autocast disabled.
     """
     check_normalization(normalization)
@@ -41,9 +47,13 @@ def dense_affinity(
             scores = scores * scale
         if normalization == "softmax":
             return softmax_normalize(scores, mask=mask)
+        eye = torch.eye(scores.size(-1), dtype=torch.bool, device=scores.device)
+        if normalization == "cosine":
+            own = scores.diagonal(dim1=-2, dim2=-1)
+            allowed = ~eye if mask is None else mask.to(torch.bool) & ~eye
+            return cosine_normalize(scores, own.unsqueeze(-1), own.unsqueeze(-2), mask=allowed)
         if mask is not None:
-            n = scores.size(-1)
-            mask = mask.to(torch.bool) | torch.eye(n, dtype=torch.bool, device=scores.device)
+            mask = mask.to(torch.bool) | eye
         return square_normalize(scores, mask=mask)
 
 
@@ -95,7 +105,8 @@ def dense_affinity_gcn(
             (default: :obj:`False`)
         normalization (str, optional): The rows of the affinity,
             :obj:`"square"` (the paper's Eq. 2, over the neighbours and the
-            node itself) or :obj:`"softmax"` (over the neighbours); see
+            node itself), :obj:`"softmax"` (over the neighbours) or
+            :obj:`"cosine"` (over the neighbours but the node itself); see
             :func:`dense_affinity`. (default: :obj:`"square"`)
 
     Returns:

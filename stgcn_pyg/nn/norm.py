@@ -14,12 +14,15 @@ __all__ = [
     "affinity_dtype",
     "affinity_norm",
     "check_normalization",
+    "cosine_normalize",
     "softmax_normalize",
     "square_normalize",
 ]
 
-Normalization = Literal["square", "softmax"]
-NORMALIZATIONS = ("square", "softmax")
+Normalization = Literal["square", "softmax", "cosine"]
+NORMALIZATIONS = ("square", "softmax", "cosine")
+# The modes that read each node's own score e_ii (square: in its row; cosine: for the norms).
+_NEEDS_SELF_SCORE = ("square", "cosine")
 
 
 def check_normalization(normalization: str) -> str:
@@ -72,6 +75,39 @@ def _nonzero(t: Tensor) -> Tensor:
     return torch.where(t > 0, t, torch.ones_like(t))
 
 
+def _cosine(score: Tensor, self_i: Tensor, self_j: Tensor) -> Tensor:
+    # e_ij / sqrt(e_ii e_jj) = cos(phi_i, phi_j) (for a scale s > 0); 0 where a node's phi is zero.
+    prod = self_i * self_j
+    pos = prod > 0
+    return torch.where(pos, score * torch.where(pos, prod, torch.ones_like(prod)).rsqrt(), torch.zeros_like(score))
+
+
+def cosine_normalize(
+    score: Tensor,
+    self_i: Tensor,
+    self_j: Tensor,
+    index: Tensor | None = None,
+    num_nodes: int | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
+    r"""Rows of :math:`1 + \cos`: :math:`a_{ij} = (1 + c_{ij}) / \sum_k (1 + c_{ik})`.
+
+    :math:`c_{ij} = e_{ij} / \sqrt{e_{ii} e_{jj}}`, the cosine of
+    :math:`\phi_i` and :math:`\phi_j`, from the scores ``score`` and each
+    entry's two own scores ``self_i`` (:math:`e_{ii}`, of the row) and
+    ``self_j`` (:math:`e_{jj}`), broadcastable to ``score``; a node whose
+    :math:`\phi` is zero has cosine 0 with every other. Rows as in
+    :func:`square_normalize` (the last dimension, entries where ``mask`` is
+    false left out, or the entries sharing ``index``). A row whose weights
+    are all zero (no entry, or every neighbour exactly opposite) gives all
+    zeros, with finite gradients.
+    """
+    w = (1.0 + _cosine(score, self_i, self_j)).clamp_min(0.0)  # rounding may push a cosine below -1
+    if mask is not None:
+        w = w.masked_fill(~mask.to(torch.bool), 0.0)
+    return w / _nonzero(_row_reduce(w, index, num_nodes, "sum"))
+
+
 def softmax_normalize(
     score: Tensor, index: Tensor | None = None, num_nodes: int | None = None, mask: Tensor | None = None
 ) -> Tensor:
@@ -120,10 +156,22 @@ def affinity_norm(
 
     .. math::
         a_{ij} = \frac{\exp e_{ij}}{\sum_{k \in \mathcal{N}(i)} \exp e_{ik}},
-        \qquad j \in \mathcal{N}(i).
+        \qquad j \in \mathcal{N}(i);
 
-    Then, in both modes, with :math:`a_{ii} = 0` where the softmax has no
-    self-loop,
+    with ``normalization="cosine"`` (the standalone layer's default, see
+    :class:`~stgcn_pyg.nn.AffinityGCNConv`), over the neighbours other than
+    the node itself,
+
+    .. math::
+        a_{ij} = \frac{1 + c_{ij}}{\sum_{k \in \mathcal{N}(i) \setminus \{i\}} (1 + c_{ik})},
+        \qquad c_{ij} = \frac{e_{ij}}{\sqrt{e_{ii} \, e_{jj}}},
+        \qquad j \in \mathcal{N}(i) \setminus \{i\},
+
+    :math:`c_{ij}` the cosine of :math:`\phi_i` and :math:`\phi_j` (needs
+    ``self_score`` too; 0 where a node's :math:`e_{ii}` is 0).
+
+    Then, in all modes, with :math:`a_{ii} = 0` where the softmax has no
+    self-loop, and always with cosine,
 
     .. math::
         d_i = 1 + \sum_j a_{ij}, \qquad
@@ -133,9 +181,10 @@ def affinity_norm(
     i.e. the entries of :math:`\mathbf{D}^{-1/2} (\mathbf{A} + \mathbf{I})
     \mathbf{D}^{-1/2}`, :math:`\mathbf{D}` the row sums of
     :math:`\mathbf{A} + \mathbf{I}`. Rows of :math:`\mathbf{A}` sum to 1, so
-    :math:`d_i = 2`, except where a row is empty (softmax: no incoming edge)
-    or all its square-mode scores are zero (then :math:`\mathbf{A}`'s row is
-    zero): :math:`d_i = 1` and the node keeps only its identity.
+    :math:`d_i = 2`, except where a row is empty (softmax, cosine: no
+    incoming edge; cosine: every neighbour exactly opposite) or all its
+    square-mode scores are zero (then :math:`\mathbf{A}`'s row is zero):
+    :math:`d_i = 1` and the node keeps only its identity.
 
     The identity is always added, as :math:`N` appended self-loops. An
     explicit self-loop :math:`i \to i` in ``edge_index`` is, with softmax, an
@@ -143,9 +192,12 @@ def affinity_norm(
     entry. In square mode the node itself is in the sum exactly once, through
     ``self_score``: an explicit self-loop's score is ignored, its weight is
     0, and the appended loop carries the whole diagonal entry
-    :math:`(a_{ii} + 1) / d_i`.
+    :math:`(a_{ii} + 1) / d_i`. With cosine the node is not in its row: an
+    explicit self-loop's weight is 0 and the appended loop carries
+    :math:`1 / d_i`.
 
-    Square normalisation is scale-free (scaling the scores changes nothing);
+    Square and cosine normalisation are scale-free (scaling the scores by
+    :math:`s > 0` changes nothing);
     rows are divided by their largest :math:`|e_{ik}|` before squaring, so
     squares never overflow. The normalisation runs with autocast disabled, in
     ``score``'s dtype promoted to at least float32.
@@ -161,10 +213,10 @@ def affinity_norm(
             else one more than the largest index in ``edge_index``)
         self_score (torch.Tensor, optional): Each node's own score
             :math:`e_{ii}`, shape :math:`(N)` or :math:`(B, N)` (as
-            ``score``); required with ``normalization="square"``, ignored
-            with ``"softmax"``. (default: :obj:`None`)
-        normalization (str, optional): :obj:`"square"` (the paper's Eq. 2)
-            or :obj:`"softmax"`. (default: :obj:`"square"`)
+            ``score``); required with ``normalization="square"`` and
+            ``"cosine"``, ignored with ``"softmax"``. (default: :obj:`None`)
+        normalization (str, optional): :obj:`"square"` (the paper's Eq. 2),
+            :obj:`"softmax"` or :obj:`"cosine"`. (default: :obj:`"square"`)
 
     Returns:
         ``(edge_index, weight)``: the input edges followed by the :math:`N`
@@ -181,9 +233,9 @@ def affinity_norm(
             f"score must be [E] or [B, E] with E = {edge_index.size(1)} edges, got shape {tuple(score.shape)}"
         )
     square = normalization == "square"
-    if square:
+    if normalization in _NEEDS_SELF_SCORE:
         if self_score is None:
-            raise ValueError("normalization='square' needs self_score, each node's own score e_ii")
+            raise ValueError(f"normalization={normalization!r} needs self_score, each node's own score e_ii")
         if num_nodes is None:
             num_nodes = self_score.size(-1)
         if self_score.shape != (*score.shape[:-1], num_nodes):
@@ -206,7 +258,11 @@ def affinity_norm(
             weight = edge_alpha * deg_inv_sqrt[..., dst] * deg_inv_sqrt[..., src]
             weight = torch.cat([weight, (self_alpha + 1.0) * deg_inv_sqrt * deg_inv_sqrt], dim=-1)
         else:
-            alpha = softmax_normalize(score, dst, num_nodes)
+            if normalization == "softmax":
+                alpha = softmax_normalize(score, dst, num_nodes)
+            else:  # cosine: the node is left out of its row (an explicit loop gets 0), A + I adds it once
+                own = self_score.to(score.dtype)
+                alpha = cosine_normalize(score, own[..., dst], own[..., src], dst, num_nodes, mask=src != dst)
             deg = scatter(alpha, dst, dim=-1, dim_size=num_nodes, reduce="sum") + 1.0
             deg_inv_sqrt = deg.rsqrt()
             weight = alpha * deg_inv_sqrt[..., dst] * deg_inv_sqrt[..., src]
