@@ -147,3 +147,26 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_readable(tmp_pat
     save_checkpoint(path, {"config": {}, "model": {"w": torch.ones(3)}, "epoch": 3})
     assert read_checkpoint(path)["epoch"] == 3 and not leftover.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".last.pt.tmp-")]
+
+
+def test_a_stop_right_after_a_checkpoint_write_loses_no_log_row(tiny_config, tmp_path, monkeypatch, capsys):
+    from stgcn_pyg.errors import Interrupted
+    from stgcn_pyg.training import train, trainer
+
+    real_save = trainer.save_checkpoint
+
+    def save_then_stop(path, payload):
+        real_save(path, payload)
+        if path.name == "last.pt" and payload["epoch"] == 2:
+            raise KeyboardInterrupt  # Ctrl-C the moment epoch 2's last.pt is on disk
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_stop)
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(tiny_config(out, "train.epochs=3"))
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    assert read_checkpoint(out / "last.pt")["epoch"] == 2
+    assert main(["train", "--resume", str(out), "--epochs", "3"]) == 0
+    capsys.readouterr()
+    with open(out / "metrics.csv", newline="") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]

@@ -211,11 +211,13 @@ class Trainer:
         improved = "mAP" in row and row["mAP"] > run.best
         if improved:
             run.best, run.best_epoch = row["mAP"], epoch + 1
+        # The log row first: a stop between the two then leaves a row that resuming drops (rows past last.pt's
+        # epoch), never a checkpoint whose row is missing for good.
+        self.log.epoch(row)
         payload = run.checkpoint(epoch + 1, row)
         save_checkpoint(self.output / "last.pt", payload)
         if improved:
             save_checkpoint(self.output / "best.pt", payload)
-        self.log.epoch(row)
 
     def evaluate(self) -> dict | None:
         """Scores on the dataset's query/gallery split (descriptors extracted by all ranks; None off rank 0)."""
