@@ -39,3 +39,15 @@ def tiny_config(tiny_root, tiny_overrides):
                                                           *extra])
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory):
+    """The onnxruntime engine's exports (stgcn_pyg.deploy.engine) go to a folder of this session, not the user's
+    cache: one export per checkpoint per session."""
+    import stgcn_pyg.deploy.engine as engine
+
+    folder = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "engine_cache_dir", lambda: folder)
+        yield folder

@@ -91,6 +91,46 @@ def test_extract_descriptors_errors():
         extract_descriptors(lambda c: torch.zeros(1), DenseLoader([8]), 1, progress=False)
 
 
+def test_progress_off_a_terminal_is_a_start_and_an_end_line(capsys):
+    import re
+
+    from stgcn_pyg.evaluation import descriptors
+
+    loader = DenseLoader([900, 17, 8])  # 30 batches of up to 4 clips of 8 frames: 117 clips
+    extract_descriptors(encode, loader, 3, description="gallery descriptors")
+    lines = capsys.readouterr().out.splitlines()  # captured: not a terminal
+    assert len(lines) == 2 and lines[0] == "gallery descriptors: 3 tracklets in 30 batches ..."
+    assert re.fullmatch(r"gallery descriptors: 3 tracklets, 936 frames in \d+\.\d s \([\d,]+ frames/s\)", lines[1])
+    # a short extraction (a search's query) says nothing; nor does one that fails
+    extract_descriptors(encode, DenseLoader([8]), 1)
+    with pytest.raises(EvaluationError):
+        extract_descriptors(encode, loader, 2)
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["descriptors: 2 tracklets in 30 batches ..."]
+    assert descriptors.PLAIN_LINES_FROM_BATCHES == 10
+    extract_descriptors(encode, loader, 3, progress=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_progress_on_a_terminal_is_a_bar_with_frames_per_second():
+    import io
+
+    from rich.console import Console
+
+    from stgcn_pyg.evaluation.descriptors import _Progress
+
+    screen = io.StringIO()
+    bar = _Progress(3, 10, "gallery descriptors", Console(file=screen, force_terminal=True, width=120))
+    bar.start()
+    for _ in range(3):
+        bar.advance(32)
+    bar.bar.refresh()
+    bar.stop(True)
+    shown = screen.getvalue()
+    assert "gallery descriptors" in shown and "3/3" in shown and "frames/s" in shown
+    assert "tracklets" not in shown  # no plain lines on a terminal
+
+
 # --------------------------------------------------------------------------- evaluate_model with fakes
 class FakeModel(torch.nn.Module):
     """encode(clips) = a pid-dependent point plus noise: a near-perfect re-ID model."""

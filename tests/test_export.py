@@ -191,7 +191,8 @@ def run_json(capsys, argv):
 def test_exported_model_scores_the_synthetic_set_like_the_checkpoint(synthetic_run, capsys):
     tmp, ckpt, exported_file = synthetic_run
     capsys.readouterr()
-    eager = run_json(capsys, ["evaluate", "--checkpoint", str(ckpt), "--precision", "fp32", "--json"])
+    eager = run_json(capsys, ["evaluate", "--checkpoint", str(ckpt), "--precision", "fp32", "--engine", "torch",
+                              "--json"])
     deployed = run_json(capsys, ["evaluate", "--model", str(exported_file), "--json"])
     for key in ("rank1", "rank5", "mAP", "mINP"):
         assert deployed[key] == pytest.approx(eager[key], abs=1e-6), key
@@ -208,7 +209,8 @@ def test_extract_and_search_accept_the_exported_model(synthetic_run, capsys):
     from stgcn_pyg.evaluation import read_descriptor_file
 
     tmp, ckpt, exported_file = synthetic_run
-    for source, flags, out in ((ckpt, ["--precision", "fp32"], tmp / "eager.pt"), (exported_file, [], tmp / "dep.pt")):
+    for source, flags, out in ((ckpt, ["--precision", "fp32", "--engine", "torch"], tmp / "eager.pt"),
+                               (exported_file, [], tmp / "dep.pt")):
         assert main(["extract", "--model", str(source), "--out", str(out), *flags]) == 0
     runtime = "onnxruntime" if exported_file.suffix == ".onnx" else "torch.export"
     assert f"descriptors in {runtime}, fp32 (an exported model runs as exported)" in capsys.readouterr().out
@@ -217,7 +219,7 @@ def test_extract_and_search_accept_the_exported_model(synthetic_run, capsys):
         assert_same_descriptors(deployed[key], eager[key])
     capsys.readouterr()
     ranked = [run_json(capsys, ["search", flag, str(source), "--query-tracklet", "0", "--topk", "3", "--json", *extra])
-              for flag, source, extra in (("--checkpoint", ckpt, ["--precision", "fp32"]),
+              for flag, source, extra in (("--checkpoint", ckpt, ["--precision", "fp32", "--engine", "torch"]),
                                           ("--model", exported_file, []))]
     assert [r["tracklet"] for r in ranked[0]["results"]] == [r["tracklet"] for r in ranked[1]["results"]]
     assert [r["distance"] for r in ranked[1]["results"]] == pytest.approx([r["distance"] for r in ranked[0]["results"]],
@@ -231,3 +233,7 @@ def test_exported_model_with_another_clip_length_fails_clearly(synthetic_run, ca
     assert f"{exported_file}: exported for clips [B, {T}, 3, {H}, {W}]" in err and f"--seq-len {T}" in err
     assert main(["evaluate", "--model", str(exported_file), "--precision", "bf16"]) == 2
     assert "runs as exported, in float32" in " ".join(capsys.readouterr().err.split())
+    assert main(["evaluate", "--model", str(exported_file), "--engine", "torch"]) == 2
+    runtime = "onnxruntime" if exported_file.suffix == ".onnx" else "torch.export"
+    assert f"--engine torch: {exported_file} is an exported model; it runs in {runtime}, as exported" in " ".join(
+        capsys.readouterr().err.split())

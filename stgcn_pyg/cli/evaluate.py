@@ -14,8 +14,8 @@ from pathlib import Path
 
 
 # --------------------------------------------------------------------------- parser
-# --protocol, --mode, --metric and --precision are checked against their modules' values when a command
-# runs (_check_choices), not by argparse: importing those modules would make `--help` take seconds.
+# --protocol, --mode, --metric, --precision and --engine are checked against their modules' values when a
+# command runs (_check_choices), not by argparse: importing those modules would make `--help` take seconds.
 def _model_options(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     p.add_argument("--dataset", default=None,
                    help="mars, dukemtmc-videoreid, ilids-vid, prid2011, folder or synthetic "
@@ -36,6 +36,10 @@ def _model_options(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     choices = (f"fp32 (default: scores that do not depend on the CPU), bf16, or {fastest}" if precision == "fp32"
                else f"{fastest} (default; the command says which ran), fp32 or bf16")
     p.add_argument("--precision", default=precision, help=choices)
+    p.add_argument("--engine", default="auto",
+                   help="auto (default): onnxruntime when installed (the export extra), on the CPU in fp32 (the "
+                        "checkpoint exported once to the cache, checked against torch on the first batch), else "
+                        "torch; torch; or onnxruntime (an error where it cannot run). The command says which ran")
 
 
 def register(subparsers) -> None:
@@ -43,7 +47,7 @@ def register(subparsers) -> None:
         "evaluate", help="rank-k, mAP and mINP of a checkpoint (or saved descriptors)",
         description="Score a checkpoint on a dataset's query/gallery split, or descriptors saved by "
                     "`stgcn-pyg extract`. Prints rank-1/5/10/20, mAP and mINP and names the protocol and the "
-                    "precision (fp32 unless asked).")
+                    "precision (fp32 unless asked) and the engine (onnxruntime or torch).")
     src = ev.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", "--model", help="a checkpoint written by `stgcn-pyg train`, or a model "
                                                     "written by `stgcn-pyg export` (.onnx, .pt2)")
@@ -105,28 +109,32 @@ def register(subparsers) -> None:
 # --------------------------------------------------------------------------- helpers
 def _check_choices(args) -> None:
     from ..data.loader import TEST_MODES
-    from ..deploy import PRECISIONS
+    from ..deploy import ENGINES, PRECISIONS
     from ..errors import ConfigError
     from ..metrics import METRICS, PROTOCOLS
 
     for flag, allowed in (("protocol", PROTOCOLS), ("mode", TEST_MODES), ("metric", METRICS),
-                          ("precision", PRECISIONS)):
+                          ("precision", PRECISIONS), ("engine", ENGINES)):
         value = getattr(args, flag, None)
         if value is not None and value not in allowed:
             raise ConfigError(f"--{flag}: {value!r} is not one of {', '.join(allowed)}")
 
 
-def _load_model(args, console=None):
-    """The model (eval mode, on the device), its config, and the test options of the config and the flags;
-    with a ``console``, a line there on the setting the model runs in."""
+def load_model_from_args(args, console=None, describe: bool = True):
+    """The model (eval mode, on the device, in its engine), its config, and the test options of the config and
+    the flags: what `extract`, `search` and `evaluate` run (benchmarks/inference.py times it as "default").
+    With a ``console``: lines there on exports into the cache and fallbacks to torch, and with ``describe``
+    one on the engine and setting the model runs in."""
     from ..deploy import describe_inference, load_for_inference
     from ..distributed import resolve_device
     from ..evaluation import TestOptions
 
     device = resolve_device(args.device, option="--device")
-    model, cfg = load_for_inference(args.checkpoint, device, args.precision)
-    if console is not None:
-        _print_lines(console, [describe_inference(model, args.precision)])
+    log = None if console is None else (lambda line: _print_lines(console, [line]))
+    model, cfg = load_for_inference(args.checkpoint, device, args.precision, args.engine, seq_len=args.seq_len,
+                                    log=log)
+    if console is not None and describe:
+        _print_lines(console, [describe_inference(model, args.precision, args.engine)])
     options = TestOptions.from_config(
         cfg, seq_len=args.seq_len, batch_size=args.batch_size, num_workers=args.num_workers, flip=args.flip,
         mode=args.mode,  # the documented default (all), not the checkpoint's eval.mode: say which ran
@@ -165,13 +173,13 @@ def _evaluate(args: argparse.Namespace) -> int:
             with_dataset=bool(args.plots))  # the frames for the ranked-results grids
         title = f"descriptors {Path(args.features).name}"
     else:
-        from ..deploy import inference_precision
+        from ..deploy import inference_engine, inference_precision
 
-        model, cfg, options = _load_model(args)
+        model, cfg, options = load_model_from_args(args, console, describe=False)  # the heading says it
         ds = _test_dataset(cfg, args)
         results, distmat = evaluate_model(model, ds, options, metric=args.metric or cfg.eval.metric,
                                           rerank=args.rerank, max_rank=args.max_rank, return_distances=True)
-        results["precision"] = inference_precision(model)
+        results["precision"], results["engine"] = inference_precision(model), inference_engine(model)
         title = f"{Path(args.checkpoint).name} on {ds.name}"
     if args.plots:
         from ..viz import plot_evaluation
@@ -193,15 +201,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..deploy import inference_precision
+    from ..deploy import inference_engine, inference_precision
     from ..evaluation import extract_query_gallery, write_descriptor_file
 
     _check_choices(args)
     console = Console(soft_wrap=True)
-    model, cfg, options = _load_model(args, console)
+    model, cfg, options = load_model_from_args(args, console)
     ds = _test_dataset(cfg, args)
     qf, gf = extract_query_gallery(model, ds, options)
-    path = write_descriptor_file(args.out, qf, gf, ds, options, precision=inference_precision(model))
+    path = write_descriptor_file(args.out, qf, gf, ds, options, precision=inference_precision(model),
+                                 engine=inference_engine(model))
     console.print(f"wrote {len(qf)} query and {len(gf)} gallery descriptors (dim {qf.shape[1]}, "
                   f"{ds.protocol} protocol) to {path}")
     return 0
@@ -210,7 +219,7 @@ def _extract(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..deploy import inference_precision
+    from ..deploy import inference_engine, inference_precision
     from ..errors import ConfigError
     from ..evaluation import print_search_results, search_gallery, search_tables
 
@@ -219,7 +228,7 @@ def _search(args: argparse.Namespace) -> int:
         raise ConfigError("search: give the query as --query DIR (a folder of frames) or --query-tracklet ID "
                           "(a tracklet of the dataset's query split)")
     console = Console(stderr=args.json, soft_wrap=True)
-    model, cfg, options = _load_model(args, console)
+    model, cfg, options = load_model_from_args(args, console)
     query, qsource, gallery, gsource = search_tables(lambda: _test_dataset(cfg, args), args.query_tracklet,
                                                      query_dir=args.query, gallery_dir=args.gallery, split=args.split)
     metric = args.metric or cfg.eval.metric
@@ -232,8 +241,8 @@ def _search(args: argparse.Namespace) -> int:
     if args.json:
         json.dump({"query": found.query, "query_source": qsource, "query_pid": found.query_pid,
                    "gallery_source": gsource, "metric": metric, "mode": options.mode,
-                   "precision": inference_precision(model), "excluded": found.excluded, "notes": found.notes,
-                   "results": found.rows}, sys.stdout, indent=2)
+                   "precision": inference_precision(model), "engine": inference_engine(model),
+                   "excluded": found.excluded, "notes": found.notes, "results": found.rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     who = "" if found.query_pid is None else f", pid {found.query_pid}"

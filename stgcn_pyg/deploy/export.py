@@ -161,7 +161,7 @@ def _relative_difference(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def export_model(model: nn.Module, out: str | os.PathLike, fmt: str | None = None, *, seq_len: int,
                  image_size=DEFAULT_IMAGE_SIZE, config: Config | dict | None = None, opset: int = DEFAULT_OPSET,
-                 check: bool = True, source: str | None = None) -> ExportResult:
+                 check: bool = True, source: str | None = None, metadata: dict | None = None) -> ExportResult:
     """Export the descriptor model of ``model`` (an ``STGCN``) to ``out``.
 
     Args:
@@ -175,6 +175,7 @@ def export_model(model: nn.Module, out: str | os.PathLike, fmt: str | None = Non
         check: run the exported file on a random batch and compare with eager
             (needs onnxruntime for ONNX; skipped when it is not installed).
         source: the name used in error messages (default: the class name).
+        metadata: more keys for the file's ``stgcn_pyg`` metadata (the engine's cache key).
 
     Raises:
         ExportError: a missing package, a model that cannot be traced or
@@ -199,7 +200,7 @@ def export_model(model: nn.Module, out: str | os.PathLike, fmt: str | None = Non
     device = next(module.parameters()).device
     example = torch.randn(2, seq_len, 3, H, W, device=device)
     program = _trace(module, example, source)
-    meta = _metadata(model, config, seq_len, (H, W))
+    meta = {**_metadata(model, config, seq_len, (H, W)), **(metadata or {})}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{suffix}")  # torch.export wants the suffix
     try:

@@ -37,7 +37,7 @@ from .runtime import ExportedEncoder, load_model_file
 
 __all__ = ["PRECISIONS", "InferenceSettings", "InferenceModel", "cpu_has_native_bf16", "cpu_has_amx",
            "inference_settings", "prepare_for_inference", "load_for_inference", "inference_precision",
-           "describe_inference"]
+           "inference_engine", "describe_inference"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -161,11 +161,39 @@ def prepare_for_inference(model, device, precision: str = "auto"):
     return InferenceModel(model, settings, device)
 
 
-def load_for_inference(path, device, precision: str = "fp32"):
+def load_for_inference(path, device, precision: str = "fp32", engine: str = "auto", *, seq_len: int | None = None,
+                       image_size=None, log=None):
     """``(model, config)`` of a checkpoint or an exported file (:func:`~stgcn_pyg.deploy.load_model_file`),
-    the model set up on ``device`` by :func:`prepare_for_inference`."""
+    the model set up on ``device``: what ``extract``, ``search`` and ``evaluate`` run.
+
+    A checkpoint runs in the engine :func:`~stgcn_pyg.deploy.engine.choose_engine` picks for ``engine``
+    ("auto", "torch" or "onnxruntime"): onnxruntime (:class:`~stgcn_pyg.deploy.engine.OnnxRuntimeModel`, for
+    clips of ``seq_len`` frames of ``image_size``, default the config's ``eval.seq_len`` and
+    ``data.image_size``) or torch (:func:`prepare_for_inference` with ``precision``). ``log`` (default: stderr)
+    gets one line for each export into the cache and each fallback to torch.
+    """
+    from .engine import _stderr, choose_engine, use_onnxruntime
+
     model, config = load_model_file(path, map_location="cpu")
-    return prepare_for_inference(model, device, precision), config
+    if isinstance(model, ExportedEncoder):
+        runs_in = inference_engine(model)
+        if engine not in ("auto", runs_in):
+            choose_engine(engine, device, "fp32")  # an unknown name is named as such
+            raise ConfigError(f"--engine {engine}: {model.path} is an exported model; it runs in {runs_in}, "
+                              "as exported")
+        return prepare_for_inference(model, device, precision), config
+    choice = choose_engine(engine, device, inference_settings(device, precision).precision)
+    if choice.engine == "torch":
+        if choice.fallback:
+            (log or _stderr)(f"engine torch: {choice.why.removeprefix('--engine auto: ')}")
+        return prepare_for_inference(model, device, precision), config
+    seq_len = int(seq_len or config.eval.seq_len)
+    image_size = tuple(int(v) for v in (image_size or config.data.image_size))
+    # fp32 here even for --precision auto on an AMX CPU: an explicit --engine onnxruntime runs fp32, and so
+    # must its reference
+    torch_model = prepare_for_inference(model, device, "fp32")
+    return use_onnxruntime(model, torch_model, config, path, seq_len, image_size, strict=engine == "onnxruntime",
+                           log=log or _stderr), config
 
 
 def inference_precision(model) -> str:
@@ -173,17 +201,43 @@ def inference_precision(model) -> str:
     return model.settings.precision if isinstance(model, InferenceModel) else "fp32"
 
 
-def describe_inference(model, precision: str = "auto") -> str:
-    """One line: how ``model`` (from :func:`prepare_for_inference` with ``precision``) computes descriptors,
-    and why."""
+def inference_engine(model) -> str:
+    """What computes ``model``'s descriptors (from :func:`load_for_inference`): ``"onnxruntime"``,
+    ``"torch"`` or, for an exported .pt2 program, ``"torch.export"``."""
+    from .engine import OnnxRuntimeModel
+
+    if isinstance(model, OnnxRuntimeModel):
+        return model.engine
     if isinstance(model, ExportedEncoder):
-        runtime = "onnxruntime" if model.format == "onnx" else "torch.export"
-        return f"descriptors in {runtime}, fp32 (an exported model runs as exported)"
-    if isinstance(model, InferenceModel):
-        how, device = model.settings.describe(), model.device_type
+        return "onnxruntime" if model.format == "onnx" else "torch.export"
+    return "torch"
+
+
+def describe_inference(model, precision: str = "auto", engine: str = "auto") -> str:
+    """One line: how ``model`` (from :func:`load_for_inference` with ``precision`` and ``engine``) computes
+    descriptors, and why."""
+    from .engine import OnnxRuntimeModel, choose_engine
+
+    if isinstance(model, ExportedEncoder):
+        return f"descriptors in {inference_engine(model)}, fp32 (an exported model runs as exported)"
+    if isinstance(model, OnnxRuntimeModel) and model.engine == "onnxruntime":
+        return (f"descriptors in onnxruntime, fp32 (--engine {engine}: exported once to {model.cache_path}, "
+                f"checked against torch on the first batch)")
+    torch_model = model.model if isinstance(model, OnnxRuntimeModel) else model
+    if isinstance(torch_model, InferenceModel):
+        how, device = torch_model.settings.describe(), torch_model.device_type
     else:
-        how, device = InferenceSettings().describe(), next(model.parameters()).device.type
+        how, device = InferenceSettings().describe(), next(torch_model.parameters()).device.type
     why = f"--precision {precision}"
     if precision == "auto" and device == "cpu":
         why += f": the fastest measured on a CPU {'with' if cpu_has_amx() else 'without'} AMX"
-    return f"descriptors in {how} ({why})"
+    precision_now = torch_model.settings.precision if isinstance(torch_model, InferenceModel) else "fp32"
+    try:
+        choice = choose_engine(engine, device, precision_now)
+    except ConfigError:  # only an explicit --engine onnxruntime, which never ends in torch
+        choice = None
+    if choice is None or choice.fallback or choice.engine == "onnxruntime":
+        engine_why = f"--engine {engine}: onnxruntime could not run it (see above)"
+    else:
+        engine_why = choice.why
+    return f"descriptors in torch, {how} ({engine_why}; {why})"

@@ -23,13 +23,14 @@ DESCRIPTOR_FILE_FORMAT = "stgcn-pyg-descriptors/1"
 DESCRIPTOR_KEYS = ("query_features", "gallery_features", "query_pids", "query_camids", "gallery_pids",
                    "gallery_camids")
 """What every descriptor file holds; it also names its ``dataset``, ``root``, ``protocol`` and how the
-descriptors were made (``mode``, ``seq_len``, ``flip``, and ``precision`` in files written since it was added)."""
+descriptors were made (``mode``, ``seq_len``, ``flip``, and ``precision`` and ``engine`` in files written since
+they were added)."""
 
 
 def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.Tensor, dataset,
-                          options: TestOptions, precision: str = "fp32") -> Path:
+                          options: TestOptions, precision: str = "fp32", engine: str | None = None) -> Path:
     """Save the descriptors ``qf``/``gf`` of ``dataset``'s query and gallery (made as ``options`` say, in
-    ``precision``: "fp32" or "bf16")."""
+    ``precision``: "fp32" or "bf16", by ``engine``: "onnxruntime", "torch" ...)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +52,8 @@ def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.T
         "flip": bool(options.flip),
         "precision": str(precision),
     }
+    if engine:
+        blob["engine"] = str(engine)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(blob, tmp)
     tmp.replace(path)
@@ -108,6 +111,7 @@ def evaluate_descriptor_file(path: str | os.PathLike, *, protocol: str | None = 
         blob["query_features"], blob["gallery_features"], blob["query_pids"], blob["gallery_pids"],
         blob["query_camids"], blob["gallery_camids"], metric=metric, rerank=rerank, protocol=protocol,
         max_rank=max_rank, device=device, return_distances=True)
-    if blob.get("precision"):
-        results["precision"] = blob["precision"]
+    for key in ("precision", "engine"):
+        if blob.get(key):
+            results[key] = blob[key]
     return results, distmat, descriptor_file_dataset(blob, protocol) if with_dataset else None

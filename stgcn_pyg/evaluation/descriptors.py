@@ -9,6 +9,7 @@ plus one batch, whatever the tracklet lengths (900-frame tracklets included).
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterable
 
 import torch
@@ -18,25 +19,57 @@ from ..errors import EvaluationError
 __all__ = ["extract_descriptors"]
 
 
-def _progress(total: int | None, description: str, enabled: bool):
-    """A rich progress bar on a terminal, else None (in a file or CI a bar only leaves blank lines)."""
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+# Off a terminal, an extraction of fewer batches than this (a search's query, a tiny set) says nothing.
+PLAIN_LINES_FROM_BATCHES = 10
 
-    console = Console()
-    if not console.is_terminal:
-        return None
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-        console=console,
-    )
-    return progress, progress.add_task(description, total=total)
+
+class _Progress:
+    """Progress of one extraction: a rich bar with frames/s on a terminal; elsewhere (a log, CI) a plain line at
+    the start and one at the end of a long one, since a bar there only leaves blank lines. On stdout, with the
+    command's output."""
+
+    def __init__(self, total: int | None, num_tracklets: int, description: str, console=None):
+        from rich.console import Console
+
+        self.console = console or Console(soft_wrap=True)
+        self.total, self.num_tracklets, self.description = total, num_tracklets, description
+        self.frames, self.bar, self.task = 0, None, None
+        self.lines = not self.console.is_terminal and (total is None or total >= PLAIN_LINES_FROM_BATCHES)
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=True,
+                                console=self.console)
+            self.task = self.bar.add_task(self.description, total=self.total, rate="")
+            self.bar.start()
+        elif self.lines:
+            batches = f" in {self.total:,} batches" if self.total is not None else ""
+            self._line(f"{self.description}: {_tracklets(self.num_tracklets)}{batches} ...")
+
+    def advance(self, frames: int) -> None:
+        self.frames += frames
+        if self.bar is not None:
+            seconds = time.perf_counter() - self.started
+            self.bar.update(self.task, advance=1, rate=f"{self.frames / max(seconds, 1e-9):,.0f} frames/s")
+
+    def stop(self, done: bool) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        elif done and self.lines:
+            seconds = time.perf_counter() - self.started
+            self._line(f"{self.description}: {_tracklets(self.num_tracklets)}, {self.frames:,} frames in "
+                       f"{seconds:.1f} s ({self.frames / max(seconds, 1e-9):,.0f} frames/s)")
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False)
+
+
+def _tracklets(n: int) -> str:
+    return f"{n:,} tracklet{'' if n == 1 else 's'}"
 
 
 @torch.no_grad()
@@ -61,7 +94,8 @@ def extract_descriptors(
         device: where ``encode`` runs; clips are moved there batch by batch.
         flip: also encode the horizontally flipped clips and average the two
             descriptors (the flip test).
-        progress: show a rich progress bar (over ``len(loader)`` when known).
+        progress: show a rich progress bar with frames/s (over ``len(loader)`` when known) on a terminal,
+            else a plain line at the start and one at the end.
 
     Raises:
         EvaluationError: an index out of range, a descriptor of the wrong
@@ -74,10 +108,10 @@ def extract_descriptors(
         total = len(loader)  # type: ignore[arg-type]
     except TypeError:
         total = None
-    bar = _progress(total, description, progress)
-    ctx = bar[0] if bar else None
-    if ctx is not None:
-        ctx.start()
+    bar = _Progress(total, num_tracklets, description) if progress else None
+    if bar is not None:
+        bar.start()
+    done = False
     try:
         for clips, index in loader:
             index = torch.as_tensor(index, dtype=torch.long).reshape(-1).cpu()
@@ -100,11 +134,12 @@ def extract_descriptors(
                 sums = torch.zeros(num_tracklets, feats.size(1), dtype=torch.float64)
             sums.index_add_(0, index, feats)
             counts.index_add_(0, index, torch.ones(index.numel(), dtype=torch.float64))
-            if ctx is not None:
-                ctx.advance(bar[1])
+            if bar is not None:
+                bar.advance(clips.shape[0] * clips.shape[1] if clips.dim() == 5 else clips.shape[0])
+        done = True
     finally:
-        if ctx is not None:
-            ctx.stop()
+        if bar is not None:
+            bar.stop(done)
     missing = (counts == 0).nonzero().squeeze(1)
     if sums is None or missing.numel():
         first = missing[:5].tolist() if missing.numel() else []

@@ -197,8 +197,9 @@ def print_results(results: dict, title: str | None = None, console=None) -> None
         extras.append(_mode_text(results["mode"], results.get("seq_len")))
     if results.get("flip"):
         extras.append("flip test")
-    if results.get("precision"):  # a number must say whether bf16 made it
-        extras.append({"bf16": "bf16 autocast"}.get(results["precision"], results["precision"]))
+    if results.get("precision"):  # a number must say whether bf16 made it, and what ran
+        precision = {"bf16": "bf16 autocast"}.get(results["precision"], results["precision"])
+        extras.append(f"{precision} in {results['engine']}" if results.get("engine") else precision)
     heading = f"{title or 'Evaluation'} ({', '.join(extras)})"
     footer = f"{results.get('num_query', '?')} queries x {results.get('num_gallery', '?')} gallery tracklets"
     table = Table()

@@ -1,0 +1,254 @@
+"""The engine behind ``extract``, ``search`` and ``evaluate``: onnxruntime where it gives torch's numbers.
+
+``benchmarks/inference.py`` measured onnxruntime (fp32) at 1.3 to 2.2 times
+torch's fastest eager CPU setting on the same model and CPU, with the same
+descriptors (about 2e-7 relative). So ``--engine auto`` (the default) runs
+a checkpoint through onnxruntime when onnx, onnxscript and onnxruntime are
+installed, the device is the CPU and the precision fp32; anywhere else it
+runs torch (:mod:`.inference`).
+
+The checkpoint is exported once (:func:`~stgcn_pyg.deploy.export_model`) to
+``$STGCN_PYG_CACHE/onnx`` under a key of its content and the export's
+settings (:func:`cache_key`); a cached file that is unreadable or carries
+another key is exported again, never used. The first batch is also run in
+torch: when the two differ by more than :data:`PARITY_TOLERANCE` (max
+relative difference), torch takes over. Every fallback to torch prints one
+line saying why; ``--engine onnxruntime`` makes each of them an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+
+from ..errors import ConfigError
+from .exported_file import EXPORT_FORMAT_TAG, ExportError
+
+__all__ = ["ENGINES", "PARITY_TOLERANCE", "EngineChoice", "OnnxRuntimeModel", "engine_cache_dir", "cache_key", "cached_onnx",
+           "choose_engine", "use_onnxruntime"]
+
+ENGINES = ("auto", "torch", "onnxruntime")
+# The bar of "the same numbers": evaluate's table must stay train's (which runs torch).
+PARITY_TOLERANCE = 1e-4
+# Cached exports kept (the most recently used): every epoch's last.pt is a new checkpoint, 50-200 MB each.
+CACHE_KEEP = 8
+# Exporting needs the first two, running the third.
+ENGINE_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def engine_cache_dir() -> Path:
+    """Where checkpoints exported for the onnxruntime engine are kept: ``$STGCN_PYG_CACHE/onnx``."""
+    from ..data.synth.cache import default_cache_dir
+
+    return default_cache_dir() / "onnx"
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def cache_key(checkpoint: str | os.PathLike, seq_len: int, image_size, opset: int) -> str:
+    """sha256 of the checkpoint file's bytes and of everything else the exported graph depends on."""
+    from .. import __version__
+
+    with open(checkpoint, "rb") as fh:
+        content = hashlib.file_digest(fh, "sha256").hexdigest()
+    settings = {"checkpoint_sha256": content, "seq_len": int(seq_len), "image_size": [int(v) for v in image_size],
+                "opset": int(opset), "format": EXPORT_FORMAT_TAG, "stgcn_pyg": __version__,
+                **{p: _version(p) for p in ("torch", "onnx", "onnxscript")}}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def cached_onnx(model, config, checkpoint: str | os.PathLike, seq_len: int, image_size, *, opset: int | None = None,
+                log: Callable[[str], None] = _stderr):
+    """The :class:`~stgcn_pyg.deploy.ExportedEncoder` of ``model`` (the STGCN of ``checkpoint``) for clips of
+    ``seq_len`` frames of ``image_size``, from the cache or exported into it (atomically)."""
+    from .export import DEFAULT_OPSET, export_model
+    from .runtime import load_exported
+
+    opset = opset or DEFAULT_OPSET
+    checkpoint = Path(checkpoint)
+    key = cache_key(checkpoint, seq_len, image_size, opset)
+    path = engine_cache_dir() / f"{checkpoint.stem}-{key[:16]}.onnx"
+    if path.is_file():
+        try:
+            encoder = load_exported(path, "onnx")
+        except ExportError as exc:
+            log(f"{exc}; exporting the cached model again")
+        else:
+            if encoder.metadata.get("cache_key") == key:
+                os.utime(path)  # recently used: the last to be pruned
+                return encoder
+            log(f"{path}: the cached model was exported from another checkpoint or with other settings; "
+                "exporting it again")
+    else:
+        log(f"exporting {checkpoint} to ONNX for onnxruntime, once: {path}")
+    export_model(model, path, "onnx", seq_len=seq_len, image_size=image_size, config=config, opset=opset,
+                 check=False,  # the first batch is compared with torch instead (OnnxRuntimeModel)
+                 source=str(checkpoint), metadata={"cache_key": key})
+    _prune(path.parent, keep=path)
+    return load_exported(path, "onnx")
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Remove all but the CACHE_KEEP most recently used exports (``keep`` among them)."""
+    def used(f: Path) -> float:
+        try:
+            return f.stat().st_mtime
+        except OSError:  # removed meanwhile by another process
+            return 0.0
+
+    # not the hidden temporaries of an export in progress (export_model's .NAME.tmp-PID.onnx)
+    files = sorted((f for f in folder.glob("*.onnx") if not f.name.startswith(".") and f != keep), key=used,
+                   reverse=True)
+    for old in files[CACHE_KEEP - 1:]:
+        old.unlink(missing_ok=True)
+
+
+class EngineChoice(NamedTuple):
+    engine: str
+    """"torch" or "onnxruntime"."""
+    why: str
+    """The reason, in words, starting with the flag ("--engine auto: ...")."""
+    fallback: bool = False
+    """torch for want of a package: the slow path, which deserves a line."""
+
+
+def choose_engine(engine: str, device, precision: str) -> EngineChoice:
+    """The engine for ``--engine engine`` on ``device`` at ``precision`` (the resolved one, "fp32" or "bf16").
+
+    Raises:
+        ConfigError: an unknown engine, or ``onnxruntime`` asked for where it cannot run.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    device = torch.device(device)
+    if engine == "torch":
+        return EngineChoice("torch", "--engine torch")
+    problem = None
+    if device.type != "cpu":
+        problem = f"the onnxruntime engine runs on the CPU, not on {device}"
+    elif precision != "fp32":
+        problem = "the onnxruntime engine runs fp32, not bf16"
+    if problem and engine == "onnxruntime":
+        raise ConfigError(f"--engine onnxruntime: {problem}; use --engine torch (or auto)")
+    if problem:
+        return EngineChoice("torch", f"--engine auto: {problem}")
+    missing = [m for m in ENGINE_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        why = (f"{', '.join(missing)} not installed (pip install 'stgcn-pyg[export]' for the onnxruntime engine, "
+               "up to twice as fast)")
+        if engine == "onnxruntime":
+            raise ConfigError(f"--engine onnxruntime: {why}")
+        return EngineChoice("torch", f"--engine auto: {why}", fallback=True)
+    return EngineChoice("onnxruntime", f"--engine {engine}")
+
+
+def _relative_difference(out: torch.Tensor, ref: torch.Tensor) -> float:
+    ref = ref.float()
+    return float((out.float() - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+
+
+class OnnxRuntimeModel:
+    """A checkpoint's model whose ``encode`` runs in onnxruntime; every other attribute is the torch model's.
+
+    The first batch is encoded by both and compared; from then on onnxruntime
+    alone runs, or torch alone when they disagreed (``engine`` says which).
+    """
+
+    def __init__(self, model, encoder, *, strict: bool = False, log: Callable[[str], None] = _stderr):
+        self.model = model
+        """The torch model (eval mode, in its inference setting): the first batch's reference, and the fallback."""
+        self.encoder = encoder
+        """The :class:`~stgcn_pyg.deploy.ExportedEncoder` of the cached ONNX file."""
+        self.engine = "onnxruntime"
+        self.strict, self.log = strict, log
+        self.max_relative_difference: float | None = None
+        """onnxruntime against torch on the first batch (None before it)."""
+
+    def __getattr__(self, name):
+        # Only reached for names this wrapper lacks: temporal_affinity, feature_dims, cfg, training ...
+        model = self.__dict__.get("model")
+        if model is None:  # not initialised yet (copy, pickle): nothing to delegate to
+            raise AttributeError(name)
+        return getattr(model, name)
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeModel({self.encoder.path}, engine {self.engine})"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.encoder.path
+
+    def _fall_back(self, reason: str):
+        if self.strict:
+            raise ExportError(f"--engine onnxruntime: {reason}; use --engine torch (or auto)")
+        self.engine = "torch"
+        self.log(f"engine torch from here on: {reason}")
+
+    def encode(self, clips: torch.Tensor) -> torch.Tensor:
+        if self.engine == "torch":
+            return self.model.encode(clips)
+        if self.max_relative_difference is not None:
+            return self.encoder.encode(clips)
+        ref = self.model.encode(clips)
+        try:
+            out = self.encoder.encode(clips)
+        except Exception as exc:  # ExportError for a shape it was not exported for, onnxruntime's own types
+            self._fall_back(f"onnxruntime failed on the first batch ({type(exc).__name__}: {str(exc)[:200]})")
+            return ref
+        difference = _relative_difference(out, ref)
+        if not difference <= PARITY_TOLERANCE:
+            self._fall_back(f"{self.encoder.path}: onnxruntime's descriptors differ from torch's by {difference:.1e} "
+                            f"(max relative) on the first batch, more than {PARITY_TOLERANCE:g}")
+            return ref
+        self.max_relative_difference = difference
+        return out
+
+    def eval(self) -> "OnnxRuntimeModel":
+        self.model.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "OnnxRuntimeModel":
+        self.model.train(mode)
+        return self
+
+    def to(self, device) -> "OnnxRuntimeModel":
+        self.model.to(device)
+        if torch.device(device).type != "cpu" and self.engine == "onnxruntime":
+            self._fall_back(f"the onnxruntime engine runs on the CPU, not on {device}")
+        return self
+
+
+def use_onnxruntime(model, torch_model, config, checkpoint: str | os.PathLike, seq_len: int, image_size, *,
+                    strict: bool = False, log: Callable[[str], None] = _stderr):
+    """``torch_model`` (the prepared form of ``model``, the checkpoint's STGCN) with ``encode`` run in
+    onnxruntime (:class:`OnnxRuntimeModel`), or ``torch_model`` itself, with a line to ``log`` saying why, when
+    the export fails (an error instead when ``strict``)."""
+    try:
+        try:
+            encoder = cached_onnx(model, config, checkpoint, seq_len, image_size, log=log)
+        except OSError as exc:  # a cache folder that cannot be written
+            raise ExportError(f"{exc.filename or engine_cache_dir()}: cannot write the ONNX cache "
+                              f"({exc.strerror or exc}); set $STGCN_PYG_CACHE to a writable folder") from None
+    except ExportError as exc:
+        if strict:
+            raise
+        log(f"engine torch: the checkpoint cannot run in onnxruntime ({exc})")
+        return torch_model
+    return OnnxRuntimeModel(torch_model, encoder, strict=strict, log=log)
