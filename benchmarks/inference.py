@@ -8,16 +8,21 @@ In one run on one machine:
   and the global-branch-only model, split into backbone and graph branches;
 * clips/s and frames/s of ``encode`` (clips [B, T, 3, H, W] -> f_all) for
   eager fp32, channels_last fp32, bf16 autocast, channels_last + bf16,
-  ``torch.compile`` (fp32 and bf16, channels_last) and onnxruntime (fp32),
+  ``torch.compile`` (fp32 and bf16, channels_last), onnxruntime (fp32) and
+  ``default``, what ``stgcn-pyg extract`` runs on a checkpoint with its
+  default flags (the commands' own loader, ``load_model_from_args``: on the
+  CPU in fp32 with the export extra installed, the onnxruntime engine),
   for resnet50 and mobilenet_v2 at 256x128 and 128x64, over a sweep of batch
   sizes; each as GFLOP/s and as a fraction of the peak of its own dtype;
 * the graph branches' share of the time: the full model against the
   global-only model in the same setting and batch;
 * each setting's descriptors against eager fp32 (max relative difference).
 
-The fastest setting is what ``stgcn-pyg extract/search`` use on the CPU by
-default (``stgcn_pyg.deploy.inference_settings``, which picks by whether the
-CPU has AMX); the report says whether this run agrees. Untrained weights
+The last line printed is the default against onnxruntime (frames/s, each at
+its best batch): the default should be within 10% of it. The fastest eager
+setting is what the torch engine uses on the CPU (``--engine torch``, or no
+onnxruntime; ``stgcn_pyg.deploy.inference_settings``, which picks by whether
+the CPU has AMX); the report says whether this run agrees. Untrained weights
 (``weights=none``): speed does not depend on them.
 
 The results name the CPU's flags that decide it (avx512f, avx512_bf16,
@@ -27,6 +32,7 @@ can be committed side by side: ``results/inference_cpu.*`` without AMX,
 
     python benchmarks/inference.py           # the full run (tens of minutes on 2 cores): results/inference_cpu[_amx].*
     python benchmarks/inference.py --quick   # tiny models, a minute or two: checks the script (..._quick.*)
+    python benchmarks/inference.py --backbones mobilenet_v2 --sizes 128x64 --batches 8 --min-seconds 3 --out DIR
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import argparse
 import copy
 import datetime
 import importlib.util
+import os
 import statistics
 import sys
 import tempfile
@@ -60,7 +67,9 @@ console = Console()
 BF16 = torch.bfloat16
 MARS_TEST_FRAMES = 681_089  # query + gallery frames of MARS's test split
 
-# name -> (channels_last, autocast dtype, compiled); onnxruntime is handled apart.
+# name -> (channels_last, autocast dtype, compiled); onnxruntime and the default are handled apart.
+DEFAULT = "default (stgcn-pyg extract)"
+ONNXRUNTIME = "onnxruntime fp32"
 SETTINGS = {
     "eager fp32": (False, None, False),
     "channels_last fp32": (True, None, False),
@@ -68,9 +77,11 @@ SETTINGS = {
     "channels_last + bf16": (True, BF16, False),
     "compile fp32 (channels_last)": (True, None, True),
     "compile bf16 (channels_last)": (True, BF16, True),
-    "onnxruntime fp32": None,
+    ONNXRUNTIME: None,
+    DEFAULT: None,
 }
 BASELINE = "eager fp32"
+DEFAULT_RUN: dict = {}  # how the default ran (default_encoder): its line, engine and dtype
 
 
 def parse_args(argv=None):
@@ -88,8 +99,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="torch and onnxruntime threads (default: torch's, one per core); 1 is steadier on a busy machine")
     p.add_argument("--out", default=None,
-                   help="file stem under benchmarks/results (default inference_cpu, or inference_cpu_amx on a CPU "
-                        "with AMX; a quick run adds _quick)")
+                   help="a folder (an existing one, or a path ending in /) to write inference_cpu[_amx].* into, or "
+                        "a file stem under benchmarks/results (default: benchmarks/results/inference_cpu, or "
+                        "inference_cpu_amx on a CPU with AMX; a quick run adds _quick)")
     args = p.parse_args(argv)
     q = args.quick
     args.backbones = args.backbones or (["resnet18", "mobilenet_v2"] if q else ["resnet50", "mobilenet_v2"])
@@ -143,8 +155,54 @@ def count_flops(model: STGCN, clips: torch.Tensor) -> dict:
             "graph": part("temporal") + part("spatial")}
 
 
+def default_encoder(model: STGCN, seq_len: int, size, tmp: Path):
+    """What ``stgcn-pyg extract --checkpoint FILE`` runs, by the commands' own loader with their default flags
+    (``--device cpu``: this is the CPU table), on a checkpoint of ``model``: its ``encode``. DEFAULT_RUN says
+    how (the line the command prints), in which engine and dtype."""
+    from stgcn_pyg.cli import build_parser
+    from stgcn_pyg.cli.evaluate import load_model_from_args
+    from stgcn_pyg.checkpoint import save_checkpoint
+    from stgcn_pyg.config import Config, DataConfig, EvalConfig, config_to_dict
+    from stgcn_pyg.deploy import describe_inference, inference_engine, inference_precision
+
+    H, W = size
+    cfg = Config(model=model.cfg, data=DataConfig(image_size=[H, W], seq_len=seq_len),
+                 eval=EvalConfig(seq_len=seq_len))
+    ckpt = save_checkpoint(tmp / f"{model.cfg.backbone}_{H}x{W}.pt", {"config": config_to_dict(cfg),
+                                                                        "model": model.state_dict()})
+    args = build_parser().parse_args(["extract", "--checkpoint", str(ckpt), "--out", str(tmp / "unused.pt"),
+                                      "--device", "cpu"])
+    said = []
+    cache = os.environ.get("STGCN_PYG_CACHE")
+    os.environ["STGCN_PYG_CACHE"] = str(tmp / "cache")  # the export of a throwaway model: not the user's cache
+    try:
+        wrapped, _, _ = load_model_from_args(args, _Lines(said))
+    finally:
+        if cache is None:
+            os.environ.pop("STGCN_PYG_CACHE")
+        else:
+            os.environ["STGCN_PYG_CACHE"] = cache
+    DEFAULT_RUN.update(how=said[-1] if said else describe_inference(wrapped), engine=inference_engine(wrapped),
+                       dtype=inference_precision(wrapped))
+    return wrapped.encode
+
+
+class _Lines:
+    """A console that keeps what is printed (the lines the command would show)."""
+
+    def __init__(self, lines: list):
+        self.lines = lines
+
+    def print(self, text, **_):
+        self.lines.append(str(text))
+
+
 def make_encoder(name: str, model: STGCN, seq_len: int, size, tmp: Path):
     """A callable clips -> f_all in setting ``name``; None with the reason when it cannot run here."""
+    if name == DEFAULT:
+        encode = default_encoder(model, seq_len, size, tmp)
+        console.print(f"{DEFAULT}: {DEFAULT_RUN['how']}", highlight=False, markup=False)
+        return encode, None
     if SETTINGS[name] is None:
         if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None:
             return None, "onnxruntime/onnxscript not installed (pip install 'stgcn-pyg[export]')"
@@ -187,7 +245,11 @@ def main(argv=None) -> int:
     flags = cpu_flags()
     amx = cpu_has_amx() if flags is None else has_amx(flags)  # no /proc/cpuinfo: torch's answer
     cpu = {"cpu_amx": amx, "cpu_flags": "unknown" if flags is None else " ".join(flags) or "none"}
-    stem = args.out or ("inference_cpu_amx" if amx else "inference_cpu")
+    stem = "inference_cpu_amx" if amx else "inference_cpu"
+    if args.out and (args.out.endswith(("/", os.sep)) or Path(args.out).is_dir()):
+        out_dir = Path(args.out)
+    else:
+        out_dir, stem = RESULTS, args.out or stem
     dev = device_name("cpu")
     console.print(f"[bold]{dev}[/]; torch {torch.__version__}; native bf16: {native_bf16}; "
                   f"capability {torch.backends.cpu.get_cpu_capability()}; flags {cpu['cpu_flags']}")
@@ -212,6 +274,9 @@ def main(argv=None) -> int:
                                           backbone_gflop=f["backbone"] / 1e9, graph_gflop=f["graph"] / 1e9, **cpu))
                 for name in args.settings:
                     for variant, model in models.items():
+                        if name == DEFAULT and variant != "full":
+                            continue  # compared with onnxruntime on the full model; the graph share is the others'
+
                         # the graph branches' share: global-only at the largest batch only
                         compiled = bool(SETTINGS[name] and SETTINGS[name][2])
                         # global-only (for the graph branches' share) at the largest batch only; so is
@@ -231,7 +296,8 @@ def main(argv=None) -> int:
                             seconds, calls = time_encoder(encode, clips, args.min_seconds, warmup)
                             with torch.no_grad():
                                 diff = relative_difference(encode(clips), ref)
-                            dtype = "bf16" if (SETTINGS[name] and SETTINGS[name][1] is BF16) else "fp32"
+                            dtype = ("bf16" if (SETTINGS[name] and SETTINGS[name][1] is BF16) else
+                                     DEFAULT_RUN["dtype"] if name == DEFAULT else "fp32")
                             gflops = flops[variant]["total"] / 1e9 * B / seconds
                             rows.append(dict(
                                 backbone=backbone, size=f"{H}x{W}", T=T, variant=variant, setting=name, batch=B,
@@ -248,16 +314,29 @@ def main(argv=None) -> int:
                         torch._dynamo.reset()  # compiled graphs of one model are no use for the next
 
     df, fl = pd.DataFrame(rows), pd.DataFrame(flop_rows)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     quick = "_quick" if args.quick else ""  # quick results are not committed (.gitignore: *_quick.*)
-    paths = {kind: RESULTS / f"{stem}{kind}{quick}" for kind in ("", "_flops")}
+    paths = {kind: out_dir / f"{stem}{kind}{quick}" for kind in ("", "_flops")}
     df.to_csv(f"{paths['']}.csv", index=False, float_format="%.6g")
     fl.to_csv(f"{paths['_flops']}.csv", index=False, float_format="%.6g")
     best, default_name = summarise(df)
     write_markdown(df, fl, best, default_name, peak, native_bf16, cpu, args, dev, Path(f"{paths['']}.md"))
     write_plot(df, fl, peak, Path(f"{paths['']}.png"), dev)
     console.print(f"wrote {paths['']}.csv, .md and .png, and {paths['_flops']}.csv")
+    ratios = default_ratios(best)
+    if ratios:  # the last line: the default against onnxruntime
+        console.print(f"{DEFAULT} / {ONNXRUNTIME}, frames/s at each one's best batch: "
+                      + ", ".join(f"{b} {s} {r:.2f}" for (b, s), r in ratios.items())
+                      + f"; lowest {min(ratios.values()):.2f}", highlight=False)
     return 0
+
+
+def default_ratios(best: pd.DataFrame) -> dict:
+    """(backbone, size) -> frames/s of the default over onnxruntime's, each at its best batch."""
+    rate = best.set_index(["backbone", "size", "setting"]).frames_per_s
+    return {(b, s): rate[(b, s, DEFAULT)] / rate[(b, s, ONNXRUNTIME)]
+            for b, s in dict.fromkeys(zip(best.backbone, best["size"]))
+            if (b, s, DEFAULT) in rate and (b, s, ONNXRUNTIME) in rate}
 
 
 # ---------------------------------------------------------------------- report
@@ -302,8 +381,11 @@ def write_markdown(df, fl, best, default_name, peak, native_bf16, cpu, args, dev
     for (backbone, size), part in best.groupby(["backbone", "size"], sort=False):
         rate = part.set_index("setting").frames_per_s
         if BASELINE in rate and chosen in rate:
+            default = (f", {MARS_TEST_FRAMES / rate[DEFAULT] / 3600:.1f} h in the default ({DEFAULT_RUN['engine']})"
+                       if DEFAULT in rate else "")
             mars.append(f"- {backbone} {size}: {MARS_TEST_FRAMES / rate[BASELINE] / 3600:.1f} h in eager fp32, "
-                        f"{MARS_TEST_FRAMES / rate[chosen] / 3600:.1f} h in {chosen} (the default)")
+                        f"{MARS_TEST_FRAMES / rate[chosen] / 3600:.1f} h in {chosen} (the torch engine's)"
+                        + default)
     flops = fl.drop(columns=list(cpu))  # said once, in the header
     flops["graph share of FLOPs"] = [f"{100 * g / c:.1f}%" for g, c in zip(flops.graph_gflop, flops.gflop_per_clip)]
     lines = [
@@ -336,13 +418,9 @@ def write_markdown(df, fl, best, default_name, peak, native_bf16, cpu, args, dev
         "",
         to_markdown(headline, floatfmt=".2f"),
         "",
-        f"## Default on this CPU: {chosen}",
+        "## The default",
         "",
-        f"`stgcn-pyg extract/search` use {chosen} on this kind of CPU by default "
-        f"(`stgcn_pyg.deploy.inference_settings`, `--precision auto`); this run {agree}. `evaluate` runs "
-        "channels_last fp32 on every CPU unless asked, so that its scores do not depend on the machine. "
-        "torch.compile and onnxruntime are not candidates for the default: compile costs minutes per input shape "
-        "on 2 cores, and onnxruntime runs an exported file (`stgcn-pyg export`, then `--model FILE.onnx`).",
+        *default_section(best, chosen, agree),
         "",
         f"MARS test split ({MARS_TEST_FRAMES:,} frames), extraction time at these rates:",
         "",
@@ -355,6 +433,28 @@ def write_markdown(df, fl, best, default_name, peak, native_bf16, cpu, args, dev
         "",
     ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def default_section(best: pd.DataFrame, chosen: str, agree: str) -> list[str]:
+    """What the default ran, its speed against onnxruntime's, and the torch engine's setting."""
+    lines = []
+    if DEFAULT_RUN:
+        lines += [f"`{DEFAULT}`: what `stgcn-pyg extract --checkpoint FILE` runs with its default flags, through "
+                  "the commands' own loader (`stgcn_pyg.cli.evaluate.load_model_from_args`, `--device cpu`); it "
+                  f"printed: `{DEFAULT_RUN['how']}`.", ""]
+    ratios = default_ratios(best)
+    if ratios:
+        lines += ["| backbone | size | default frames/s | onnxruntime frames/s | default / onnxruntime |",
+                  "|:---|:---|---:|---:|---:|"]
+        rate = best.set_index(["backbone", "size", "setting"]).frames_per_s
+        lines += [f"| {b} | {s} | {rate[(b, s, DEFAULT)]:.1f} | {rate[(b, s, ONNXRUNTIME)]:.1f} | {r:.2f} |"
+                  for (b, s), r in ratios.items()]
+        lines += ["", f"Lowest ratio: {min(ratios.values()):.2f} (each at its best batch).", ""]
+    lines.append(f"The torch engine (`--engine torch`, or where onnxruntime is not installed) runs {chosen} on this "
+                 f"kind of CPU (`stgcn_pyg.deploy.inference_settings`, `--precision auto`); this run {agree}. "
+                 "`evaluate` runs fp32 on every CPU unless asked, so that its scores do not depend on the machine. "
+                 "torch.compile is not a candidate: it compiles for minutes per input shape on 2 cores.")
+    return lines
 
 
 def write_plot(df, fl, peak, path, dev):
