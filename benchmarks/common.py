@@ -15,7 +15,19 @@ def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{cpu_model() or platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC"), None where there is none."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return None
 
 
 # The CPU flags that decide which precision is fastest (docs/deployment.md): with AMX tiles bf16 pays.

@@ -182,7 +182,8 @@ def default_encoder(model: STGCN, seq_len: int, size, tmp: Path):
             os.environ.pop("STGCN_PYG_CACHE")
         else:
             os.environ["STGCN_PYG_CACHE"] = cache
-    DEFAULT_RUN.update(how=said[-1] if said else describe_inference(wrapped), engine=inference_engine(wrapped),
+    how = (said[-1] if said else describe_inference(wrapped)).replace(str(tmp / "cache"), "$STGCN_PYG_CACHE")
+    DEFAULT_RUN.update(how=how, engine=inference_engine(wrapped),
                        dtype=inference_precision(wrapped))
     return wrapped.encode
 
