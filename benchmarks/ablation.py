@@ -681,12 +681,9 @@ def spread_table(d: pd.DataFrame, baseline: str = "global", versus: str = "full"
         for v in (baseline, versus):
             vals = sub[sub.variant == v][metric]
             row[f"sd over seeds, {v}"] = round(vals.std(ddof=1), 2) if len(vals) > 1 else float("nan")
-        a = sub[sub.variant == versus].set_index("seed")[metric]
-        b = sub[sub.variant == baseline].set_index("seed")[metric]
-        common = a.index.intersection(b.index)
-        row["paired seeds"] = len(common)
-        row[f"sd of {versus} − {baseline}"] = round((a[common] - b[common]).std(ddof=1), 2) if len(common) > 1 \
-            else float("nan")
+        gaps = _gaps(sub, metric, versus, baseline)
+        row["paired seeds"] = len(gaps)
+        row[f"sd of {versus} − {baseline}"] = round(gaps.std(ddof=1), 2) if len(gaps) > 1 else float("nan")
         rows.append(row)
     return ("Seed-to-seed spread of the two scores (one evenly spaced clip per tracklet, `mAP`; every frame, "
             "`mAP_allframes`):\n\n" + to_markdown(pd.DataFrame(rows)))
