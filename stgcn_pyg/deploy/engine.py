@@ -31,6 +31,7 @@ import torch
 
 from ..errors import ConfigError
 from .exported_file import EXPORT_FORMAT_TAG, ExportError
+from .inference import ModelWrapper
 
 __all__ = ["ENGINES", "PARITY_TOLERANCE", "EngineChoice", "OnnxRuntimeModel", "engine_cache_dir", "cache_key", "cached_onnx",
            "choose_engine", "use_onnxruntime"]
@@ -164,7 +165,7 @@ def _relative_difference(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out.float() - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
-class OnnxRuntimeModel:
+class OnnxRuntimeModel(ModelWrapper):
     """A checkpoint's model whose ``encode`` runs in onnxruntime; every other attribute is the torch model's.
 
     The first batch is encoded by both and compared; from then on onnxruntime
@@ -172,21 +173,13 @@ class OnnxRuntimeModel:
     """
 
     def __init__(self, model, encoder, *, strict: bool = False, log: Callable[[str], None] = _stderr):
-        self.model = model
-        """The torch model (eval mode, in its inference setting): the first batch's reference, and the fallback."""
+        super().__init__(model)  # the torch model (eval mode, in its inference setting): reference and fallback
         self.encoder = encoder
         """The :class:`~stgcn_pyg.deploy.ExportedEncoder` of the cached ONNX file."""
         self.engine = "onnxruntime"
         self.strict, self.log = strict, log
         self.max_relative_difference: float | None = None
         """onnxruntime against torch on the first batch (None before it)."""
-
-    def __getattr__(self, name):
-        # Only reached for names this wrapper lacks: temporal_affinity, feature_dims, cfg, training ...
-        model = self.__dict__.get("model")
-        if model is None:  # not initialised yet (copy, pickle): nothing to delegate to
-            raise AttributeError(name)
-        return getattr(model, name)
 
     def __repr__(self) -> str:
         return f"OnnxRuntimeModel({self.encoder.path}, engine {self.engine})"
@@ -220,16 +213,8 @@ class OnnxRuntimeModel:
         self.max_relative_difference = difference
         return out
 
-    def eval(self) -> "OnnxRuntimeModel":
-        self.model.eval()
-        return self
-
-    def train(self, mode: bool = True) -> "OnnxRuntimeModel":
-        self.model.train(mode)
-        return self
-
     def to(self, device) -> "OnnxRuntimeModel":
-        self.model.to(device)
+        super().to(device)
         if torch.device(device).type != "cpu" and self.engine == "onnxruntime":
             self._fall_back(f"the onnxruntime engine runs on the CPU, not on {device}")
         return self

@@ -93,26 +93,45 @@ def inference_settings(device, precision: str = "auto") -> InferenceSettings:
     return InferenceSettings(channels_last=True, autocast_dtype=torch.bfloat16 if bf16 else None)
 
 
-class InferenceModel:
+class ModelWrapper:
+    """A model with its ``encode`` replaced; every other attribute, and ``eval``/``train``/``to``, is the model's."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        # Only reached for names a wrapper lacks: temporal_affinity, feature_dims, cfg, training ...
+        model = self.__dict__.get("model")
+        if model is None:  # not initialised yet (copy, pickle): nothing to delegate to
+            raise AttributeError(name)
+        return getattr(model, name)
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
+        return self
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+
+class InferenceModel(ModelWrapper):
     """``model`` with ``encode`` run in one :class:`InferenceSettings`; every other attribute is the model's.
 
     ``encode`` returns float32 descriptors whatever the autocast dtype.
     """
 
     def __init__(self, model, settings: InferenceSettings, device):
-        self.model = model
+        super().__init__(model)
         self.settings = settings
         self.device_type = torch.device(device).type
         if settings.channels_last:
             # In place, on the convolution weights (4-d tensors) only: the numbers do not change.
             model.to(memory_format=torch.channels_last)
-
-    def __getattr__(self, name):
-        # Only reached for names this wrapper lacks: temporal_affinity, feature_dims, cfg, training ...
-        model = self.__dict__.get("model")
-        if model is None:  # not initialised yet (copy, pickle): nothing to delegate to
-            raise AttributeError(name)
-        return getattr(model, name)
 
     def __repr__(self) -> str:
         return f"InferenceModel({type(self.model).__name__}, {self.settings.describe()})"
@@ -126,16 +145,8 @@ class InferenceModel:
         with torch.no_grad(), torch.autocast(self.device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             return self.model.encode(clips).float()
 
-    def eval(self) -> "InferenceModel":
-        self.model.eval()
-        return self
-
-    def train(self, mode: bool = True) -> "InferenceModel":
-        self.model.train(mode)
-        return self
-
     def to(self, device) -> "InferenceModel":
-        self.model.to(device)
+        super().to(device)
         self.device_type = torch.device(device).type
         return self
 
