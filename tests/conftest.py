@@ -41,6 +41,25 @@ def tiny_config(tiny_root, tiny_overrides):
     return make
 
 
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tiny_config):
+    """``untrained_checkpoint(folder)``: a checkpoint (folder/tiny.pt) of the tiny run's model at seed 0's
+    initialisation, untrained; its config writes to folder/run, so each folder's file has its own bytes."""
+    import torch
+
+    from stgcn_pyg.checkpoint import save_checkpoint
+    from stgcn_pyg.config import config_to_dict
+    from stgcn_pyg.models import STGCN
+
+    def make(folder):
+        cfg = tiny_config(folder / "run")
+        torch.manual_seed(0)
+        model = STGCN(cfg.resolved_model()).eval()
+        return save_checkpoint(folder / "tiny.pt", {"config": config_to_dict(cfg), "model": model.state_dict()})
+
+    return make
+
+
 @pytest.fixture(scope="session", autouse=True)
 def onnx_cache(tmp_path_factory):
     """The onnxruntime engine's exports (stgcn_pyg.deploy.engine) go to a folder of this session, not the user's

@@ -10,9 +10,8 @@ import shutil
 import pytest
 import torch
 
-from stgcn_pyg.checkpoint import load_checkpoint, save_checkpoint
+from stgcn_pyg.checkpoint import load_checkpoint
 from stgcn_pyg.cli import main
-from stgcn_pyg.config import config_to_dict
 from stgcn_pyg.deploy import (ExportError, InferenceModel, OnnxRuntimeModel, engine, inference_engine,
                               load_for_inference)
 from stgcn_pyg.errors import ConfigError
@@ -23,13 +22,10 @@ pytestmark = pytest.mark.skipif(not HAS_ONNX, reason="the export extra is not in
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_root, tiny_config):
-    """The shared tiny synthetic set and an untrained checkpoint of the tiny run (ResNet-18, 64x32, T=2)."""
+def run(tmp_path_factory, untrained_checkpoint):
+    """A folder and an untrained checkpoint of the tiny run (ResNet-18, 64x32, T=2)."""
     tmp = tmp_path_factory.mktemp("engine")
-    cfg = tiny_config(tmp / "run")
-    torch.manual_seed(0)
-    model = STGCN(cfg.resolved_model()).eval()
-    return tmp, save_checkpoint(tmp / "tiny.pt", {"config": config_to_dict(cfg), "model": model.state_dict()})
+    return tmp, untrained_checkpoint(tmp)
 
 
 def clips(batch: int = 3):

@@ -17,18 +17,10 @@ from stgcn_pyg.metrics import compute_distance, evaluate_rank, re_ranking
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_root, tiny_config):
-    """The shared tiny synthetic set and an untrained checkpoint of the tiny run's model (conftest.py)."""
-    from stgcn_pyg.models import STGCN
-    from stgcn_pyg.checkpoint import save_checkpoint
-    from stgcn_pyg.config import config_to_dict
-
+def setup(tmp_path_factory, tiny_root, untrained_checkpoint):
+    """A folder, the shared tiny synthetic set and an untrained checkpoint of the tiny run's model (conftest.py)."""
     tmp = tmp_path_factory.mktemp("evalcli")
-    cfg = tiny_config(tmp / "run")
-    torch.manual_seed(0)
-    model = STGCN(cfg.resolved_model()).eval()
-    ckpt = save_checkpoint(tmp / "tiny.pt", {"config": config_to_dict(cfg), "model": model.state_dict()})
-    return tmp, tiny_root, ckpt
+    return tmp, tiny_root, untrained_checkpoint(tmp)
 
 
 def run(capsys, argv):

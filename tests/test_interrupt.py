@@ -15,6 +15,24 @@ from stgcn_pyg.cli import main
 from stgcn_pyg.checkpoint import read_checkpoint, save_checkpoint
 
 
+def interrupt_when_ready(script, args, ready: str):
+    """Run ``script`` (a patched entry point) with ``args``, wait for the line ``ready``, send SIGINT (what Ctrl-C
+    sends); return (return code, all it said). Waiting on a line makes the interrupt land at a known point,
+    however loaded the machine."""
+    proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    before = []
+    for line in proc.stdout:
+        before.append(line)
+        if line.strip() == ready:
+            break
+    assert before[-1:] == [ready + "\n"], (before, proc.communicate())
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, "".join(before) + stdout + stderr
+
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_training_leaves_a_resumable_last_pt_and_says_how(tiny_root, tiny_overrides, tmp_path, capsys):
     out = tmp_path / "run"
@@ -40,18 +58,9 @@ def test_ctrl_c_during_training_leaves_a_resumable_last_pt_and_says_how(tiny_roo
         Trainer._end_epoch = end_epoch_then_wait
         sys.exit(main(sys.argv[1:]))
     """))
-    proc = subprocess.Popen([sys.executable, str(waits), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    before = []
-    for line in proc.stdout:
-        before.append(line)
-        if line.strip() == "epoch 2 saved":
-            break
-    assert before[-1:] == ["epoch 2 saved\n"], (before, proc.communicate())
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    said = " ".join(("".join(before) + stdout + stderr).split())
+    returncode, said = interrupt_when_ready(waits, args, "epoch 2 saved")
+    assert returncode == 130, said
+    said = " ".join(said.split())
     assert f"interrupted: {out / 'last.pt'} holds the last completed epoch" in said
     assert f"continue with: stgcn-pyg train --resume {out}" in said and "Traceback" not in said
     assert said.count("interrupted") == 1  # said once
@@ -87,18 +96,8 @@ def test_ctrl_c_in_the_first_epoch_says_so_once_and_the_same_command_starts_over
         STGCNLoss.forward = first_step
         sys.exit(main(sys.argv[1:]))
     """))
-    proc = subprocess.Popen([sys.executable, str(stuck), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    before = []
-    for line in proc.stdout:
-        before.append(line)
-        if line.strip() == "in the first step":
-            break
-    assert before[-1:] == ["in the first step\n"], (before, proc.communicate())
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    said = "".join(before) + stdout + stderr
+    returncode, said = interrupt_when_ready(stuck, args, "in the first step")
+    assert returncode == 130, said
     assert said.count("interrupted") == 1 and "Traceback" not in said, said
     assert ("interrupted before the first epoch ended: nothing saved and nothing to resume; "
             "start the run again with the same command") in " ".join(said.split())
