@@ -576,13 +576,11 @@ def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str]
         # widths, each node on its own): what each full-model variant's graph does.
         for baseline in ("full", "full-fc"):
             if (d.variant == baseline).any():
-                versus = frozen_tier.paired_summary(d, "mAP", baseline=baseline).set_index("variant")
+                versus = _paired_text(d, "mAP", baseline=baseline)
                 rows = [v for v in mp_.variant if v not in (baseline, "global")
                         and (baseline == "full" or v.startswith("full"))]
                 table[f"mAP − {baseline} (paired, 95% CI; seeds above)"] = [
-                    f"{versus.loc[v, 'diff']:+.1f} [{versus.loc[v, 'ci_low']:+.1f}, {versus.loc[v, 'ci_high']:+.1f}]; "
-                    f"{versus.loc[v, 'wins']}"
-                    if v in rows and not pd.isna(versus.loc[v].get("diff")) else "" for v in mp_.variant]
+                    versus.get(v, "") if v in rows else "" for v in mp_.variant]
         if "mAP_allframes" in d and d.mAP_allframes.notna().any():
             table = _add_allframes_columns(table, d)
         slices = d.groupby("variant", sort=False)[[c for c in ("global_mAP", "temporal_mAP", "spatial_mAP")
