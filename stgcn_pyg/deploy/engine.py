@@ -31,7 +31,7 @@ import torch
 
 from ..errors import ConfigError
 from .exported_file import EXPORT_FORMAT_TAG, ExportError
-from .inference import ModelWrapper
+from .wrapper import ModelWrapper
 
 __all__ = ["ENGINES", "PARITY_TOLERANCE", "EngineChoice", "OnnxRuntimeModel", "engine_cache_dir", "cache_key", "cached_onnx",
            "choose_engine", "use_onnxruntime"]

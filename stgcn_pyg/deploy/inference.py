@@ -34,6 +34,7 @@ import torch
 
 from ..errors import ConfigError
 from .runtime import ExportedEncoder, load_model_file
+from .wrapper import ModelWrapper
 
 __all__ = ["PRECISIONS", "InferenceSettings", "InferenceModel", "cpu_has_native_bf16", "cpu_has_amx",
            "inference_settings", "prepare_for_inference", "load_for_inference", "inference_precision",
@@ -91,32 +92,6 @@ def inference_settings(device, precision: str = "auto") -> InferenceSettings:
         return InferenceSettings()  # what the model does on CUDA today; not measured here
     bf16 = precision == "bf16" or (precision == "auto" and cpu_has_amx())
     return InferenceSettings(channels_last=True, autocast_dtype=torch.bfloat16 if bf16 else None)
-
-
-class ModelWrapper:
-    """A model with its ``encode`` replaced; every other attribute, and ``eval``/``train``/``to``, is the model's."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __getattr__(self, name):
-        # Only reached for names a wrapper lacks: temporal_affinity, feature_dims, cfg, training ...
-        model = self.__dict__.get("model")
-        if model is None:  # not initialised yet (copy, pickle): nothing to delegate to
-            raise AttributeError(name)
-        return getattr(model, name)
-
-    def eval(self):
-        self.model.eval()
-        return self
-
-    def train(self, mode: bool = True):
-        self.model.train(mode)
-        return self
-
-    def to(self, device):
-        self.model.to(device)
-        return self
 
 
 class InferenceModel(ModelWrapper):
