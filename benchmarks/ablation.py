@@ -219,6 +219,10 @@ def main(argv=None):
     parser.add_argument("--occlusion", nargs="+", default=None, choices=list(OCCLUSION_LEVELS),
                         help="with --tier finetune: the occlusion sweep over these levels of the synthetic set "
                              "(none, default, heavy); rows get a level column, the report is the sweep's")
+    parser.add_argument("--reuse-default", metavar="STEM", default=None,
+                        help="with --occlusion: take the default level's runs from the fine-tune results STEM "
+                             "(e.g. ablation_paper_12ep) instead of training them; accepted only if the runs "
+                             "both tables have agree to the digit, which shows the set-up is the same")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--force", action="store_true", help="with --tier: rerun runs already in the results")
     parser.add_argument("--report-only", action="store_true", help="with --tier: rewrite the report, train nothing (give the runs' --set values again)")
@@ -243,6 +247,8 @@ def main(argv=None):
             args.out = PRETRAINED_RESULTS
         if args.occlusion and args.tier != "finetune":
             parser.error("--occlusion runs the fine-tune tier: give --tier finetune")
+        if args.reuse_default and "default" not in (args.occlusion or []):
+            parser.error("--reuse-default fills the occlusion sweep's default level: give --occlusion ... default")
         if args.report_only and args.occlusion:
             write_occlusion_report(args.out, args.config, TIERS[args.tier]["overrides"] + args.overrides)
         elif args.report_only:
@@ -477,6 +483,8 @@ def run_tier(args) -> None:
     variants = args.variants or tier["variants"]
     seeds = args.seeds or tier["seeds"]
     csv_path, curve_path = RESULTS / f"{args.out}.csv", RESULTS / f"{args.out}_curves.csv"
+    if args.reuse_default and not args.force:
+        reuse_default_rows(args.out, args.reuse_default, variants, seeds)
     rows = pd.read_csv(csv_path).to_dict("records") if csv_path.is_file() else []
     done = {_key(r) for r in rows}
     base = tier["overrides"] + args.overrides
@@ -520,6 +528,49 @@ def run_tier(args) -> None:
         write_occlusion_report(args.out, args.config, base)
     else:
         write_pretrained_report(args.out, args.overrides)
+
+
+def reuse_default_rows(out: str, source: str, variants: list[str], seeds: list[int]) -> list[tuple]:
+    """Copy the fine-tune runs of ``source`` into the sweep ``out`` as its default level (the same set-up).
+
+    The sweep's default level is the tier's own set, so its runs repeat the tier study's bit for bit. The
+    copy is made only if every (variant, seed) trained in both agrees on every score to 1e-6 (at least one
+    must), and each copied row names its origin in ``reused_from``. Its ``*_allframes`` scores stay empty
+    when the source has none (the source's checkpoints are needed to compute them). Returns the keys copied.
+    """
+    src_path, out_path = RESULTS / f"{source}.csv", RESULTS / f"{out}.csv"
+    if not src_path.is_file():
+        raise SystemExit(f"--reuse-default: {src_path} does not exist")
+    src = pd.read_csv(src_path)
+    src = src[(src.tier == "finetune") & (src.get("level", pd.Series("", index=src.index)).fillna("") == "")]
+    sweep = pd.read_csv(out_path) if out_path.is_file() else pd.DataFrame(columns=["tier", "level", "variant", "seed"])
+    trained = sweep[(sweep.level == "default")]
+    if "reused_from" in trained:
+        trained = trained[trained.reused_from.isna()]
+    both = trained.merge(src, on=["variant", "seed"], suffixes=("", "_src"))
+    if both.empty:
+        raise SystemExit(f"--reuse-default: {out_path} has no trained default-level run that {src_path} also has; "
+                         "train one seed of the default level first, so the two set-ups can be compared")
+    for m in ("rank1", "mAP", "mINP"):
+        off = both[(both[m] - both[f"{m}_src"]).abs() > 1e-6]
+        if len(off):
+            r = off.iloc[0]
+            raise SystemExit(f"--reuse-default: {src_path} is not the default level's set-up: {r.variant} seed "
+                             f"{r.seed} scored {m} {r[m]:.6f} in the sweep and {r[f'{m}_src']:.6f} there")
+    have = {(r.variant, int(r.seed)) for r in sweep[sweep.level == "default"].itertuples()}
+    new = [dict(r, level="default", reused_from=source) for r in src.to_dict("records")
+           if r["variant"] in variants and int(r["seed"]) in seeds and (r["variant"], int(r["seed"])) not in have]
+    if not new:
+        return []
+    _merge_rows(out_path, new)
+    curves_path = RESULTS / f"{source}_curves.csv"
+    if curves_path.is_file():
+        c = pd.read_csv(curves_path)
+        keys = {(r["variant"], int(r["seed"])) for r in new}
+        mine = pd.Series([(v, int(s)) in keys for v, s in zip(c.variant, c.seed)], index=c.index)
+        c = c[(c.tier == "finetune") & mine]
+        _merge_rows(RESULTS / f"{out}_curves.csv", [dict(r, level="default") for r in c.to_dict("records")])
+    return [_key(r) for r in new]
 
 
 def _merge_rows(path: Path, new: list[dict], replace: set | None = None) -> None:
@@ -708,6 +759,15 @@ def _gaps(d: pd.DataFrame, metric: str, variant: str = "full", baseline: str = "
     return (a[common] - b[common]).sort_index()
 
 
+def _mean_text(values: pd.Series, runs: int) -> str:
+    """Mean ± sd over the runs that have the score, and how many those are when some have none."""
+    v = values.dropna()
+    if v.empty:
+        return ""
+    text = f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.mean():.1f}"
+    return text if len(v) == runs else f"{text} ({len(v)} of {runs})"
+
+
 def occlusion_table(df: pd.DataFrame, occluded: dict[str, float]) -> tuple[pd.DataFrame, list[str]]:
     """The sweep's table (a row per level and variant) and the lines on how the gap changes with the level."""
     levels = [lv for lv in OCCLUSION_LEVELS if (df.level == lv).any()]
@@ -720,8 +780,7 @@ def occlusion_table(df: pd.DataFrame, occluded: dict[str, float]) -> tuple[pd.Da
             rows.append({
                 "level": level, "frames occluded": f"{100 * occluded[level]:.0f} %", "variant": variant,
                 "seeds": len(g),
-                **{m: f"{g[m].mean():.1f} ± {g[m].std(ddof=1):.1f}" if len(g) > 1 else f"{g[m].mean():.1f}"
-                   for m in ("mAP", "mAP_allframes")},
+                **{m: _mean_text(g[m], len(g)) for m in ("mAP", "mAP_allframes")},
                 **{f"{m} − global (paired, 95% CI; seeds above)": paired[m].get(variant, "")
                    for m in ("mAP", "mAP_allframes")},
             })
@@ -734,6 +793,21 @@ def occlusion_table(df: pd.DataFrame, occluded: dict[str, float]) -> tuple[pd.Da
                 lines.append(f"- `{m}`: gap at {hi} − gap at {lo}: {diff:+.1f} [{low:+.1f}, {high:+.1f}] "
                              f"(Welch 95% interval; {len(gaps[hi])} and {len(gaps[lo])} seeds)")
     return pd.DataFrame(rows), lines
+
+
+def _reused_text(df: pd.DataFrame) -> str:
+    """The report's sentence on the rows taken from another study (``--reuse-default``), if any."""
+    if "reused_from" not in df or df.reused_from.isna().all():
+        return ""
+    parts = []
+    for source, g in df[df.reused_from.notna()].groupby("reused_from"):
+        runs = ", ".join(f"{v} seed{'s' if len(gv) > 1 else ''} {' '.join(str(int(x)) for x in sorted(gv.seed))}"
+                         for v, gv in g.groupby("variant", sort=False))
+        parts.append(f"{len(g)} default-level runs ({runs}) are those of `{source}.csv`, the same set-up "
+                     f"(`--reuse-default`: the runs both tables have agree to the digit)"
+                     + ("; they have no `mAP_allframes`, which that study did not score"
+                        if g.get("mAP_allframes", pd.Series(dtype=float)).isna().all() else ""))
+    return " " + "; ".join(parts) + "."
 
 
 def write_occlusion_report(stem: str, config: str, overrides: list[str]) -> None:
@@ -759,7 +833,7 @@ def write_occlusion_report(stem: str, config: str, overrides: list[str]) -> None
             f"`stgcn_pyg.data.synth.occlusion_summary`). Each run scored on one evenly spaced clip per test "
             f"tracklet (`mAP`) and on all frames (`mAP_allframes`); differences paired by seed within a level. "
             f"{len(df)} runs, {df.minutes.sum():.0f} run-minutes on the project's 2-core CPU (no GPU). "
-            f"Overrides: `{' '.join(overrides)}`.\n\n{to_markdown(table)}\n\n"
+            f"Overrides: `{' '.join(overrides)}`.{_reused_text(df)}\n\n{to_markdown(table)}\n\n"
             "Does the gap grow with occlusion? (levels are different data: seeds are not paired across them)\n\n"
             + ("\n".join(lines) if lines else "- not yet: each level needs 2 paired seeds") + "\n")
     (RESULTS / f"{stem}.md").write_text(text)

@@ -94,3 +94,58 @@ def test_lpft_fine_tunes_the_tiers_whole_budget_after_probing(ablation):
     assert probe == inbudget.train.freeze_backbone_epochs == 4
     assert lpft.train.epochs - probe == full.train.epochs == inbudget.train.epochs
     assert lpft.optim.step_size - probe == full.optim.step_size == inbudget.optim.step_size
+
+
+def _rows(seeds, level=None, shift=0.0, allframes=True):
+    rows = []
+    for s in seeds:
+        for v, base in (("global", 40.0), ("full", 45.0)):
+            r = dict(variant=v, seed=s, minutes=10.0, rank1=base + s, mAP=base + s * (1.5 if v == "full" else 1) + shift, mINP=base / 2 + s,
+                     tier="finetune")
+            if allframes:
+                r["mAP_allframes"] = base + s - 1
+            if level is not None:
+                r["level"] = level
+            rows.append(r)
+    return rows
+
+
+def test_reuse_default_copies_the_tier_runs_only_when_the_shared_runs_agree(ablation, tmp_path, monkeypatch):
+    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
+    pd.DataFrame(_rows([0, 1, 2], allframes=False)).to_csv(tmp_path / "tier.csv", index=False)
+    pd.DataFrame([dict(tier="finetune", variant=v, seed=s, epoch=e, mAP=float(e))
+                  for v in ("global", "full") for s in (0, 1, 2) for e in (2, 4)]).to_csv(
+        tmp_path / "tier_curves.csv", index=False)
+    pd.DataFrame(_rows([0], level="default") + _rows([0, 1], level="heavy")).to_csv(tmp_path / "sweep.csv", index=False)
+
+    copied = ablation.reuse_default_rows("sweep", "tier", ["global", "full"], [0, 1, 2])
+    assert sorted(copied) == sorted(("finetune", "default", v, s) for v in ("global", "full") for s in (1, 2))
+    sweep = pd.read_csv(tmp_path / "sweep.csv")
+    default = sweep[sweep.level == "default"].set_index(["variant", "seed"])
+    assert default.loc[("full", 2), "mAP"] == 48.0 and default.loc[("full", 2), "reused_from"] == "tier"
+    assert pd.isna(default.loc[("full", 0), "reused_from"])  # the trained run stays as it was
+    assert pd.isna(default.loc[("global", 1), "mAP_allframes"])  # the tier never scored all frames
+    assert len(sweep[sweep.level == "heavy"]) == 4  # other levels untouched
+    curves = pd.read_csv(tmp_path / "sweep_curves.csv")
+    assert len(curves) == 8 and set(curves.level) == {"default"} and set(curves.seed) == {1, 2}
+    # The report says which rows are borrowed and counts the seeds behind each all-frames mean.
+    table, _ = ablation.occlusion_table(sweep, {"none": 0.0, "default": 0.2, "heavy": 0.5})
+    row = table[(table.level == "default") & (table.variant == "full")].iloc[0]
+    assert row["seeds"] == 3 and row["mAP_allframes"] == "44.0 (1 of 3)"
+    assert "global seeds 1 2" in ablation._reused_text(sweep)
+    assert ablation.reuse_default_rows("sweep", "tier", ["global", "full"], [0, 1, 2]) == []  # idempotent
+
+
+def test_reuse_default_refuses_a_different_set_up_and_names_the_file(ablation, tmp_path, monkeypatch):
+    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
+    pd.DataFrame(_rows([0, 1], shift=0.5)).to_csv(tmp_path / "tier.csv", index=False)
+    pd.DataFrame(_rows([0], level="default")).to_csv(tmp_path / "sweep.csv", index=False)
+    with pytest.raises(SystemExit, match=r"tier\.csv is not the default level's set-up: global seed 0 scored mAP"):
+        ablation.reuse_default_rows("sweep", "tier", ["global", "full"], [0, 1])
+    pd.DataFrame(_rows([1], level="default")).to_csv(tmp_path / "sweep.csv", index=False)
+    pd.DataFrame(_rows([0])).to_csv(tmp_path / "tier.csv", index=False)
+    with pytest.raises(SystemExit, match="no trained default-level run"):
+        ablation.reuse_default_rows("sweep", "tier", ["global", "full"], [0])
+    with pytest.raises(SystemExit, match=r"missing\.csv does not exist"):
+        ablation.reuse_default_rows("sweep", "missing", ["global"], [0])
+    assert len(pd.read_csv(tmp_path / "sweep.csv")) == 2  # nothing written on refusal
