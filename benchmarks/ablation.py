@@ -534,8 +534,8 @@ def reuse_default_rows(out: str, source: str, variants: list[str], seeds: list[i
     """Copy the fine-tune runs of ``source`` into the sweep ``out`` as its default level (the same set-up).
 
     The sweep's default level is the tier's own set, so its runs repeat the tier study's bit for bit. The
-    copy is made only if every (variant, seed) trained in both agrees on every score to 1e-6 (at least one
-    must), and each copied row names its origin in ``reused_from``. Its ``*_allframes`` scores stay empty
+    copy is made only if every (variant, seed) trained in both agrees on rank-1, mAP and mINP to 1e-6 (at
+    least one must), and each copied row names its origin in ``reused_from``. Its ``*_allframes`` scores stay empty
     when the source has none (the source's checkpoints are needed to compute them). Returns the keys copied.
     """
     src_path, out_path = RESULTS / f"{source}.csv", RESULTS / f"{out}.csv"
@@ -544,9 +544,8 @@ def reuse_default_rows(out: str, source: str, variants: list[str], seeds: list[i
     src = pd.read_csv(src_path)
     src = src[(src.tier == "finetune") & (src.get("level", pd.Series("", index=src.index)).fillna("") == "")]
     sweep = pd.read_csv(out_path) if out_path.is_file() else pd.DataFrame(columns=["tier", "level", "variant", "seed"])
-    trained = sweep[(sweep.level == "default")]
-    if "reused_from" in trained:
-        trained = trained[trained.reused_from.isna()]
+    default = sweep[sweep.level == "default"]
+    trained = default[default.reused_from.isna()] if "reused_from" in default else default
     both = trained.merge(src, on=["variant", "seed"], suffixes=("", "_src"))
     if both.empty:
         raise SystemExit(f"--reuse-default: {out_path} has no trained default-level run that {src_path} also has; "
@@ -557,7 +556,7 @@ def reuse_default_rows(out: str, source: str, variants: list[str], seeds: list[i
             r = off.iloc[0]
             raise SystemExit(f"--reuse-default: {src_path} is not the default level's set-up: {r.variant} seed "
                              f"{r.seed} scored {m} {r[m]:.6f} in the sweep and {r[f'{m}_src']:.6f} there")
-    have = {(r.variant, int(r.seed)) for r in sweep[sweep.level == "default"].itertuples()}
+    have = {(r.variant, int(r.seed)) for r in default.itertuples()}
     new = [dict(r, level="default", reused_from=source) for r in src.to_dict("records")
            if r["variant"] in variants and int(r["seed"]) in seeds and (r["variant"], int(r["seed"])) not in have]
     if not new:
@@ -566,9 +565,8 @@ def reuse_default_rows(out: str, source: str, variants: list[str], seeds: list[i
     curves_path = RESULTS / f"{source}_curves.csv"
     if curves_path.is_file():
         c = pd.read_csv(curves_path)
-        keys = {(r["variant"], int(r["seed"])) for r in new}
-        mine = pd.Series([(v, int(s)) in keys for v, s in zip(c.variant, c.seed)], index=c.index)
-        c = c[(c.tier == "finetune") & mine]
+        copied = pd.MultiIndex.from_tuples([(r["variant"], int(r["seed"])) for r in new])
+        c = c[(c.tier == "finetune") & pd.MultiIndex.from_arrays([c.variant, c.seed.astype(int)]).isin(copied)]
         _merge_rows(RESULTS / f"{out}_curves.csv", [dict(r, level="default") for r in c.to_dict("records")])
     return [_key(r) for r in new]
 
