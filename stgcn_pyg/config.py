@@ -231,7 +231,8 @@ class EvalConfig:
 
     seq_len: int = 8
     mode: str = "all"
-    """all: every frame in consecutive clips (dense); evenly: one clip per tracklet."""
+    """all: every frame in consecutive clips (dense); evenly: one clip per tracklet; strided: every frame, in clips
+    spread over the tracklet as in training."""
     metric: str = "euclidean"
     rerank: bool = False
     batch_size: int = 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stgcn_pyg.data import (CorruptFrameError, TrackletTransform, build_test_loader, build_train_loader,
+from stgcn_pyg.data import (CorruptFrameError, TrackletTransform, build_test_loader, build_train_loader, strided_clips,
                             load_dataset, read_frame)
 from stgcn_pyg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from stgcn_pyg.errors import DatasetError
@@ -135,6 +135,19 @@ def test_test_loader_all_and_evenly(mars):
     assert c.shape == (len(mars.query), 4, 3, *SIZE) and i.tolist() == list(range(len(mars.query)))
     with pytest.raises(Exception, match="unknown test sampling mode 'dense'"):
         build_test_loader(mars.query, mode="dense")
+
+
+def test_test_loader_strided_spreads_each_clip_over_the_tracklet(mars):
+    T = 2
+    loader = build_test_loader(mars.gallery, seq_len=T, mode="strided", image_size=SIZE, batch_size=3)
+    n = mars.gallery.num_frames.tolist()
+    batches = list(loader)
+    idx, clips = torch.cat([i for _, i in batches]), torch.cat([c for c, _ in batches])
+    assert idx.tolist() == [t for t, k in enumerate(n) for _ in range(len(strided_clips(k, T)))]
+    blue = _pixels(clips.flatten(0, 1))[:, 2].view(-1, T)  # blue = 10 * frame index
+    for t, k in enumerate(n):
+        got = blue[idx == t].tolist()
+        assert np.allclose(got, [[10 * f for f in c] for c in strided_clips(k, T)], atol=4)
 
 
 def test_frame_errors_name_the_file(tmp_path):

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from stgcn_pyg.data import RandomIdentitySampler, all_clips, evenly, restricted_random
+from stgcn_pyg.data import RandomIdentitySampler, all_clips, evenly, restricted_random, strided_clips
 from stgcn_pyg.errors import ConfigError
 
 
@@ -41,6 +41,26 @@ def test_evenly_and_all_clips():
     assert len(all_clips(900, 8)) == 113
     with pytest.raises(ValueError):
         all_clips(0, 8)
+
+
+def test_strided_clips_span_the_tracklet_and_cover_every_frame():
+    # 10 frames, T=4: chunks [0,1] [2,3,4] [5,6] [7,8,9] (restricted_random's); clip k = k-th frame of each.
+    assert [c.tolist() for c in strided_clips(10, 4)] == [[0, 2, 5, 7], [1, 3, 6, 8], [1, 4, 6, 9]]
+    assert [c.tolist() for c in strided_clips(3, 4)] == [[0, 0, 1, 2]]  # shorter than T: one clip, in order
+    assert [c.tolist() for c in strided_clips(8, 8)] == [list(range(8))]
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 8, 9, 31, 64, 900):
+        clips = strided_clips(n, 8)
+        assert all(len(c) == 8 and (np.diff(c) >= 0).all() for c in clips)  # temporal order kept
+        assert set(np.concatenate(clips).tolist()) == set(range(n))  # every frame scored
+        assert len(clips) == max(1, -(-n // 8))  # as many clips as the consecutive mode, no more
+        # each clip draws its j-th frame where restricted_random draws its j-th: the training spacing
+        train = np.stack([restricted_random(n, 8, rng) for _ in range(50)])
+        lo, hi = ((np.arange(8) * n) // 8, (np.arange(1, 9) * n) // 8) if n >= 8 else (train.min(0), train.max(0) + 1)
+        assert ((train >= lo) & (train < hi)).all()
+        assert all(((c >= lo) & (c < hi)).all() for c in clips)
+    with pytest.raises(ValueError):
+        strided_clips(0, 8)
 
 
 def _pids(counts):

@@ -26,7 +26,8 @@ def _model_options(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     p.add_argument("--mode", default="all",
                    help="all (default): every frame, in consecutive clips of --seq-len, averaged (dense); "
                         "evenly: one clip of evenly spaced frames per tracklet (what `train` reports by default "
-                        "on the synthetic set)")
+                        "on the synthetic set); strided: every frame, in clips that each span the tracklet "
+                        "as training's do")
     p.add_argument("--seq-len", type=int, default=None, help="frames per test clip (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=None, help="clips per forward pass (default: the config's eval.batch_size; 0 = auto, fastest measured on the device)")
     p.add_argument("--num-workers", type=int, default=None, help="data loader processes")

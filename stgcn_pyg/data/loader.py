@@ -4,8 +4,9 @@ Training batches are :class:`~torch_geometric.data.Batch` objects of
 :class:`TrackletData` from :class:`torch_geometric.loader.DataLoader`
 (``num_ids`` identities x ``num_instances`` tracklets, restricted random
 frame sampling); test batches are plain ``(clips [b, T, 3, H, W],
-tracklet_index [b])`` pairs, whose clips cover every frame ("all") or one
-evenly spaced clip per tracklet ("evenly").
+tracklet_index [b])`` pairs, whose clips cover every frame in consecutive
+clips ("all"), one evenly spaced clip per tracklet ("evenly"), or every frame
+in clips that each span the tracklet ("strided").
 
 A corrupt or missing frame met while loading is replaced by a readable frame
 of the same tracklet, with a warning on the ``stgcn_pyg.data`` logger; the loaders count these
@@ -23,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DatasetError
-from .sampling import RandomIdentitySampler, all_clips, evenly, restricted_random
+from .sampling import RandomIdentitySampler, all_clips, evenly, restricted_random, strided_clips
 from ..graphs import TrackletGraph
 from .tracklet import TrackletData, resolve_graph
 from .transforms import DEFAULT_IMAGE_SIZE, CorruptFrameError, TrackletTransform, normalize_frames, read_frame
@@ -31,8 +32,9 @@ from .transforms import DEFAULT_IMAGE_SIZE, CorruptFrameError, TrackletTransform
 __all__ = ["build_train_loader", "build_test_loader", "load_tracklet_frames", "TrainLoader", "TestLoader",
            "TrackletTrainSet", "ClipTestSet", "TEST_MODES"]
 
-TEST_MODES = ("all", "evenly")
-"""How test clips cover a tracklet: every frame in consecutive clips, or one clip of evenly spaced frames."""
+TEST_MODES = ("all", "evenly", "strided")
+"""How test clips cover a tracklet: every frame in consecutive clips, one clip of evenly spaced frames, or every
+frame in clips that each span the tracklet (training's spacing)."""
 
 log = logging.getLogger("stgcn_pyg.data")
 
@@ -233,6 +235,8 @@ class ClipTestSet(Dataset):
             self.clips = [(t, c) for t, f in enumerate(self.frames) for c in all_clips(len(f), seq_len)]
         elif mode == "evenly":
             self.clips = [(t, evenly(len(f), seq_len)) for t, f in enumerate(self.frames)]
+        elif mode == "strided":
+            self.clips = [(t, c) for t, f in enumerate(self.frames) for c in strided_clips(len(f), seq_len)]
         else:
             raise ConfigError(f"unknown test sampling mode {mode!r}: use {' or '.join(map(repr, TEST_MODES))}")
         self.transform = transform

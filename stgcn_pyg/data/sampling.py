@@ -8,6 +8,9 @@ Frame sampling (``n`` frames -> indices):
 * :func:`evenly` (testing, fast): ``T`` evenly spaced frames.
 * :func:`all_clips` (testing, dense): every frame, in consecutive clips of
   ``T``; the last clip is completed by repeating its own frames.
+* :func:`strided_clips` (testing, dense and spread): every frame, in clips
+  that each span the whole tracklet as training's clips do (clip ``k`` takes
+  the ``k``-th frame of each of ``T`` equal chunks).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["restricted_random", "evenly", "all_clips", "RandomIdentitySampler"]
+__all__ = ["restricted_random", "evenly", "all_clips", "strided_clips", "RandomIdentitySampler"]
 
 
 def _check(n: int, T: int) -> None:
@@ -54,6 +57,21 @@ def all_clips(n: int, T: int) -> list[np.ndarray]:
             idx = idx[np.arange(T) % len(idx)]
         clips.append(idx)
     return clips
+
+
+def strided_clips(n: int, T: int) -> list[np.ndarray]:
+    """Every frame in clips spread over the whole tracklet: clip ``k`` is the ``k``-th frame of each of ``T`` chunks.
+
+    The chunks are :func:`restricted_random`'s, so each clip has the frame spacing the model was trained on
+    (consecutive clips, :func:`all_clips`, have none of it). Chunks differ in length by at most one; a shorter
+    chunk repeats its last frame in the last clip. A tracklet shorter than ``T`` gives one clip, as in training.
+    """
+    _check(n, T)
+    if n < T:
+        return [(np.arange(T) * n) // T]
+    bounds = (np.arange(T + 1) * n) // T
+    starts, lengths = bounds[:-1], np.diff(bounds)
+    return [starts + np.minimum(k, lengths - 1) for k in range(int(lengths.max()))]
 
 
 class RandomIdentitySampler(torch.utils.data.Sampler):

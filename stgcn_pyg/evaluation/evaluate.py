@@ -150,8 +150,9 @@ def evaluate_model(
 
     Descriptors come from ``model.encode`` over the dataset's test clips, drawn
     as ``options`` (or its fields as keywords) say: ``mode="all"`` (dense:
-    every frame, consecutive clips of ``seq_len``, averaged) or ``"evenly"``
-    (one clip of ``seq_len`` evenly spaced frames). The protocol is the
+    every frame, consecutive clips of ``seq_len``, averaged), ``"evenly"``
+    (one clip of ``seq_len`` evenly spaced frames) or ``"strided"`` (every
+    frame, in clips that each span the tracklet, averaged). The protocol is the
     dataset's (``dataset.protocol``, "standard" when it has none). The model
     is put in eval mode and restored afterwards.
 
@@ -174,12 +175,14 @@ def evaluate_model(
 
 
 def _mode_text(mode: str, seq_len: int | None) -> str:
-    """How the test clips were drawn, in words (``mode`` "all" or "evenly")."""
+    """How the test clips were drawn, in words (``mode`` "all", "evenly" or "strided")."""
     of = f" of {seq_len}" if seq_len else ""
     if mode == "all":
         return f"mode all: every frame, clips{of}"
     if mode == "evenly":
         return f"mode evenly: one clip{of} evenly spaced frames"
+    if mode == "strided":
+        return f"mode strided: every frame, clips{of} spread over the tracklet"
     return f"mode {mode}"
 
 

@@ -43,7 +43,8 @@ class TestOptions:
     seq_len: int = 8
     """T: frames per test clip."""
     mode: str = "all"
-    """"all": every frame, in consecutive clips of seq_len (dense); "evenly": one clip per tracklet."""
+    """"all": every frame, in consecutive clips of seq_len (dense); "evenly": one clip per tracklet; "strided":
+    every frame, in clips that each span the tracklet (training's spacing)."""
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
     """[height, width] frames are resized to (the model's training size)."""
     batch_size: int = 0

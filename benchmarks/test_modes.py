@@ -1,0 +1,146 @@
+"""Benchmark: how the test clips are drawn, scored on trained runs of the ablation study.
+
+Run:  .venv/bin/python benchmarks/test_modes.py RUN_DIR [RUN_DIR ...] [--out test_modes_30ep]
+
+Each RUN_DIR is a finished run (``last.pt``; named ``<variant>-seed<k>`` as `benchmarks/ablation.py` names
+them). Every run is scored on its own test split three ways, the same weights each time:
+
+- ``evenly``: one clip of T evenly spaced frames per tracklet (what the training loop reports);
+- ``all``: every frame, in consecutive clips of T, the clip descriptors averaged (the dense test,
+  `stgcn-pyg evaluate`'s default);
+- ``strided``: every frame, in clips that each take one frame of each of T equal chunks of the tracklet
+  (the spacing training samples), averaged.
+
+The question it answers: the 480-step study found all-frames testing scores full STGCN *lower* than one
+clip, while the global branch gains a little from it. If consecutive clips are the cause (the graph
+branches see 8 neighbouring frames, which training never shows them), ``strided`` should recover the
+loss. Rows go to ``benchmarks/results/<out>.csv`` (resumable: a run and mode already there is skipped)
+and a table of means and of ``full`` − ``global`` paired by seed to ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_flags, device_name, to_markdown  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = ("evenly", "all", "strided")
+RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
+
+
+def parse_run(run_dir: Path) -> tuple[str, int]:
+    """``(variant, seed)`` from a run folder's name, ``full-seed6`` -> ``("full", 6)``."""
+    m = RUN_NAME.match(run_dir.name)
+    if not m:
+        raise SystemExit(f"{run_dir}: not a run of benchmarks/ablation.py (expected a folder named <variant>-seed<k>)")
+    if not (run_dir / "last.pt").is_file():
+        raise SystemExit(f"{run_dir}: no last.pt (the run did not finish)")
+    return m["variant"], int(m["seed"])
+
+
+def score_modes(run_dir: Path, modes=MODES) -> list[dict]:
+    """rank-1, mAP and mINP of ``run_dir/last.pt`` under each test mode, with the number of clips scored."""
+    import torch
+
+    from stgcn_pyg.checkpoint import load_checkpoint
+    from stgcn_pyg.data import build_test_loader, load_configured_dataset
+    from stgcn_pyg.evaluation import TestOptions
+    from stgcn_pyg.evaluation.evaluate import evaluate_model
+
+    model, cfg = load_checkpoint(run_dir / "last.pt")
+    ds = load_configured_dataset(cfg.data, progress=False)
+    rows = []
+    for mode in modes:
+        options = TestOptions.from_config(cfg, mode=mode, progress=False)
+        clips = sum(build_test_loader(split, **options.replace(num_workers=0).loader_settings()).num_clips
+                    for split in (ds.query, ds.gallery))
+        start = time.perf_counter()
+        with torch.no_grad():
+            r = evaluate_model(model, ds, options)
+        rows.append(dict(mode=mode, seq_len=options.seq_len, clips=clips, rank1=r["rank1"], mAP=r["mAP"],
+                         mINP=r["mINP"], seconds=round(time.perf_counter() - start, 1)))
+    return rows
+
+
+def paired_interval(diff: pd.Series) -> str:
+    """``mean [low, high]; k/n above zero`` of paired differences (95% t-interval; the mean alone for one)."""
+    from scipy import stats
+
+    n = len(diff)
+    if n == 0:
+        return ""
+    above = f"{int((diff > 0).sum())}/{n}"
+    if n < 2:
+        return f"{diff.mean():+.1f}; {above}"
+    half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)
+    return f"{diff.mean():+.1f} [{diff.mean() - half:+.1f}, {diff.mean() + half:+.1f}]; {above}"
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """A row per mode: each variant's mean mAP, the change from ``evenly`` per variant, and full − global."""
+    rows = []
+    wide = df.pivot_table(index=["variant", "seed"], columns="mode", values="mAP")
+    for mode in [m for m in MODES if m in wide.columns]:
+        row = {"mode": mode}
+        for variant in sorted(df.variant.unique()):
+            v = wide.loc[variant, mode].dropna()
+            row[f"{variant} mAP"] = f"{v.mean():.1f} ({len(v)} seeds)" if len(v) else ""
+            if mode != "evenly" and "evenly" in wide.columns:
+                row[f"{variant}: − evenly"] = paired_interval((wide.loc[variant, mode] - wide.loc[variant, "evenly"]).dropna())
+            if mode == "strided" and "all" in wide.columns:  # the hypothesis: spread clips beat consecutive ones
+                row[f"{variant}: − all"] = paired_interval((wide.loc[variant, mode] - wide.loc[variant, "all"]).dropna())
+        if {"full", "global"} <= set(df.variant):
+            gap = (wide.loc["full", mode] - wide.loc["global", mode]).dropna()
+            row["full − global (paired by seed)"] = paired_interval(gap)
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="finished runs (folders with last.pt)")
+    parser.add_argument("--out", default="test_modes", help="stem of the CSV and markdown under benchmarks/results/")
+    parser.add_argument("--study", default="", help="what the runs are, for the report (e.g. the study's CSV)")
+    args = parser.parse_args(argv)
+    runs = [(run, *parse_run(run)) for run in args.runs]
+
+    import torch
+
+    csv = RESULTS / f"{args.out}.csv"
+    df = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
+    for run, variant, seed in runs:
+        have = set(df[(df.variant == variant) & (df.seed == seed)]["mode"]) if len(df) else set()
+        todo = [m for m in MODES if m not in have]
+        if not todo:
+            continue
+        rows = [dict(variant=variant, seed=seed, **r) for r in score_modes(run, todo)]
+        df = pd.concat([df, pd.DataFrame(rows)], ignore_index=True)
+        df.to_csv(csv, index=False)  # after every run: an interrupted benchmark keeps what it scored
+        print(f"{run.name}: " + ", ".join(f"{r['mode']} {r['mAP']:.1f}" for r in rows), flush=True)
+
+    flags = cpu_flags()
+    text = (f"# Test modes: one clip, consecutive clips, strided clips\n\n"
+            f"The same trained weights scored three ways on their test split (`benchmarks/test_modes.py`): "
+            f"`evenly` one clip of T evenly spaced frames per tracklet; `all` every frame in consecutive clips of "
+            f"T, averaged; `strided` every frame in clips that each span the tracklet (one frame of each of T "
+            f"equal chunks, training's spacing), averaged. {args.study} {len(df)} scores of "
+            f"{df.groupby(['variant', 'seed']).ngroups} runs, measured on {device_name('cpu')}"
+            f"{' (flags: ' + ', '.join(flags) + ')' if flags else ''}, {time.strftime('%Y-%m-%d')}; the scores do "
+            f"not depend on the CPU (fp32, torch {torch.__version__}).\n\n"
+            f"{to_markdown(summary(df))}\n\n(paired differences: mean [95% t-interval]; seeds above zero)\n\n"
+            f"Per run:\n\n{to_markdown(df.sort_values(['variant', 'seed']), floatfmt='.2f')}\n")
+    (RESULTS / f"{args.out}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
