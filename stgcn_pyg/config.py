@@ -257,6 +257,10 @@ class Config:
         ``load_checkpoint`` returned the config as a dict; new code reads ``cfg.data``."""
         if section not in {f.name for f in dataclasses.fields(self)}:
             raise KeyError(section)
+        import warnings
+
+        warnings.warn(f'cfg["{section}"] is deprecated: read cfg.{section} (a dataclass), or '
+                      f'config_to_dict(cfg)["{section}"] for a dict', DeprecationWarning, stacklevel=2)
         return dataclasses.asdict(getattr(self, section))
 
     def resolved_model(self) -> ModelConfig:

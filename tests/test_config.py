@@ -112,8 +112,11 @@ def test_allowed_values_come_from_the_modules_that_implement_them(monkeypatch):
 
 
 def test_config_sections_still_read_as_dicts():
-    # load_checkpoint's config was a dict: its sections still read as dicts
-    assert Config()["data"] == config_to_dict(Config())["data"]
+    # load_checkpoint's config was a dict: its sections still read as dicts, with a warning naming the new way
+    with pytest.warns(DeprecationWarning, match=r"read cfg\.data"):
+        assert Config()["data"] == config_to_dict(Config())["data"]
+    with pytest.raises(KeyError):
+        Config()["nosuchsection"]
 
 
 def test_concatenation_alone_ties_the_test_clips_to_the_training_clips():
