@@ -19,16 +19,23 @@ def interrupt_when_ready(script, args, ready: str):
     """Run ``script`` (a patched entry point) with ``args``, wait for the line ``ready``, send SIGINT (what Ctrl-C
     sends); return (return code, all it said). Waiting on a line makes the interrupt land at a known point,
     however loaded the machine."""
+    # A shell that starts the tests in the background (`cmd &`) makes them ignore SIGINT, and children inherit
+    # that: give the run the disposition a terminal's Ctrl-C meets.
     proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    before = []
-    for line in proc.stdout:
-        before.append(line)
-        if line.strip() == ready:
-            break
-    assert before[-1:] == [ready + "\n"], (before, proc.communicate())
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        before = []
+        for line in proc.stdout:
+            before.append(line)
+            if line.strip() == ready:
+                break
+        assert before[-1:] == [ready + "\n"], (before, proc.communicate())
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a failed test leaves no run sleeping behind it
+            proc.kill()
+            proc.communicate()
     return proc.returncode, "".join(before) + stdout + stderr
 
 
