@@ -32,9 +32,10 @@ from .transforms import DEFAULT_IMAGE_SIZE, CorruptFrameError, TrackletTransform
 __all__ = ["build_train_loader", "build_test_loader", "load_tracklet_frames", "TrainLoader", "TestLoader",
            "TrackletTrainSet", "ClipTestSet", "TEST_MODES"]
 
-TEST_MODES = ("all", "evenly", "strided")
-"""How test clips cover a tracklet: every frame in consecutive clips, one clip of evenly spaced frames, or every
-frame in clips that each span the tracklet (training's spacing)."""
+TEST_CLIPS = {"all": all_clips, "evenly": lambda n, T: [evenly(n, T)], "strided": strided_clips}
+"""Test mode -> ``clips(num_frames, T)``: every frame in consecutive clips, one clip of evenly spaced frames, or
+every frame in clips that each span the tracklet (training's spacing)."""
+TEST_MODES = tuple(TEST_CLIPS)
 
 log = logging.getLogger("stgcn_pyg.data")
 
@@ -231,14 +232,9 @@ class ClipTestSet(Dataset):
 
     def __init__(self, df: pd.DataFrame, seq_len: int, mode: str, transform: TrackletTransform):
         self.frames = _frames_column(df)
-        if mode == "all":
-            self.clips = [(t, c) for t, f in enumerate(self.frames) for c in all_clips(len(f), seq_len)]
-        elif mode == "evenly":
-            self.clips = [(t, evenly(len(f), seq_len)) for t, f in enumerate(self.frames)]
-        elif mode == "strided":
-            self.clips = [(t, c) for t, f in enumerate(self.frames) for c in strided_clips(len(f), seq_len)]
-        else:
+        if mode not in TEST_CLIPS:
             raise ConfigError(f"unknown test sampling mode {mode!r}: use {' or '.join(map(repr, TEST_MODES))}")
+        self.clips = [(t, c) for t, f in enumerate(self.frames) for c in TEST_CLIPS[mode](len(f), seq_len)]
         self.transform = transform
 
     def __len__(self) -> int:
