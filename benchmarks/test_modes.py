@@ -26,10 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation import _paired_text  # noqa: E402
 from common import cpu_flags, device_name, to_markdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,36 +71,23 @@ def score_modes(run_dir: Path, modes=MODES) -> list[dict]:
     return rows
 
 
-def paired_interval(diff: pd.Series) -> str:
-    """``mean [low, high]; k/n above zero`` of paired differences (95% t-interval; the mean alone for one)."""
-    from scipy import stats
-
-    n = len(diff)
-    if n == 0:
-        return ""
-    above = f"{int((diff > 0).sum())}/{n}"
-    if n < 2:
-        return f"{diff.mean():+.1f}; {above}"
-    half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)
-    return f"{diff.mean():+.1f} [{diff.mean() - half:+.1f}, {diff.mean() + half:+.1f}]; {above}"
-
-
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """A row per mode: each variant's mean mAP, the change from ``evenly`` per variant, and full − global."""
+    """A row per mode: each variant's mean mAP, its change from ``evenly`` (and, for ``strided``, from ``all``)
+    paired by seed, and full − global paired by seed (the ablation reports' intervals: 2 pairs at least)."""
     rows = []
-    wide = df.pivot_table(index=["variant", "seed"], columns="mode", values="mAP")
-    for mode in [m for m in MODES if m in wide.columns]:
+    for mode in [m for m in MODES if (df["mode"] == m).any()]:
         row = {"mode": mode}
         for variant in sorted(df.variant.unique()):
-            v = wide.loc[variant, mode].dropna()
+            runs = df[df.variant == variant]
+            v = runs[runs["mode"] == mode].mAP
             row[f"{variant} mAP"] = f"{v.mean():.1f} ({len(v)} seeds)" if len(v) else ""
-            if mode != "evenly" and "evenly" in wide.columns:
-                row[f"{variant}: − evenly"] = paired_interval((wide.loc[variant, mode] - wide.loc[variant, "evenly"]).dropna())
-            if mode == "strided" and "all" in wide.columns:  # the hypothesis: spread clips beat consecutive ones
-                row[f"{variant}: − all"] = paired_interval((wide.loc[variant, mode] - wide.loc[variant, "all"]).dropna())
+            by_mode = runs.assign(variant=runs["mode"])  # the modes of one variant, paired by seed
+            if mode != "evenly":
+                row[f"{variant}: − evenly"] = _paired_text(by_mode, "mAP", baseline="evenly").get(mode, "")
+            if mode == "strided":  # the hypothesis: spread clips beat consecutive ones
+                row[f"{variant}: − all"] = _paired_text(by_mode, "mAP", baseline="all").get(mode, "")
         if {"full", "global"} <= set(df.variant):
-            gap = (wide.loc["full", mode] - wide.loc["global", mode]).dropna()
-            row["full − global (paired by seed)"] = paired_interval(gap)
+            row["full − global (paired by seed)"] = _paired_text(df[df["mode"] == mode], "mAP").get("full", "")
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
