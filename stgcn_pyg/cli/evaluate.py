@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..outputs import check_output_file, check_output_folder
+
 
 # --------------------------------------------------------------------------- parser
 # --protocol, --mode, --metric, --precision and --engine are checked against their modules' values when a
@@ -39,8 +41,9 @@ def _model_options(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     p.add_argument("--precision", default=precision, help=choices)
     p.add_argument("--engine", default="auto",
                    help="auto (default): onnxruntime when installed (the export extra), on the CPU in fp32 (the "
-                        "checkpoint exported once to the cache, checked against torch on the first batch), else "
-                        "torch; torch; or onnxruntime (an error where it cannot run). The command says which ran")
+                        "checkpoint exported once to the cache $STGCN_PYG_CACHE/onnx, default "
+                        "~/.cache/stgcn-pyg/onnx, and checked against torch on the first batch), else torch; torch; "
+                        "or onnxruntime (an error where it cannot run). The command says which ran")
 
 
 def register(subparsers) -> None:
@@ -62,6 +65,13 @@ def register(subparsers) -> None:
                     help="write cmc.png, ranked-results grids and a temporal affinity heatmap here")
     ev.add_argument("--num-grids", type=int, default=4, help="queries drawn as ranked-results grids (with --plots)")
     ev.add_argument("--topk", type=int, default=10, help="gallery tracklets per ranked-results grid")
+    ev.add_argument("--occlude", default=None, metavar="SHARE",
+                    help="robustness test: draw an occluder (a pole, a parked car or a passer-by) into SHARE "
+                         "(0 to 1) of every query tracklet's frames, one contiguous run, before the transform "
+                         "(docs/evaluation.md shows them)")
+    ev.add_argument("--occlude-gallery", action="store_true", help="with --occlude: occlude the gallery too")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="with --occlude: which frames and occluders (the same pixels in every run; default 0)")
     ev.set_defaults(func=_evaluate)
 
     ex = subparsers.add_parser(
@@ -159,11 +169,24 @@ def _print_lines(console, lines) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ..errors import ConfigError
     from ..evaluation import evaluate_model, print_results
 
     _check_choices(args)
+    if args.plots:
+        check_output_folder(args.plots, "--plots")
     console = Console(stderr=args.json, soft_wrap=True)  # long paths stay on one line in logs
     model, options = None, None
+    if args.features and (args.occlude is not None or args.occlude_gallery):
+        raise ConfigError("--occlude draws into the frames: give --checkpoint or --model, not --features")
+    if args.occlude_gallery and args.occlude is None:
+        raise ConfigError("--occlude-gallery: give the share to occlude with --occlude SHARE")
+    occlusion = {}
+    if args.occlude is not None:
+        from ..data.occlusion import check_share
+
+        occlusion = dict(occlude=check_share(args.occlude), occlude_gallery=args.occlude_gallery,
+                         occlude_seed=args.seed)
     if args.features:
         from ..distributed import resolve_device
         from ..evaluation import evaluate_descriptor_file
@@ -177,6 +200,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         from ..deploy import inference_engine, inference_precision
 
         model, cfg, options = load_model_from_args(args, console, describe=False)  # the heading says it
+        options = options.replace(**occlusion)
         ds = _test_dataset(cfg, args)
         results, distmat = evaluate_model(model, ds, options, metric=args.metric or cfg.eval.metric,
                                           rerank=args.rerank, max_rank=args.max_rank, return_distances=True)
@@ -206,6 +230,7 @@ def _extract(args: argparse.Namespace) -> int:
     from ..evaluation import extract_query_gallery, write_descriptor_file
 
     _check_choices(args)
+    check_output_file(args.out, "--out")
     console = Console(soft_wrap=True)
     model, cfg, options = load_model_from_args(args, console)
     ds = _test_dataset(cfg, args)
@@ -228,6 +253,8 @@ def _search(args: argparse.Namespace) -> int:
     if not args.query and args.query_tracklet is None:
         raise ConfigError("search: give the query as --query DIR (a folder of frames) or --query-tracklet ID "
                           "(a tracklet of the dataset's query split)")
+    if args.grid:
+        check_output_file(args.grid, "--grid")
     console = Console(stderr=args.json, soft_wrap=True)
     model, cfg, options = load_model_from_args(args, console)
     query, qsource, gallery, gsource = search_tables(lambda: _test_dataset(cfg, args), args.query_tracklet,

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError, DatasetError
 from .sampling import RandomIdentitySampler, all_clips, evenly, restricted_random, strided_clips
 from ..graphs import TrackletGraph
+from .occlusion import TestOcclusion
 from .tracklet import TrackletData, resolve_graph
 from .transforms import DEFAULT_IMAGE_SIZE, CorruptFrameError, TrackletTransform, normalize_frames, read_frame
 
@@ -230,8 +231,14 @@ def build_train_loader(df: pd.DataFrame, *, seq_len: int = 8, num_ids: int = 16,
 class ClipTestSet(Dataset):
     """Test clips; item i -> ``(clip [T, 3, H, W], tracklet index)``."""
 
-    def __init__(self, df: pd.DataFrame, seq_len: int, mode: str, transform: TrackletTransform):
+    def __init__(self, df: pd.DataFrame, seq_len: int, mode: str, transform: TrackletTransform,
+                 occlusion: TestOcclusion | None = None):
         self.frames = _frames_column(df)
+        self.occlusion = occlusion  # occluders drawn into the decoded frames, before the transform
+        # A tracklet's occluder is seeded by its row label, so that a shard (df.iloc[rows]) draws what the whole
+        # table would.
+        self.keys = ([int(k) for k in df.index] if pd.api.types.is_integer_dtype(df.index)
+                     else list(range(len(df))))
         if mode not in TEST_CLIPS:
             raise ConfigError(f"unknown test sampling mode {mode!r}: use {' or '.join(map(repr, TEST_MODES))}")
         self.clips = [(t, c) for t, f in enumerate(self.frames) for c in TEST_CLIPS[mode](len(f), seq_len)]
@@ -243,6 +250,8 @@ class ClipTestSet(Dataset):
     def __getitem__(self, i: int):
         t, idx = self.clips[i]
         imgs, skipped = load_tracklet_frames(self.frames[t], idx)
+        if self.occlusion is not None:
+            imgs = self.occlusion.apply(imgs, idx, self.keys[t], len(self.frames[t]))
         return self.transform(imgs), t, len(skipped)
 
 
@@ -275,11 +284,13 @@ class TestLoader:
 
 def build_test_loader(df: pd.DataFrame, *, seq_len: int = 8, mode: str = "all", image_size=DEFAULT_IMAGE_SIZE,
                       batch_size: int = 32, num_workers: int = 0, pin_memory=None,
-                      prefetch_factor: int = 4) -> TestLoader:
-    """Clips of a query or gallery table in tracklet order (memory bounded by ``batch_size``)."""
+                      prefetch_factor: int = 4, occlusion: TestOcclusion | None = None) -> TestLoader:
+    """Clips of a query or gallery table in tracklet order (memory bounded by ``batch_size``).
+
+    ``occlusion`` draws occluders into a share of every tracklet's frames (:class:`TestOcclusion`)."""
     if seq_len < 1 or batch_size < 1:
         raise ConfigError(f"seq_len and batch_size must be >= 1, got {seq_len}, {batch_size}")
-    ds = ClipTestSet(df, seq_len, mode, TrackletTransform(image_size, train=False))
+    ds = ClipTestSet(df, seq_len, mode, TrackletTransform(image_size, train=False), occlusion)
     extra = {"prefetch_factor": prefetch_factor} if num_workers > 0 else {}
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          pin_memory=_pin(pin_memory), **extra)

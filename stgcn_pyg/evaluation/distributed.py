@@ -35,7 +35,8 @@ def evaluate_distributed(model, dataset, options: TestOptions, ctx: DistContext,
             df = getattr(dataset, split)
             rows = shard_indices(len(df), ctx.rank, ctx.world_size)
             if rows:
-                local = extract_split(model, df.iloc[rows], options, description=f"{split} descriptors")
+                local = extract_split(model, df.iloc[rows], options, description=f"{split} descriptors",
+                                      split=split)
             else:
                 local = torch.zeros(0, model.descriptor_dim)
             feats.append(gather_rows(local.float(), len(df), ctx))

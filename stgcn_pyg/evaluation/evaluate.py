@@ -32,15 +32,16 @@ def _options(options: TestOptions | None, settings: dict) -> TestOptions:
 
 
 def extract_split(model, df, options: TestOptions | None = None, *, description: str = "descriptors",
-                  **settings) -> torch.Tensor:
+                  split: str = "query", **settings) -> torch.Tensor:
     """Descriptors [len(df), D] of one tracklet table (query or gallery) with ``model.encode``.
 
-    ``options`` (default :class:`TestOptions`()), or its fields as keywords, say how clips are drawn.
+    ``options`` (default :class:`TestOptions`()), or its fields as keywords, say how clips are drawn;
+    ``split`` ("query" or "gallery") which of its occlusion settings apply.
     """
     from ..data import build_test_loader
 
     options = _options(options, settings)
-    loader = build_test_loader(df, **options.loader_settings())
+    loader = build_test_loader(df, **options.loader_settings(split))
     return extract_descriptors(model.encode, loader, len(df), options.device, flip=options.flip,
                                progress=options.progress, description=description)
 
@@ -64,7 +65,8 @@ def load_test_dataset(config, *, dataset: str | None = None, root: str | None = 
 
 def extract_query_gallery(model, dataset, options: TestOptions) -> tuple[torch.Tensor, torch.Tensor]:
     """``(qf, gf)``: the descriptors of ``dataset.query`` and ``dataset.gallery``."""
-    return tuple(extract_split(model, getattr(dataset, split), options, description=f"{split} descriptors")
+    return tuple(extract_split(model, getattr(dataset, split), options, description=f"{split} descriptors",
+                               split=split)
                  for split in ("query", "gallery"))
 
 
@@ -131,6 +133,9 @@ def evaluate_dataset_descriptors(qf, gf, dataset, options: TestOptions, *, metri
     results = scored[0] if return_distances else scored
     results.update(mode=options.mode, seq_len=options.seq_len, flip=bool(options.flip),
                    dataset=getattr(dataset, "name", None))
+    if options.occlude:
+        results.update(occlude=options.occlude, occlude_gallery=bool(options.occlude_gallery),
+                       occlude_seed=options.occlude_seed)
     return scored
 
 
@@ -200,6 +205,10 @@ def print_results(results: dict, title: str | None = None, console=None) -> None
         extras.append(_mode_text(results["mode"], results.get("seq_len")))
     if results.get("flip"):
         extras.append("flip test")
+    if results.get("occlude"):
+        who = "query and gallery" if results.get("occlude_gallery") else "query"
+        extras.append(f"{who} occluded: {100 * results['occlude']:g} % of each tracklet's frames "
+                      f"(seed {results.get('occlude_seed', 0)})")
     if results.get("precision"):  # a number must say whether bf16 made it, and what ran
         precision = {"bf16": "bf16 autocast"}.get(results["precision"], results["precision"])
         extras.append(f"{precision} in {results['engine']}" if results.get("engine") else precision)

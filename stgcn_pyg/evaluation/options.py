@@ -57,6 +57,26 @@ class TestOptions:
     """Where the model runs."""
     progress: bool = True
     """Progress bars (on a terminal)."""
+    occlude: float = 0.0
+    """Share of every query tracklet's frames (one contiguous run) that get an occluder drawn in
+    (:class:`~stgcn_pyg.data.occlusion.TestOcclusion`); 0 = none."""
+    occlude_gallery: bool = False
+    """Occlude the gallery's tracklets too (with ``occlude`` > 0)."""
+    occlude_seed: int = 0
+    """Seeds which frames and which occluders: the same seed gives the same pixels in every run."""
+
+    def __post_init__(self):
+        from ..data.occlusion import check_share
+
+        object.__setattr__(self, "occlude", check_share(self.occlude))
+
+    def occlusion(self, split: str = "query"):
+        """The :class:`~stgcn_pyg.data.occlusion.TestOcclusion` of ``split`` ("query" or "gallery"), or None."""
+        from ..data.occlusion import TestOcclusion
+
+        if self.occlude == 0 or (split != "query" and not self.occlude_gallery):
+            return None
+        return TestOcclusion(self.occlude, seed=self.occlude_seed, split=split)
 
     @classmethod
     def from_config(cls, cfg: Config, **changes) -> "TestOptions":
@@ -73,8 +93,10 @@ class TestOptions:
             changes["image_size"] = tuple(int(v) for v in changes["image_size"])
         return dataclasses.replace(self, **changes)
 
-    def loader_settings(self) -> dict:
-        """The keyword arguments of :func:`~stgcn_pyg.data.build_test_loader`."""
-        return dict(seq_len=self.seq_len, mode=self.mode, image_size=self.image_size,
-                    batch_size=clips_per_call(self.batch_size, self.seq_len, self.image_size, self.device),
-                    num_workers=self.num_workers)
+    def loader_settings(self, split: str = "query") -> dict:
+        """The keyword arguments of :func:`~stgcn_pyg.data.build_test_loader` for ``split``'s table."""
+        settings = dict(seq_len=self.seq_len, mode=self.mode, image_size=self.image_size,
+                        batch_size=clips_per_call(self.batch_size, self.seq_len, self.image_size, self.device),
+                        num_workers=self.num_workers)
+        occlusion = self.occlusion(split)
+        return settings if occlusion is None else dict(settings, occlusion=occlusion)

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from .attributes import cloth_color, random_identity
 
-__all__ = ["camera_background", "render_tracklet"]
+__all__ = ["camera_background", "render_tracklet", "draw_occluder"]
 
 
 BACKGROUND_WIDTHS = 6
@@ -225,6 +225,25 @@ def tracklet_layout(rng: np.random.Generator, cam: dict, ident: dict | None, num
                 off_y=off_y, scale=scale, occ=occ)
 
 
+def draw_occluder(img: Image.Image, occ: dict, x: float, view: str, phase: float) -> None:
+    """Draw the occluder ``occ`` into ``img`` in place, at horizontal position ``x`` (pixels).
+
+    "pole": a full-height bar ``occ["w"]`` wide from ``x``; "car": a body over the whole width ``occ["h"]``
+    high at the bottom, with a roof over the left 60 %; "passer": a person (``occ["ident"]``, seen from
+    ``view`` at gait ``phase``) centred on ``x``, a tenth taller than the box and standing below its bottom.
+    Flat colours (``occ["color"]``), as a near object out of focus; the passer-by wears its clothes' patterns.
+    """
+    height, width = img.height, img.width
+    d = ImageDraw.Draw(img)
+    if occ["kind"] == "pole":
+        _rect(d, [x, 0, x + occ["w"], height], fill=occ["color"])
+    elif occ["kind"] == "car":
+        _rect(d, [-1, height - occ["h"], width, height], fill=occ["color"])
+        _rect(d, [0, height - occ["h"] * 1.25, width * 0.6, height - occ["h"]], fill=occ["color"])
+    else:
+        _draw_person(img, occ["ident"], view, phase, x, height * 1.05, height * 1.1)
+
+
 def occluded_frames(layout: dict, num_frames: int) -> int:
     """How many of the tracklet's frames its occluder is drawn in (0 without one)."""
     occ = layout["occ"]
@@ -259,15 +278,7 @@ def render_tracklet(ident: dict | None, cam: dict, background: np.ndarray, num_f
         if ident is not None:
             _draw_person(img, ident, view, phase, cx, feet, hp)
         if occ is not None and occ["start"] <= t < occ["start"] + occ["len"]:
-            d = ImageDraw.Draw(img)
-            ox = occ["x"] + occ["v"] * (t - occ["start"])
-            if occ["kind"] == "pole":
-                _rect(d, [ox, 0, ox + occ["w"], height], fill=occ["color"])
-            elif occ["kind"] == "car":
-                _rect(d, [-1, height - occ["h"], width, height], fill=occ["color"])
-                _rect(d, [0, height - occ["h"] * 1.25, width * 0.6, height - occ["h"]], fill=occ["color"])
-            else:
-                _draw_person(img, occ["ident"], view, phase + 1.0, ox, height * 1.05, height * 1.1)
+            draw_occluder(img, occ, occ["x"] + occ["v"] * (t - occ["start"]), view, phase + 1.0)
         if cam["lowres"] < 1.0:
             small = (max(4, int(width * cam["lowres"])), max(8, int(height * cam["lowres"])))
             img = img.resize(small, Image.BILINEAR).resize((width, height), Image.BILINEAR)
