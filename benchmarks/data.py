@@ -225,6 +225,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="store_true", help="also time the model's training step (CUDA)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     p.add_argument("--baselines", action="store_true", help="only the hand-crafted baselines (hardness)")
+    p.add_argument("--per-core", action="store_true",
+                   help="only the per-core table: the loader's uint8 path beside the bare decode, both sources")
+    p.add_argument("--per-core-batches", type=int, default=6, help="timed batches per source (--per-core)")
     p.add_argument("--note", default="", help="a sentence added under the table (conditions of the run)")
     p.add_argument("--out", default=None, help="output stem (default results/data_loading_<device type>)")
     args = p.parse_args(argv)
@@ -238,6 +241,8 @@ def main(argv=None) -> int:
         workers = [int(w) for w in args.workers.split(",")]
     else:
         workers = sorted({0, 2, 4, 8, cores} | ({16} if cores >= 16 else set()))
+    if args.per_core:
+        return per_core(args)
     t0 = time.perf_counter()
     root = args.root or ensure_synthetic(num_ids=args.num_synthetic_ids)
     gen_s = time.perf_counter() - t0
@@ -279,6 +284,237 @@ def main(argv=None) -> int:
         lines += ["", args.note]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     console.print(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.md')}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --per-core: the loader's uint8 path beside the bare decode of the same frames, per core (issue 34).
+
+SOURCES = {"synthetic": dict(num_ids=100), "mars-size": dict(num_ids=40, height=256, width=128)}
+"""The two sources: the synthetic set (128x64 JPEGs, resized to 256x128) and one drawn at MARS's 256x128
+(MARS layout, JPEGs of MARS's size in bytes, not resized)."""
+
+
+def _batch_list(train, args, n: int):
+    """``n`` sampler batches (epochs chained) and the training set that fetches them (uint8 path)."""
+    from stgcn_pyg.data.loader import build_train_loader
+
+    loader = build_train_loader(train, seq_len=args.seq_len, num_ids=args.num_ids, num_instances=args.num_instances,
+                                image_size=tuple(args.image_size), seed=0, device="cpu", pin_memory=False)
+    batches, e = [], 0
+    while len(batches) < n:
+        batches += loader.sampler.global_batches(e)
+        e += 1
+    return loader.dataset, batches[:n]
+
+
+def _bare(ds, items) -> int:
+    """Read and decode each distinct frame of the batch once, stack and resize each tracklet: the floor."""
+    import numpy as np
+    import torchvision.transforms.v2.functional as F
+
+    from stgcn_pyg.data.sampling import restricted_random
+    from stgcn_pyg.data.transforms import decode_frame, read_bytes, stack_frames
+
+    n = 0
+    for row, seed in items:
+        paths = ds.frames[row]
+        idx = restricted_random(len(paths), ds.seq_len, np.random.default_rng(seed)).tolist()
+        got = {i: decode_frame(read_bytes(paths[i]), paths[i]) for i in set(idx)}
+        x = stack_frames([got[i] for i in idx])
+        if tuple(x.shape[-2:]) != ds.transform.size:
+            x = F.resize(x, list(ds.transform.size), antialias=True)
+        n += x.size(0)
+    return n
+
+
+def _stages(ds, items) -> dict:
+    """Seconds per stage of the loader's work on ``items``, each stage timed on its own."""
+    import copy
+
+    import numpy as np
+    import torchvision.transforms.v2.functional as F
+
+    from stgcn_pyg.data.batching import _template, frame_buffer
+    from stgcn_pyg.data.sampling import restricted_random
+    from stgcn_pyg.data.transforms import decode_frame, read_bytes, stack_frames
+
+    T, size = ds.seq_len, ds.transform.size
+    s = dict.fromkeys(("sampling", "read", "decode", "resize", "flip + write", "graph/Data + collation"), 0.0)
+    clock = time.perf_counter
+    t = clock()
+    draws = []
+    for row, seed in items:
+        rng = np.random.default_rng(seed)
+        idx = restricted_random(len(ds.frames[row]), T, rng).tolist()
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        draws.append((row, idx, torch.rand((), generator=gen).item() < ds.transform.flip_prob))
+    s["sampling"] += clock() - t
+    t = clock()
+    data = [{i: read_bytes(ds.frames[row][i]) for i in set(idx)} for row, idx, _ in draws]
+    s["read"] += clock() - t
+    t = clock()
+    imgs = [{i: decode_frame(d[i], "") for i in d} for d in data]
+    s["decode"] += clock() - t
+    t = clock()
+    clips = []
+    for (row, idx, _), got in zip(draws, imgs):
+        x = [got[i] for i in idx]
+        if tuple(x[0].shape[-2:]) != size:
+            x = F.resize(stack_frames(x), list(size), antialias=True)
+        clips.append(x)
+    s["resize"] += clock() - t
+    t = clock()
+    out = frame_buffer(len(items) * T, size, ds._pool)
+    for b, ((_, _, flip), x) in enumerate(zip(draws, clips)):
+        slot = out[b * T:(b + 1) * T]
+        if isinstance(x, list):
+            for k, f in enumerate(x):
+                slot[k].copy_(f.flip(-1) if flip else f)
+        else:
+            slot.copy_(x.flip(-1) if flip else x)
+    s["flip + write"] += clock() - t
+    t = clock()
+    batch = copy.copy(_template(ds, len(items)))
+    for key, value in list(batch.items()):
+        if isinstance(value, torch.Tensor):
+            batch[key] = value.clone()
+    rows = [r for r, _, _ in draws]
+    batch.pid, batch.camid = torch.as_tensor(ds.pids[rows]), torch.as_tensor(ds.camids[rows])
+    batch.label, batch.skipped = torch.as_tensor(ds.labels[rows]), torch.zeros(len(rows), dtype=torch.long)
+    batch.frames = out
+    s["graph/Data + collation"] += clock() - t
+    return s
+
+
+def _transfer(ds, items) -> float:
+    """Seconds to hand a worker's batch to the main process: pickle (shared-memory handles), unpickle, and the
+    main process's first read of the frames (page faults on the shared pages)."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    from stgcn_pyg.data.batching import train_batch
+
+    batch = train_batch(ds, items)
+    T, (H, W) = ds.seq_len, ds.transform.size
+    storage = torch.UntypedStorage._new_shared(len(items) * T * H * W * 3)  # where a worker writes the frames
+    shared = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (len(items) * T, H, W, 3)).permute(0, 3, 1, 2)
+    shared.copy_(batch.frames)
+    batch.frames = shared
+    t = time.perf_counter()
+    received = pickle.loads(bytes(ForkingPickler.dumps(batch)))
+    received.frames.flatten()[::4096].sum()  # one byte per page
+    dt = time.perf_counter() - t
+    return dt
+
+
+def _workers_rate(ds, batches, workers: int) -> float:
+    """Frames/s of the loader's uint8 path with ``workers`` processes (the first batch, start-up, not timed)."""
+    from torch.utils.data import DataLoader
+
+    from stgcn_pyg.data.loader import _first
+
+    loader = DataLoader(ds, batch_sampler=batches, num_workers=workers, collate_fn=_first,
+                        persistent_workers=False, prefetch_factor=4)
+    it = iter(loader)
+    next(it)
+    t, n = time.perf_counter(), 0
+    for b in it:
+        n += b.frames.size(0)
+    dt = time.perf_counter() - t
+    del it, loader
+    return n / dt
+
+
+def per_core(args) -> int:
+    """The table of issue 34, item 1 (see ``--per-core``); its last line is the headline ratio."""
+    from common import cpu_flags, cpu_model
+
+    from torch_geometric.data import Batch
+
+    from stgcn_pyg.data.batching import train_batch
+    from stgcn_pyg.data.transforms import DECODER
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n_batches = 3 if args.quick else args.per_core_batches
+    threads = torch.get_num_threads()
+    rows, stage_rows, headline = [], [], {}
+    for source, synth in SOURCES.items():
+        kw = dict(synth, num_ids=8, height=synth.get("height", 128) // 2, width=synth.get("width", 64) // 2) \
+            if args.quick else synth
+        ds_all = load_dataset("mars", ensure_synthetic(progress=False, **kw))
+        ds, batches = _batch_list(ds_all.train, args, n_batches + 1)
+        src = _source_size(ds_all)
+        torch.set_num_threads(1)
+        try:
+            train_batch(ds, batches[0])  # warm-up (templates, decoder)
+            _bare(ds, batches[0])
+            t_loader = t_bare = t_item = 0.0
+            n_frames = 0
+            stages = None
+            for items in batches[1:]:  # interleaved, so that a change of load hits every column alike
+                t = time.perf_counter()
+                b = train_batch(ds, items)
+                t_loader += time.perf_counter() - t
+                n_frames += b.frames.size(0)
+                del b
+                t = time.perf_counter()
+                _bare(ds, items)
+                t_bare += time.perf_counter() - t
+                t = time.perf_counter()
+                Batch.from_data_list([ds[i] for i in items])  # per-item Data and PyG's collation (before)
+                t_item += time.perf_counter() - t
+                s = _stages(ds, items)
+                stages = s if stages is None else {k: stages[k] + v for k, v in s.items()}
+            transfer = sum(_transfer(ds, items) for items in batches[1:])
+        finally:
+            torch.set_num_threads(threads)
+        bare = n_frames / t_bare
+        loader = n_frames / t_loader
+        headline[source] = loader / bare
+        common_cols = {"source": source, "source JPEG": src, "resized": src != f"{args.image_size[0]}x{args.image_size[1]}"}
+        rows.append({**common_cols, "path": "bare decode (+resize)", "workers": 0, "frames/s": bare,
+                     "frames/s per core": bare, "of bare decode": 1.0})
+        rows.append({**common_cols, "path": "loader uint8", "workers": 0, "frames/s": loader,
+                     "frames/s per core": loader, "of bare decode": loader / bare})
+        item = n_frames / t_item
+        rows.append({**common_cols, "path": "per-item Data + PyG collation (before)", "workers": 0, "frames/s": item,
+                     "frames/s per core": item, "of bare decode": item / bare})
+        for w in (1, 2):
+            r = _workers_rate(ds, batches, w)
+            per = r / min(w, cores)
+            rows.append({**common_cols, "path": "loader uint8", "workers": w, "frames/s": r,
+                         "frames/s per core": per, "of bare decode": per / bare})
+        total = sum(stages.values())
+        for k, v in {**stages, "transfer worker->main": transfer}.items():
+            stage_rows.append({"source": source, "stage": k, "us/frame": 1e6 * v / n_frames,
+                               "share of loader": v / total if k != "transfer worker->main" else float("nan")})
+        console.print(f"{source}: bare {bare:.0f}, loader {loader:.0f} frames/s per core ({loader / bare:.2f})")
+    flags = cpu_flags() or []
+    cpu = f"{cpu_model() or 'unknown'} CPU ({cores} cores; flags {', '.join(flags) or 'no avx512/amx'})"
+    df, st = pd.DataFrame(rows), pd.DataFrame(stage_rows)
+    df.insert(0, "cpu", cpu)
+    stem = Path(args.out) if args.out else RESULTS / f"data_per_core{'_quick' if args.quick else ''}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.3f")
+    st.to_csv(stem.with_name(stem.name + "_stages.csv"), index=False, float_format="%.3f")
+    lines = [f"# The loader's uint8 path against the bare decode, per core", "",
+             f"{cpu}; decoder {DECODER}; batch {args.num_ids}x{args.num_instances}x{args.seq_len} at "
+             f"{args.image_size[0]}x{args.image_size[1]}, {n_batches} batches per source, measured side by side "
+             f"(interleaved) in one run of `python benchmarks/data.py --per-core`, {time.strftime('%Y-%m-%d')}.", "",
+             "*loader uint8*: what a GPU receives (sampling, decode, resize, flip, graphs and Data, PyG collation; "
+             "no normalisation). *bare decode (+resize)*: reading and decoding each distinct frame once and "
+             "resizing each tracklet, nothing else. In-process rows run on one thread; with workers, frames/s per "
+             "core divides by the worker count (the main process shares the cores).", "",
+             to_markdown(df.drop(columns=["cpu"]), floatfmt=".2f"), "",
+             "Where a frame's time goes (in-process, each stage timed on its own; transfer: pickling a worker's "
+             "batch as shared-memory handles, unpickling it and the main process's first read of the frames):", "",
+             to_markdown(st, floatfmt=".2f")]
+    if args.note:
+        lines += ["", args.note]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    console.print(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.md')}")
+    print(f"loader/decode per core: synthetic {headline['synthetic']:.2f}, mars-size {headline['mars-size']:.2f}")
     return 0
 
 

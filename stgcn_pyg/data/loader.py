@@ -1,9 +1,9 @@
 """Training and test loaders: tracklet tables -> batches on their way to the model.
 
 Training batches are :class:`~torch_geometric.data.Batch` objects of
-:class:`TrackletData` from :class:`torch_geometric.loader.DataLoader`
-(``num_ids`` identities x ``num_instances`` tracklets, restricted random
-frame sampling); test batches are plain ``(clips [b, T, 3, H, W],
+:class:`TrackletData`, each built whole by the dataset (``num_ids`` identities
+x ``num_instances`` tracklets, restricted random frame sampling; see
+:mod:`stgcn_pyg.data.batching`); test batches are plain ``(clips [b, T, 3, H, W],
 tracklet_index [b])`` pairs, whose clips cover every frame in consecutive
 clips ("all"), one evenly spaced clip per tracklet ("evenly"), or every frame
 in clips that each span the tracklet ("strided").
@@ -28,6 +28,7 @@ from .sampling import RandomIdentitySampler, all_clips, evenly, restricted_rando
 from ..graphs import TrackletGraph
 from .occlusion import TestOcclusion
 from .tracklet import TrackletData, resolve_graph
+from .batching import DECODE_MODES, BufferPool, decode_on_device, device_jpeg_decoder, train_batch
 from .transforms import DEFAULT_IMAGE_SIZE, CorruptFrameError, TrackletTransform, normalize_frames, read_frame
 
 __all__ = ["build_train_loader", "build_test_loader", "load_tracklet_frames", "TrainLoader", "TestLoader",
@@ -41,8 +42,8 @@ TEST_MODES = tuple(TEST_CLIPS)
 log = logging.getLogger("stgcn_pyg.data")
 
 
-def load_tracklet_frames(paths: list[str], indices) -> tuple[list[torch.Tensor], list[str]]:
-    """Decode ``paths[i]`` for i in ``indices`` (each distinct frame once).
+def load_tracklet_frames(paths: list[str], indices, read=read_frame) -> tuple[list[torch.Tensor], list[str]]:
+    """Decode ``paths[i]`` for i in ``indices`` (each distinct frame once, by ``read``).
 
     A frame that cannot be decoded is replaced by the nearest readable frame
     of the tracklet; returns the frames and the paths that were skipped.
@@ -53,7 +54,7 @@ def load_tracklet_frames(paths: list[str], indices) -> tuple[list[torch.Tensor],
     def get(i: int):
         if i not in cache:
             try:
-                cache[i] = read_frame(paths[i])
+                cache[i] = read(paths[i])
             except CorruptFrameError as exc:
                 cache[i] = None
                 skipped.append(paths[i])
@@ -125,7 +126,7 @@ class TrackletTrainSet(Dataset):
     """
 
     def __init__(self, df: pd.DataFrame, seq_len: int, transform: TrackletTransform, graph: TrackletGraph,
-                 raw: bool = False):
+                 raw: bool = False, decode: str = "cpu"):
         self.frames = _frames_column(df)
         self.pids = df["pid"].to_numpy(np.int64)
         self.camids = df["camid"].to_numpy(np.int64)
@@ -134,6 +135,9 @@ class TrackletTrainSet(Dataset):
         self.labels = np.array([self.pid2label[p] for p in self.pids.tolist()], np.int64)
         self.seq_len, self.transform, self.graph = seq_len, transform, graph
         self.raw = raw  # uint8 frames + erasing rectangles, normalised later (on the GPU)
+        self.decode = decode  # "cuda": batches carry the JPEG bytes, decoded in the main process
+        self._templates = {}
+        self._pool = BufferPool()  # in-process batches reuse released frame buffers
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -156,6 +160,10 @@ class TrackletTrainSet(Dataset):
             label=torch.tensor([int(self.labels[row])]), skipped=torch.tensor([len(skipped)]), **extra,
         )
 
+    def __getitems__(self, items) -> list:
+        """The DataLoader's batched fetch: the whole batch, built at once (:func:`~stgcn_pyg.data.batching.train_batch`)."""
+        return [train_batch(self, items)]
+
 
 class TrainLoader:
     """Iterable over training batches; ``len()`` batches per epoch, ``set_epoch()`` to reshuffle.
@@ -165,9 +173,11 @@ class TrainLoader:
     and ``skipped`` [B]. ``num_skipped_frames`` counts unreadable frames met.
     """
 
-    def __init__(self, loader, sampler: RandomIdentitySampler, dataset: TrackletTrainSet, device=None):
+    def __init__(self, loader, sampler: RandomIdentitySampler, dataset: TrackletTrainSet, device=None,
+                 decoder=None):
         self.loader, self.sampler, self.dataset = loader, sampler, dataset
         self.device = None if device is None else torch.device(device)
+        self.decoder = decoder  # decode="cuda": JPEG bytes -> frames on the device
         self.num_skipped_frames = 0
 
     @property
@@ -186,7 +196,10 @@ class TrainLoader:
             if n:
                 self.num_skipped_frames += n
                 log.warning("skipped %d unreadable frame(s) in this batch (%d so far)", n, self.num_skipped_frames)
-            if self.device is not None:
+            if self.decoder is not None:
+                tf = self.dataset.transform
+                batch = decode_on_device(batch, self.device, self.decoder, tf.size, tf.mean, tf.std)
+            elif self.device is not None:
                 # uint8 frames travel (a quarter of the bytes); normalise and erase on the device.
                 batch = batch.to(self.device, non_blocking=True)
                 batch.frames = normalize_frames(batch.frames, batch.erase)
@@ -203,7 +216,7 @@ def build_train_loader(df: pd.DataFrame, *, seq_len: int = 8, num_ids: int = 16,
                        temporal_topology=None, spatial_topology=None, num_workers: int = 0, seed: int = 0,
                        random_erasing: bool = False, rank: int = 0, world_size: int = 1,
                        pin_memory=None, flip_prob: float = 0.5, prefetch_factor: int = 4,
-                       device=None) -> TrainLoader:
+                       device=None, decode: str = "cpu", decoder=None) -> TrainLoader:
     """Batches of ``num_ids`` identities x ``num_instances`` tracklets from a training table (``dataset.train``).
 
     The tracklet graphs are ``graph`` (give the model's, ``model.graph``) or
@@ -214,18 +227,36 @@ def build_train_loader(df: pd.DataFrame, *, seq_len: int = 8, num_ids: int = 16,
     moves each batch to ``device`` and normalises (and erases) there: the
     same values as without it, a quarter of the bytes through shared and
     pinned memory. Without it batches stay on the CPU, frames float32.
-    """
-    from torch_geometric.loader import DataLoader
 
+    ``decode="cuda"`` (with a CUDA ``device``): workers only read the JPEG
+    files' bytes; the main process decodes each batch on the device in one
+    nvjpeg call and resizes, flips and normalises there. ``decoder`` replaces
+    that call (``decoder(list of byte tensors) -> frames on device``; tests
+    pass a CPU stand-in).
+    """
     if seq_len < 1:
         raise ConfigError(f"seq_len must be >= 1, got {seq_len}")
+    if decode not in DECODE_MODES:
+        raise ConfigError(f"data.decode: {decode!r} is not one of {', '.join(map(repr, DECODE_MODES))}")
+    if decode == "cuda":
+        if device is None or (decoder is None and torch.device(device).type != "cuda"):
+            raise ConfigError(f'data.decode = "cuda" decodes on a CUDA device; the training device is '
+                              f'{"the CPU" if device is None else torch.device(device)}: use data.decode = "cpu"')
+        decoder = decoder or device_jpeg_decoder(device)
     transform = TrackletTransform(image_size, train=True, flip_prob=flip_prob, random_erasing=random_erasing)
     graph = resolve_graph(graph, num_stripes, temporal_topology, spatial_topology)
-    ds = TrackletTrainSet(df, seq_len, transform, graph, raw=device is not None)
+    ds = TrackletTrainSet(df, seq_len, transform, graph, raw=device is not None, decode=decode)
     sampler = RandomIdentitySampler(ds.pids, num_instances, num_ids, seed, rank, world_size)
     extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if num_workers > 0 else {}
-    loader = DataLoader(ds, batch_sampler=sampler, num_workers=num_workers, pin_memory=_pin(pin_memory), **extra)
-    return TrainLoader(loader, sampler, ds, device)
+    # The JPEG bytes stay in pageable memory (the decoder reads them from the CPU): no pinning then.
+    pin = _pin(pin_memory) and decode == "cpu"
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin,
+                                         collate_fn=_first, **extra)
+    return TrainLoader(loader, sampler, ds, device, decoder if decode == "cuda" else None)
+
+
+def _first(batches: list):
+    return batches[0]  # TrackletTrainSet.__getitems__ collates the batch itself
 
 
 class ClipTestSet(Dataset):
