@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import TIERS, VARIANTS  # noqa: E402
+from study_variants import TIERS, VARIANTS  # noqa: E402
 from common import write_table  # noqa: E402
 
 from stgcn_pyg.data import build_train_loader  # noqa: E402

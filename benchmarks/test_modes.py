@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import _paired_text  # noqa: E402
+from study_stats import paired_text  # noqa: E402
 from common import cpu_flags, device_name, to_markdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,11 +83,11 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             row[f"{variant} mAP"] = f"{v.mean():.1f} ({len(v)} seeds)" if len(v) else ""
             by_mode = runs.assign(variant=runs["mode"])  # the modes of one variant, paired by seed
             if mode != "evenly":
-                row[f"{variant}: − evenly"] = _paired_text(by_mode, "mAP", baseline="evenly").get(mode, "")
+                row[f"{variant}: − evenly"] = paired_text(by_mode, "mAP", baseline="evenly").get(mode, "")
             if mode == "strided":  # the hypothesis: spread clips beat consecutive ones
-                row[f"{variant}: − all"] = _paired_text(by_mode, "mAP", baseline="all").get(mode, "")
+                row[f"{variant}: − all"] = paired_text(by_mode, "mAP", baseline="all").get(mode, "")
         if {"full", "global"} <= set(df.variant):
-            row["full − global (paired by seed)"] = _paired_text(df[df["mode"] == mode], "mAP").get("full", "")
+            row["full − global (paired by seed)"] = paired_text(df[df["mode"] == mode], "mAP").get("full", "")
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 

@@ -36,7 +36,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from ablation import TIERS  # noqa: E402
+from study_variants import TIERS  # noqa: E402
 from common import write_table  # noqa: E402
 
 from stgcn_pyg.config import load_config  # noqa: E402

@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -65,31 +66,36 @@ def test_paired_summary_is_the_t_interval_of_per_seed_differences(frozen_tier):
 
 
 @pytest.fixture(scope="module")
-def ablation():
+def study():
+    """The ablation study's modules: its variants, its runner and its reports."""
     spec = importlib.util.spec_from_file_location("_benchmarks_ablation", SCRIPT.parent / "ablation.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # puts benchmarks/ on sys.path for its own imports
-    return module
+    import study_reports
+    import study_runs
+    import study_variants
+
+    return SimpleNamespace(variants=study_variants, runs=study_runs, reports=study_reports)
 
 
-def test_every_ablation_variant_is_a_valid_config_in_both_tiers(ablation):
+def test_every_ablation_variant_is_a_valid_config_in_both_tiers(study):
     """A misspelt key or a value the config rejects would only show an hour into the study."""
     from stgcn_pyg.config import load_config
 
-    for tier in ablation.TIERS.values():
-        for name, overrides in ablation.VARIANTS.items():
+    for tier in study.variants.TIERS.values():
+        for name, overrides in study.variants.VARIANTS.items():
             cfg = load_config("synthetic", tier["overrides"] + overrides)
             assert cfg.resolved_model().seq_len == cfg.data.seq_len == 8, name
 
 
-def test_lpft_fine_tunes_the_tiers_whole_budget_after_probing(ablation):
+def test_lpft_fine_tunes_the_tiers_whole_budget_after_probing(study):
     """LP-FT's fine-tuning phase has the finetune tier's epochs and rate step, shifted by the frozen epochs."""
     from stgcn_pyg.config import load_config
 
-    tier = ablation.TIERS["finetune"]["overrides"]
+    tier = study.variants.TIERS["finetune"]["overrides"]
     full = load_config("synthetic", tier)
-    lpft = load_config("synthetic", tier + ablation.VARIANTS["full-lpft"])
-    inbudget = load_config("synthetic", tier + ablation.VARIANTS["full-lpft-inbudget"])
+    lpft = load_config("synthetic", tier + study.variants.VARIANTS["full-lpft"])
+    inbudget = load_config("synthetic", tier + study.variants.VARIANTS["full-lpft-inbudget"])
     probe = lpft.train.freeze_backbone_epochs
     assert probe == inbudget.train.freeze_backbone_epochs == 4
     assert lpft.train.epochs - probe == full.train.epochs == inbudget.train.epochs
@@ -110,15 +116,14 @@ def _rows(seeds, level=None, shift=0.0, allframes=True):
     return rows
 
 
-def test_reuse_default_copies_the_tier_runs_only_when_the_shared_runs_agree(ablation, tmp_path, monkeypatch):
-    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
+def test_reuse_default_copies_the_tier_runs_only_when_the_shared_runs_agree(study, tmp_path):
     pd.DataFrame(_rows([0, 1, 2], allframes=False)).to_csv(tmp_path / "tier.csv", index=False)
     pd.DataFrame([dict(tier="finetune", variant=v, seed=s, epoch=e, mAP=float(e))
                   for v in ("global", "full") for s in (0, 1, 2) for e in (2, 4)]).to_csv(
         tmp_path / "tier_curves.csv", index=False)
     pd.DataFrame(_rows([0], level="default") + _rows([0, 1], level="heavy")).to_csv(tmp_path / "sweep.csv", index=False)
 
-    copied = ablation.reuse_default_rows("sweep", "tier", ["global", "full"], [0, 1, 2])
+    copied = study.runs.reuse_default_rows("sweep", "tier", ["global", "full"], [0, 1, 2], tmp_path)
     assert sorted(copied) == sorted(("finetune", "default", v, s) for v in ("global", "full") for s in (1, 2))
     sweep = pd.read_csv(tmp_path / "sweep.csv")
     default = sweep[sweep.level == "default"].set_index(["variant", "seed"])
@@ -129,23 +134,22 @@ def test_reuse_default_copies_the_tier_runs_only_when_the_shared_runs_agree(abla
     curves = pd.read_csv(tmp_path / "sweep_curves.csv")
     assert len(curves) == 8 and set(curves.level) == {"default"} and set(curves.seed) == {1, 2}
     # The report says which rows are borrowed and counts the seeds behind each all-frames mean.
-    table, _ = ablation.occlusion_table(sweep, {"none": 0.0, "default": 0.2, "heavy": 0.5})
+    table, _ = study.reports.occlusion_table(sweep, {"none": 0.0, "default": 0.2, "heavy": 0.5})
     row = table[(table.level == "default") & (table.variant == "full")].iloc[0]
     assert row["seeds"] == 3 and row["mAP_allframes"] == "44.0 (1 of 3)"
-    assert "global seeds 1 2" in ablation._reused_text(sweep)
-    assert ablation.reuse_default_rows("sweep", "tier", ["global", "full"], [0, 1, 2]) == []  # idempotent
+    assert "global seeds 1 2" in study.reports.reused_text(sweep)
+    assert study.runs.reuse_default_rows("sweep", "tier", ["global", "full"], [0, 1, 2], tmp_path) == []  # idempotent
 
 
-def test_reuse_default_refuses_a_different_set_up_and_names_the_file(ablation, tmp_path, monkeypatch):
-    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
+def test_reuse_default_refuses_a_different_set_up_and_names_the_file(study, tmp_path):
     pd.DataFrame(_rows([0, 1], shift=0.5)).to_csv(tmp_path / "tier.csv", index=False)
     pd.DataFrame(_rows([0], level="default")).to_csv(tmp_path / "sweep.csv", index=False)
     with pytest.raises(SystemExit, match=r"tier\.csv is not the default level's set-up: global seed 0 scored mAP"):
-        ablation.reuse_default_rows("sweep", "tier", ["global", "full"], [0, 1])
+        study.runs.reuse_default_rows("sweep", "tier", ["global", "full"], [0, 1], tmp_path)
     pd.DataFrame(_rows([1], level="default")).to_csv(tmp_path / "sweep.csv", index=False)
     pd.DataFrame(_rows([0])).to_csv(tmp_path / "tier.csv", index=False)
     with pytest.raises(SystemExit, match="no trained default-level run"):
-        ablation.reuse_default_rows("sweep", "tier", ["global", "full"], [0])
+        study.runs.reuse_default_rows("sweep", "tier", ["global", "full"], [0], tmp_path)
     with pytest.raises(SystemExit, match=r"missing\.csv does not exist"):
-        ablation.reuse_default_rows("sweep", "missing", ["global"], [0])
+        study.runs.reuse_default_rows("sweep", "missing", ["global"], [0], tmp_path)
     assert len(pd.read_csv(tmp_path / "sweep.csv")) == 2  # nothing written on refusal
