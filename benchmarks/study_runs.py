@@ -36,14 +36,69 @@ def run_one(job: dict) -> dict:
     cfg = load_config(job["config"], overrides)
     start = time.perf_counter()
     Path(job["output"]).parent.mkdir(parents=True, exist_ok=True)
-    with open(Path(job["output"]).with_suffix(".console.txt"), "w") as fh:
-        results = train(cfg, console=Console(file=fh, width=120))
-    # A killed run's folder is never overwritten: the run may have gone to NAME-2.
+    # A run stopped part-way (the session ended, the machine restarted) continues from its last epoch: the same
+    # weights as a run never stopped. Its minutes are then this process's only.
+    last = Path(job["output"]) / "last.pt"
+    resume = last if last.is_file() else None
+    with open(Path(job["output"]).with_suffix(".console.txt"), "a" if resume else "w") as fh:
+        results = train(cfg, resume=resume, console=Console(file=fh, width=120))
     job["output"] = results["output"]
+    if "mAP" not in results:  # it had finished before (nothing to train): its last evaluation, again
+        results.update(score_checkpoint(results["output"]))
     return dict(
         variant=job["variant"], seed=job["seed"], minutes=round((time.perf_counter() - start) / 60, 2),
-        **{k: results[k] for k in ("rank1", "rank5", "mAP", "mINP")},
+        resumed=resume is not None, **{k: results[k] for k in ("rank1", "rank5", "mAP", "mINP")},
     )
+
+
+def score_checkpoint(run_dir: str, **changes) -> dict:
+    """The scores of a run's last.pt under its own test settings (the training loop's last evaluation), with
+    ``changes`` to :class:`~stgcn_pyg.evaluation.TestOptions` on top."""
+    import torch
+
+    from stgcn_pyg.checkpoint import load_checkpoint
+    from stgcn_pyg.data import load_configured_dataset
+    from stgcn_pyg.evaluation import TestOptions
+    from stgcn_pyg.evaluation.evaluate import evaluate_model
+
+    model, cfg = load_checkpoint(Path(run_dir) / "last.pt")
+    ds = load_configured_dataset(cfg.data, progress=False)
+    with torch.no_grad():
+        return evaluate_model(model, ds, TestOptions.from_config(cfg, progress=False, **changes),
+                              metric=cfg.eval.metric)
+
+
+# The shares of every query tracklet's frames occluded at test time (`stgcn-pyg evaluate --occlude`, seed 0,
+# gallery clean) each fine-tune run is also scored at; share 0 is scored too, through the same code.
+TEST_OCCLUSION_SHARES = (0.0, 0.25, 0.5, 0.75)
+
+
+def score_test_occlusion(run_dir: str, shares=TEST_OCCLUSION_SHARES, seed: int = 0) -> dict:
+    """``mAP_occ{100*share}`` (and rank-1) of a finished run's last.pt, its query occluded at each share.
+
+    The run's own test settings (one evenly spaced clip per tracklet in the fine-tune tier); the gallery's
+    descriptors are extracted once, unoccluded.
+    """
+    import torch
+
+    from stgcn_pyg.checkpoint import load_checkpoint
+    from stgcn_pyg.data import load_configured_dataset
+    from stgcn_pyg.evaluation import TestOptions
+    from stgcn_pyg.evaluation.evaluate import evaluate_dataset_descriptors, extract_split
+
+    model, cfg = load_checkpoint(Path(run_dir) / "last.pt")
+    ds = load_configured_dataset(cfg.data, progress=False)
+    options = TestOptions.from_config(cfg, progress=False)
+    out = {}
+    with torch.no_grad():
+        gf = extract_split(model, ds.gallery, options, split="gallery")
+        for share in shares:
+            occluded = options.replace(occlude=share, occlude_seed=seed)
+            qf = extract_split(model, ds.query, occluded, split="query")
+            r = evaluate_dataset_descriptors(qf, gf, ds, occluded, metric=cfg.eval.metric)
+            tag = f"occ{round(100 * share)}"
+            out[f"mAP_{tag}"], out[f"rank1_{tag}"] = r["mAP"], r["rank1"]
+    return out
 
 
 def branch_breakdown(run_dir: str) -> list[dict]:
@@ -201,6 +256,7 @@ def run_finetune_job(job: dict) -> dict:
                   mINP=r.mINP)
              for r in metrics.itertuples() if not pd.isna(getattr(r, "mAP", float("nan")))]
     row.update(score_all_frames(job["output"]))
+    row.update(score_test_occlusion(job["output"]))
     for part in branch_breakdown(job["output"]):
         row[f"{part['branch']}_mAP"] = part["mAP"]
         for k in ("aff_top", "aff_same_stripe", "aff_hub"):
