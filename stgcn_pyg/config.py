@@ -147,6 +147,10 @@ class DataConfig:
     """Tracklets per identity in a training batch (a batch holds num_ids x num_instances tracklets)."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    decode: str = "cpu"
+    """Where training frames are decoded: "cpu" (in the loader's workers) or "cuda" (the workers only read the
+    JPEG files' bytes; the main process decodes each batch on the GPU with nvjpeg, in one call, and resizes,
+    flips and normalises there). "cuda" needs a CUDA training device."""
     random_erasing: bool = False
     """Random erasing augmentation (on top of resize + horizontal flip)."""
     synthetic_ids: int = 100
@@ -270,6 +274,7 @@ class Config:
     def validate(self) -> "Config":
         """Check values against their allowed sets and ranges; raise ConfigError naming the key."""
         m, d, lo, o, t, e = self.model, self.data, self.loss, self.optim, self.train, self.eval
+        from .data.batching import DECODE_MODES
         from .data.loader import TEST_MODES
         from .metrics import METRICS, PROTOCOLS
         from .models.backbone import BACKBONES, LAST_STRIDES
@@ -314,6 +319,7 @@ class Config:
         _positive("data.num_ids", d.num_ids)
         _positive("data.num_instances", d.num_instances)
         _non_negative("data.num_workers", d.num_workers)
+        _choice("data.decode", d.decode, DECODE_MODES)
         if d.synthetic_ids < 2:
             raise ConfigError(f"data.synthetic_ids: at least 2 identities, got {d.synthetic_ids}")
         if len(d.synthetic_frames) != 2 or not 1 <= d.synthetic_frames[0] <= d.synthetic_frames[1]:

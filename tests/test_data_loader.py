@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -196,3 +198,155 @@ def test_device_path_normalises_after_transfer_with_identical_values(mars):
         assert y.frames.dtype == torch.float32 and "erase" not in y
         assert torch.allclose(x.frames, y.frames, atol=1e-6)
         assert torch.equal(x.temporal_edge_index, y.temporal_edge_index) and torch.equal(x.label, y.label)
+
+
+# --- Issue 34: batches built whole, TorchCodec, GPU decode (tested with a CPU stand-in) ---
+
+def _textured_mars(tmp_path, sizes=((24, 12), (16, 8), (20, 10))):
+    """The fixture set with textured frames of several sizes (height, width): resizing and flips show."""
+    from PIL import Image
+
+    ds = load_dataset("mars", write_mars(tmp_path))
+    rng = np.random.default_rng(0)
+    for r, paths in enumerate(list(ds.train.frames) + list(ds.query.frames) + list(ds.gallery.frames)):
+        for k, p in enumerate(paths):
+            h, w = sizes[(r + (k if r % 2 else 0)) % len(sizes)]  # odd rows mix sizes within the tracklet
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(p, quality=90)
+    return ds
+
+
+def test_frames_decode_to_torchvisions_pixels(tmp_path):
+    from PIL import Image
+    from torchvision.io import ImageReadMode, decode_image
+
+    from stgcn_pyg.data.transforms import DECODER
+
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)).save(tmp_path / "rgb.jpg", quality=85)
+    Image.fromarray(rng.integers(0, 256, (64, 32), dtype=np.uint8)).save(tmp_path / "gray.jpg")
+    Image.fromarray(rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
+    for name in ("rgb.jpg", "gray.jpg", "rgb.png"):
+        ours = read_frame(str(tmp_path / name))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision's decoders are deprecated
+            ref = decode_image(str(tmp_path / name), mode=ImageReadMode.RGB)
+        assert ours.dtype == torch.uint8 and ours.shape == (3, 64, 32) and torch.equal(ours, ref), name
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except Exception:
+        assert DECODER == "torchvision"
+    else:
+        assert DECODER == "torchcodec"
+
+
+@pytest.mark.parametrize("kw", [{}, {"device": "cpu"}, {"random_erasing": True, "device": "cpu"}])
+def test_a_batch_built_whole_equals_per_item_data_and_pyg_collation(tmp_path, kw):
+    from torch_geometric.data import Batch
+
+    ds = _textured_mars(tmp_path)
+    loader = _train_loader(ds.train, seq_len=6, **kw)  # T > most tracklets: repeated frames
+    train = loader.dataset
+    items = loader.sampler.global_batches(0)[0]
+    whole = train.__getitems__(items)[0]
+    ref = Batch.from_data_list([train[i] for i in items])
+    assert sorted(whole.keys()) == sorted(ref.keys()) and whole.graph == ref.graph
+    for key in ref.keys():
+        if isinstance(ref[key], torch.Tensor):
+            assert torch.equal(whole[key], ref[key]), key
+    if "device" in kw:  # uint8 frames in channels_last, as the decoders write them
+        assert whole.frames.dtype == torch.uint8 and whole.frames.is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert whole.frames.dtype == torch.float32 and whole.frames.is_contiguous()
+    assert torch.equal(whole.get_example(1).frames, ref.get_example(1).frames)
+
+
+def test_resize_matches_torchvision_on_contiguous_frames(tmp_path):
+    import torchvision.transforms.v2.functional as F
+
+    ds = _textured_mars(tmp_path)
+    frames = [read_frame(p) for p in ds.train.frames[0]]
+    ours = TrackletTransform((32, 16)).resize(frames)
+    ref = F.resize(torch.stack([f.contiguous() for f in frames]), [32, 16], antialias=True)
+    assert torch.equal(ours, ref)
+
+
+def test_in_process_buffers_are_reused_only_when_released(mars):
+    loader = _train_loader(mars.train, device="cpu", seq_len=8)
+    raw = loader.loader  # uint8 batches, before normalisation
+    kept = []
+    for e in range(4):
+        loader.set_epoch(e)
+        for b in raw:
+            kept.append((b, b.frames.clone()))
+    assert all(torch.equal(b.frames, copy) for b, copy in kept)  # held batches were never written over
+    del kept, b
+    ptrs = set()
+    for e in range(4):
+        loader.set_epoch(e)
+        for b in raw:
+            ptrs.add(b.frames.data_ptr())
+            del b
+    assert len(ptrs) == 1  # released at once: one buffer serves every batch
+
+
+def _stand_in():
+    from stgcn_pyg.data.transforms import decode_frame
+
+    calls = []
+
+    def decode(datas):  # the nvjpeg call's contract (a list of byte tensors in, frames out), on the CPU
+        calls.append(list(datas))
+        return [decode_frame(d, "stand-in") for d in datas]
+
+    return decode, calls
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_cuda_decode_path_with_a_stand_in_decoder(tmp_path, workers, caplog):
+    ds = _textured_mars(tmp_path)
+    png = ds.train.frames[2][0]  # a PNG named .jpg: decoded in the worker, not by the batch decoder
+    from PIL import Image
+    Image.open(png).save(png, format="PNG")
+    bad = ds.train.frames[3][1]
+    with open(bad, "r+b") as f:
+        f.truncate(150)
+    decode, calls = _stand_in()
+    cpu = _train_loader(ds.train, seq_len=6, random_erasing=True, device="cpu", num_workers=workers)
+    gpu = _train_loader(ds.train, seq_len=6, random_erasing=True, device="cpu", decode="cuda", decoder=decode,
+                        num_workers=workers)
+    # Workers only read: the batch carries the JPEG files' bytes, one copy per distinct frame.
+    items = gpu.sampler.global_batches(0)[0]
+    enc = gpu.dataset.__getitems__(items)[0]
+    assert enc.frames.numel() == 0 and enc.encoded.dtype == torch.uint8
+    parts = torch.split(enc.encoded, enc.encoded_sizes.tolist())
+    assert len(parts) == len(set(enc.encoded_paths)) and png not in enc.encoded_paths and bad not in enc.encoded_paths
+    for part, path in zip(parts, enc.encoded_paths):
+        assert torch.equal(part, torch.from_numpy(np.fromfile(path, np.uint8)))
+    with caplog.at_level("WARNING", logger="stgcn_pyg.data"):
+        for e in range(3):
+            cpu.set_epoch(e)
+            gpu.set_epoch(e)
+            n = len(calls)
+            for a, b in zip(cpu, gpu):
+                assert torch.equal(a.frames, b.frames) and a.frames.dtype == torch.float32
+                assert set(a.keys()) == set(b.keys()) and torch.equal(a.spatial_edge_index, b.spatial_edge_index)
+                assert torch.equal(a.label, b.label) and torch.equal(a.skipped, b.skipped)
+            assert len(calls) - n == len(gpu)  # one decoder call per batch, on a list
+    assert all(isinstance(c, list) and c for c in calls)
+    assert gpu.num_skipped_frames == cpu.num_skipped_frames > 0
+
+
+def test_cuda_decode_needs_a_cuda_device_and_a_known_mode(mars):
+    from stgcn_pyg.config import config_from_dict
+    from stgcn_pyg.errors import ConfigError
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r'data.decode = "cuda" decodes on a CUDA device; the training device is the CPU'):
+            _train_loader(mars.train, decode="cuda")
+        with pytest.raises(ConfigError, match=r'data.decode = "cuda" decodes on a CUDA device.*cpu'):
+            _train_loader(mars.train, decode="cuda", device="cpu")
+    with pytest.raises(ConfigError, match=r"data.decode: 'gpu' is not one of 'cpu', 'cuda'"):
+        _train_loader(mars.train, decode="gpu")
+    with pytest.raises(ConfigError, match=r"data.decode: 'gpu' is not one of 'cpu', 'cuda'"):
+        config_from_dict({"data": {"decode": "gpu"}})
+    assert config_from_dict({"data": {"decode": "cuda"}}).data.decode == "cuda"

@@ -54,8 +54,8 @@ class BufferPool:
 
     A fresh 50 MB batch costs a page fault per 4 KiB page when first written
     (a fifth of the loader's time per core, measured); the batch before last
-    is usually released by then. Held buffers (a caller keeping batches) are
-    never reused: a new one is allocated.
+    is usually released by then. A held buffer (a caller keeping batches) is
+    never reused: a new one is allocated and replaces the oldest in the pool.
     """
 
     enabled = _counts_holders()  # storage reference counts as this torch reports them
@@ -71,7 +71,9 @@ class BufferPool:
             if buf.shape == shape and _holders(buf) == self._alone:
                 return buf
         buf = torch.empty(shape, dtype=torch.uint8)
-        if self.enabled and len(self.buffers) < self.size:
+        if self.enabled:
+            if len(self.buffers) == self.size:
+                self.buffers.pop(0)  # the oldest, still held by its batch: the pool lets go of it
             self._alone = _holders(buf)
             self.buffers.append(buf)
         return buf

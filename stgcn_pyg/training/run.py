@@ -217,8 +217,9 @@ def build_run(cfg: Config, *, resume: str | os.PathLike | None = None, ctx: Dist
         image_size=tuple(d.image_size), num_stripes=m.num_stripes, temporal_topology=m.temporal_topology,
         spatial_topology=m.spatial_topology, num_workers=d.num_workers, seed=t.seed,
         random_erasing=d.random_erasing, rank=ctx.rank, world_size=ctx.world_size,
-        # On CUDA, uint8 frames travel from the workers and are normalised on the device.
-        device=device if device.type == "cuda" else None,
+        # On CUDA, uint8 frames (or with data.decode = "cuda" the JPEG bytes) travel from the workers and are
+        # normalised (decoded) on the device.
+        device=device if device.type == "cuda" else None, decode=d.decode,
     )
     if m.num_classes == 0:
         m.num_classes = loader.num_classes
