@@ -61,7 +61,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_reports import write_affinity_figure, write_occlusion_report, write_pretrained_report  # noqa: E402
+from study_reports import (write_affinity_figure, write_occlusion_report, write_pretrained_report,  # noqa: E402
+                           write_test_occlusion_report)
 from study_runs import run_study, run_tier  # noqa: E402
 from study_variants import (  # noqa: E402
     DEFAULT_VARIANTS, OCCLUSION_LEVELS, PRETRAINED_RESULTS, RESULTS, TIERS, VARIANTS,
@@ -114,6 +115,7 @@ def main(argv=None):
             write_pretrained_report(args.out, args.overrides)
             if args.tier == "finetune":
                 write_affinity_figure(args.out, Path(args.runs_dir) / "finetune")
+                write_test_occlusion_report(args.out)
         else:
             run_tier(args)
         print((RESULTS / f"{args.out}.md").read_text())

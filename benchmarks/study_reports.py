@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from common import to_markdown
-from study_stats import mean_text, paired_text, seed_gaps, t_half_width, welch_interval
+from study_stats import interval_text, mean_text, paired_text, seed_gaps, t_half_width, welch_interval
 from study_variants import KEY_CURVES, OCCLUSION_LEVELS, PRETRAINED_RESULTS, RESULTS, TIERS, variant_rank
 
 TIER_TITLES = {
@@ -392,3 +392,92 @@ def write_affinity_figure(stem: str, runs: Path, variants=("full", "full-softmax
     fig.tight_layout()
     fig.savefig(results / f"{stem}_affinity.png", dpi=110)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Test-time occlusion: the same models scored with their query frames occluded (study_runs.score_test_occlusion).
+
+def occlusion_shares(df: pd.DataFrame) -> list[int]:
+    """The shares (in %) the rows were scored at: the ``mAP_occ{share}`` columns present."""
+    return sorted(int(c[len("mAP_occ"):]) for c in df.columns if c.startswith("mAP_occ"))
+
+
+def test_occlusion_tables(df: pd.DataFrame, variant: str = "full", baseline: str = "global"):
+    """Three tables from the rows scored under test-time occlusion: mAP per variant and share (mean ± sd), the
+    paired gap ``variant`` − ``baseline`` per share, and its growth from share 0 (the pre-stated primary test is
+    the growth at the largest share)."""
+    shares = occlusion_shares(df)
+    d = df.dropna(subset=[f"mAP_occ{s}" for s in shares])
+    scores = pd.DataFrame([
+        {"variant": v, "seeds": f"{len(g)} ({', '.join(str(int(x)) for x in sorted(g.seed))})",
+         **{f"{s} %": mean_text(g[f"mAP_occ{s}"], len(g)) for s in shares}}
+        for v, g in sorted(d.groupby("variant"), key=lambda kv: variant_rank(kv[0]))])
+    gaps = {s: seed_gaps(d, f"mAP_occ{s}", variant, baseline) for s in shares}
+    gap_table = pd.DataFrame([{"query frames occluded": f"{s} %", "paired seeds": len(gaps[s]),
+                               f"{variant} − {baseline} (95% CI; seeds above)": interval_text(gaps[s])}
+                              for s in shares])
+    growth = pd.DataFrame([{"from 0 % to": f"{s} %", "paired seeds": len(gaps[s]),
+                            "growth of the gap (95% CI; seeds above)": interval_text(gaps[s] - gaps[0])}
+                           for s in shares if s > 0])
+    return scores, gap_table, growth, gaps
+
+
+def write_test_occlusion_report(stem: str, results: Path = RESULTS, variant: str = "full",
+                                baseline: str = "global") -> bool:
+    """``{stem}_test_occlusion.md`` and ``.png`` from ``{stem}.csv``'s rows scored under test-time occlusion;
+    False (nothing written) if no row has been."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.read_csv(results / f"{stem}.csv")
+    shares = occlusion_shares(df)
+    if not shares or df[f"mAP_occ{shares[-1]}"].isna().all():
+        return False
+    scores, gap_table, growth, gaps = test_occlusion_tables(df, variant, baseline)
+    top = shares[-1]
+    primary = growth.iloc[-1] if len(growth) else None
+    text = (
+        f"# Test-time occlusion: {variant} against {baseline} on the same models\n\n"
+        f"Every run of `{stem}.csv` scored when it ended on one evenly spaced clip per test tracklet (`mAP`, the "
+        f"tier's primary score) with an occluder drawn into a share of every query tracklet's frames, one "
+        f"contiguous run (`stgcn-pyg evaluate --occlude SHARE --seed 0`; gallery unoccluded; "
+        f"docs/evaluation.md shows the occluders). Each model is compared with itself across shares, and "
+        f"{variant} with {baseline} on the same seed and the same occluded frames. Written by "
+        f"`benchmarks/ablation.py` (`--report-only` rewrites it).\n\n"
+        f"mAP (mean ± sd over seeds) by share of query frames occluded:\n\n{to_markdown(scores)}\n\n"
+        f"The gap, paired by seed:\n\n{to_markdown(gap_table)}\n\n"
+        f"Does the gap grow with occlusion? Per seed, gap(share) − gap(0 %):\n\n{to_markdown(growth)}\n\n"
+        + (f"Pre-stated primary test (docs/ablation-paper.md): the growth from 0 % to {top} %, "
+           f"{primary['growth of the gap (95% CI; seeds above)']} over {primary['paired seeds']} seeds.\n"
+           if primary is not None else ""))
+    (results / f"{stem}_test_occlusion.md").write_text(text)
+
+    d = df.dropna(subset=[f"mAP_occ{s}" for s in shares])
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, v in enumerate((baseline, variant)):
+        g = d[d.variant == v]
+        if len(g) < 2:
+            continue
+        means = [g[f"mAP_occ{s}"].mean() for s in shares]
+        halves = [t_half_width(g[f"mAP_occ{s}"]) for s in shares]
+        ax.errorbar([s + (k - 0.5) * 1.2 for s in shares], means, yerr=halves, fmt="o-", capsize=4,
+                    label=f"{v} ({len(g)} seeds)")
+    ax.set_xlabel("query frames occluded (%)")
+    ax.set_ylabel("mAP (mean over seeds, 95% CI)")
+    ax.set_title("mAP under test-time occlusion")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    have = [s for s in shares if len(gaps[s]) >= 2]
+    bx.errorbar(have, [gaps[s].mean() for s in have], yerr=[t_half_width(gaps[s]) for s in have], fmt="o-",
+                capsize=4, color="C2")
+    bx.axhline(0, color="grey", lw=1)
+    bx.set_xlabel("query frames occluded (%)")
+    bx.set_ylabel(f"{variant} − {baseline} mAP (paired, 95% CI)")
+    bx.set_title(f"The gap ({len(gaps[shares[0]])} paired seeds)")
+    bx.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(results / f"{stem}_test_occlusion.png", dpi=110)
+    plt.close(fig)
+    return True

@@ -18,7 +18,8 @@ import pandas as pd
 
 from common import device_name
 from frozen_tier import affinity_stats
-from study_reports import write_occlusion_report, write_outputs, write_pretrained_report, write_study_report
+from study_reports import (write_occlusion_report, write_outputs, write_pretrained_report, write_study_report,
+                           write_test_occlusion_report)
 from study_variants import CPU_BUDGET, OCCLUSION_LEVELS, RESULTS, TIERS, VARIANTS
 
 
@@ -347,6 +348,8 @@ def run_tier(args, results: Path = RESULTS) -> None:
         write_occlusion_report(args.out, args.config, base, results)
     else:
         write_pretrained_report(args.out, args.overrides, results)
+        if args.tier == "finetune":
+            write_test_occlusion_report(args.out, results)
 
 
 def reuse_default_rows(out: str, source: str, variants: list[str], seeds: list[int],

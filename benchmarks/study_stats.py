@@ -51,3 +51,15 @@ def t_half_width(values, level: float = 0.95) -> float:
 
     v = np.asarray(values, float)
     return stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+
+
+def interval_text(values) -> str:
+    """The mean of paired differences, its 95% t-interval and how many are above zero: "+1.2 [-1.3, +3.6]; 5/8"
+    (the mean alone, with the count, for fewer than 2)."""
+    v = pd.Series(values, dtype=float).dropna()
+    if v.empty:
+        return ""
+    if len(v) < 2:
+        return f"{v.mean():+.1f}; {int((v > 0).sum())}/{len(v)}"
+    half = t_half_width(v)
+    return f"{v.mean():+.1f} [{v.mean() - half:+.1f}, {v.mean() + half:+.1f}]; {int((v > 0).sum())}/{len(v)}"

@@ -59,3 +59,41 @@ def test_occlusion_report_regenerates_byte_identical(reports, tmp_path):
     overrides = reports.TIERS["finetune"]["overrides"]
     reports.write_occlusion_report("ablation_occlusion", "synthetic", overrides, results=tmp_path)
     _assert_same(tmp_path, "ablation_occlusion")
+
+
+def test_test_occlusion_report_regenerates_byte_identical_when_committed(reports, tmp_path):
+    stem = "ablation_paper_30ep"
+    if not (RESULTS / f"{stem}_test_occlusion.md").is_file():
+        pytest.skip("no run of the 480-step tier has been scored under test-time occlusion yet")
+    _copy(tmp_path, f"{stem}.csv")
+    assert reports.write_test_occlusion_report(stem, results=tmp_path)
+    assert (tmp_path / f"{stem}_test_occlusion.md").read_bytes() == (RESULTS / f"{stem}_test_occlusion.md").read_bytes()
+
+
+def test_test_occlusion_report_by_hand(reports, tmp_path):
+    import pandas as pd
+
+    # mAP at shares 0/25/50/75 %: global loses 4 a step; full loses 3, 2 or 1 a step by seed
+    rows = []
+    for seed, loss in ((8, 3), (9, 2), (10, 1)):
+        rows.append(dict(tier="finetune", variant="global", seed=seed, mAP=50.0,
+                         **{f"mAP_occ{s}": 50.0 - 4 * k for k, s in enumerate((0, 25, 50, 75))}))
+        rows.append(dict(tier="finetune", variant="full", seed=seed, mAP=55.0,
+                         **{f"mAP_occ{s}": 55.0 - loss * k for k, s in enumerate((0, 25, 50, 75))}))
+    rows.append(dict(tier="finetune", variant="global", seed=0, mAP=48.0))  # an older row, never occluded
+    pd.DataFrame(rows).to_csv(tmp_path / "s.csv", index=False)
+    assert reports.write_test_occlusion_report("s", results=tmp_path)
+    text = (tmp_path / "s_test_occlusion.md").read_text()
+    # gap at 0 %: +5 in every seed (sd 0: a zero-width interval); at 75 %: 5 + 3*(4 - loss) = +8, +11, +14
+    assert "| 0 % | 3 | +5.0 [+5.0, +5.0]; 3/3 |" in text
+    # growth to 75 %: +3, +6, +9: mean +6, sd 3, t(0.975, 2) = 4.3027 -> half-width 4.3027 * 3 / sqrt(3) = 7.45
+    assert "| 75 % | 3 | +6.0 [-1.5, +13.5]; 3/3 |" in text
+    assert "the growth from 0 % to 75 %, +6.0 [-1.5, +13.5]; 3/3 over 3 seeds" in text
+    assert "| global | 3 (8, 9, 10) | 50.0 ± 0.0 |" in text  # the row of seed 0 has no occluded scores
+    assert (tmp_path / "s_test_occlusion.png").stat().st_size > 0
+
+
+def test_no_test_occlusion_report_without_occluded_scores(reports, tmp_path):
+    _copy(tmp_path, "ablation_paper_12ep.csv")
+    assert reports.write_test_occlusion_report("ablation_paper_12ep", results=tmp_path) is False
+    assert not (tmp_path / "ablation_paper_12ep_test_occlusion.md").exists()
