@@ -26,6 +26,10 @@ class CheckpointError(STGCNError):
     """A checkpoint that cannot be read or belongs to another model."""
 
 
+class OutputError(STGCNError):
+    """An output path that cannot be written (a folder where a file is wanted, no permission ...)."""
+
+
 class EvaluationError(STGCNError, ValueError):
     """Inputs to an evaluation function that do not fit together, or an unreadable descriptor file."""
 

@@ -1,8 +1,73 @@
-"""Fixtures shared by the test modules: one tiny synthetic set and one tiny run configuration."""
+"""Fixtures shared by the test modules: one tiny synthetic set and one tiny run configuration.
+
+The whole session, subprocesses included, runs with ``$STGCN_PYG_CACHE`` and ``$HOME`` in a folder of its own
+(pytest_configure), so no test writes into the user's cache (a 47 MB ONNX export once did, from a
+subprocess that did not inherit an in-process redirect); the session fails if the real cache changed.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
+
+pytest_plugins = ["pytester"]  # tests/test_isolation.py runs a session inside the session
+
+# The user's cache, as the library would find it without the redirect, and what it held when the session began.
+REAL_CACHE: Path | None = None
+_REAL_CACHE_BEFORE: dict | None = None
+_SESSION_HOME: Path | None = None
+_SAVED_ENV: dict = {}
+
+
+def cache_listing(folder: Path) -> dict | None:
+    """Every file under ``folder`` with its size and modification time (None: no such folder)."""
+    if not folder.is_dir():
+        return None
+    listing = {}
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            path = Path(parent, name)
+            try:
+                st = path.stat()
+            except OSError:  # a file removed while listing
+                continue
+            listing[str(path.relative_to(folder))] = (st.st_size, st.st_mtime_ns)
+    return listing
+
+
+def pytest_configure(config):
+    global REAL_CACHE, _REAL_CACHE_BEFORE, _SESSION_HOME
+    REAL_CACHE = Path(os.environ.get("STGCN_PYG_CACHE") or Path.home() / ".cache" / "stgcn-pyg")
+    _REAL_CACHE_BEFORE = cache_listing(REAL_CACHE)
+    _SESSION_HOME = Path(tempfile.mkdtemp(prefix="stgcn-pyg-tests-"))
+    # os.environ, not monkeypatch: every subprocess a test starts inherits it.
+    for key, value in (("STGCN_PYG_CACHE", _SESSION_HOME / "cache"), ("HOME", _SESSION_HOME / "home"),
+                       ("STGCN_PYG_REAL_CACHE", REAL_CACHE)):
+        _SAVED_ENV[key] = os.environ.get(key)
+        os.environ[key] = str(value)
+    (_SESSION_HOME / "home").mkdir()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if REAL_CACHE is not None and cache_listing(REAL_CACHE) != _REAL_CACHE_BEFORE:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"FAILED: the test session changed the user's cache {REAL_CACHE} (tests must write only under "
+            f"their temporary folders)", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config):
+    for key, value in _SAVED_ENV.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if _SESSION_HOME is not None:
+        shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 # The tiny run: ResNet-18 at 64x32, T=2, 2 identities x 2 tracklets per batch, 1 step per epoch, quick test mode.
 TINY_OVERRIDES = [
@@ -60,13 +125,10 @@ def untrained_checkpoint(tiny_config):
     return make
 
 
-@pytest.fixture(scope="session", autouse=True)
-def onnx_cache(tmp_path_factory):
-    """The onnxruntime engine's exports (stgcn_pyg.deploy.engine) go to a folder of this session, not the user's
-    cache: one export per checkpoint per session."""
-    import stgcn_pyg.deploy.engine as engine
+@pytest.fixture(scope="session")
+def onnx_cache():
+    """Where the onnxruntime engine's exports (stgcn_pyg.deploy.engine) go in this session, subprocesses
+    included: the session's $STGCN_PYG_CACHE/onnx, one export per checkpoint per session."""
+    from stgcn_pyg.deploy.engine import engine_cache_dir
 
-    folder = tmp_path_factory.mktemp("onnx-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine, "engine_cache_dir", lambda: folder)
-        yield folder
+    return engine_cache_dir()

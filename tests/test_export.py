@@ -85,14 +85,53 @@ def test_export_leaves_the_model_untouched(tmp_path):
 
 def test_exported_file_carries_the_config(tmp_path):
     ckpt, _ = make_checkpoint(tmp_path / "m.pt", MODELS["resnet18-global"])
-    export_checkpoint(ckpt, tmp_path / "m.pt2", seq_len=3, check=False)
+    export_checkpoint(ckpt, tmp_path / "m.pt2", seq_len=3, check=False, allow_shape_change=True)
     encoder, config = load_model_file(tmp_path / "m.pt2")
     assert config.eval.seq_len == 3 and config.data.image_size == [H, W]
+    # the checkpoint's own shapes are recorded beside the export's
+    assert encoder.trained_seq_len == T and encoder.trained_image_size == (H, W)
+    assert encoder.shape_change() == f"{tmp_path / 'm.pt2'} was exported for clips of 3 frames, its checkpoint is tested on {T}"
     assert config.model.backbone == "resnet18" and encoder.cfg.branches == ["global"]
     with pytest.raises(ExportError, match=r"m\.pt2: exported for clips \[B, 3, 3, 64, 32\].*--seq-len 3"):
         encoder.encode(torch.randn(1, 2, 3, H, W))
     with pytest.raises(ExportError, match="cannot be trained"):
         encoder.train()
+
+
+def test_export_refuses_shapes_the_checkpoint_was_not_trained_on(tmp_path, capsys, monkeypatch):
+    """A model exported for frames twice its training size scored mAP 2.1 against 33.2, and nothing said so."""
+    import stgcn_pyg.deploy.export as export
+
+    ckpt, _ = make_checkpoint(tmp_path / "m.pt", MODELS["resnet18-global"])
+    monkeypatch.setattr(export, "_trace", lambda *a: pytest.fail("traced before the shapes were checked"))
+    argv = ["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m.pt2")]
+    assert main(argv + ["--image-size", "128", "64"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == (f"error: {ckpt}: --image-size 128 64, but it was trained on {H}x{W} frames; a model scores far "
+                   "lower on shapes it was not trained for (pass --allow-shape-change to export anyway)")
+    assert main(argv + ["--seq-len", "3", "--image-size", str(H), str(W)]) == 2  # its own size is fine
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{ckpt}: --seq-len 3, but it is tested on clips of {T} frames (eval.seq_len; trained on {T});" in err
+    assert "--image-size" not in err and list(tmp_path.iterdir()) == [ckpt]
+    monkeypatch.undo()
+
+    # with the flag: written, recording the checkpoint's shapes, and evaluate --model says so before any work
+    assert main(argv + ["--image-size", "128", "64", "--allow-shape-change", "--no-check"]) == 0
+    capsys.readouterr()
+    encoder, _ = load_model_file(tmp_path / "m.pt2")
+    assert encoder.image_size == (128, 64) and encoder.trained_image_size == (H, W) and encoder.trained_seq_len == T
+    assert encoder.metadata["trained_image_size"] == [H, W] and encoder.metadata["trained_seq_len"] == T
+    from stgcn_pyg.deploy import ExportedEncoder, load_for_inference
+
+    said = []
+    load_for_inference(tmp_path / "m.pt2", "cpu", log=said.append)
+    assert said == [f"note: {tmp_path / 'm.pt2'} was exported for 128x64 frames, its checkpoint was trained on "
+                    f"{H}x{W} (--allow-shape-change): expect lower scores than the checkpoint's"]
+    monkeypatch.setattr(ExportedEncoder, "encode", lambda *a: pytest.fail("encoded before --seq-len was checked"))
+    assert main(["evaluate", "--model", str(tmp_path / "m.pt2"), "--seq-len", "3", "--root", str(tmp_path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.endswith(f"error: --seq-len 3: {tmp_path / 'm.pt2'} was exported for clips of {T} frames; evaluate "
+                        f"with --seq-len {T} (or export again with the clip length you need)")
 
 
 def test_unexportable_model_fails_with_one_clear_error(tmp_path, monkeypatch):
@@ -230,7 +269,8 @@ def test_exported_model_with_another_clip_length_fails_clearly(synthetic_run, ca
     _, _, exported_file = synthetic_run
     assert main(["evaluate", "--model", str(exported_file), "--seq-len", "3"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert f"{exported_file}: exported for clips [B, {T}, 3, {H}, {W}]" in err and f"--seq-len {T}" in err
+    assert err == (f"error: --seq-len 3: {exported_file} was exported for clips of {T} frames; evaluate with "
+                   f"--seq-len {T} (or export again with the clip length you need)")  # before the query pass
     assert main(["evaluate", "--model", str(exported_file), "--precision", "bf16"]) == 2
     assert "runs as exported, in float32" in " ".join(capsys.readouterr().err.split())
     assert main(["evaluate", "--model", str(exported_file), "--engine", "torch"]) == 2

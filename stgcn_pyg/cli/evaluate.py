@@ -90,7 +90,10 @@ def register(subparsers) -> None:
                     "of frames (--query); the gallery is a dataset split or a folder of frames (--gallery).\n"
                     "Frames named like MARS (0051C3T0002F001.jpg) or Duke (0001C6F0099X30823.jpg) are\n"
                     "grouped into their tracklets and give pid and camera, so results are marked right\n"
-                    "(green) or wrong (red). A gallery tracklet holding the query's own frames is left out.",
+                    "(green) or wrong (red). A gallery tracklet holding the query's own frames, or copies of\n"
+                    "them (same file names and bytes, in another folder), is left out. Tracklets of the\n"
+                    "query's identity from its own camera stay, and a note names them: evaluate's protocols\n"
+                    "ignore them; --cross-camera leaves them out here too.",
         epilog="examples:\n"
                "  stgcn-pyg search --checkpoint runs/synthetic/last.pt --query-tracklet 0 --grid ranked.png\n"
                "  stgcn-pyg search --checkpoint runs/synthetic/last.pt --query DATA/mars/bbox_test/0051 "
@@ -109,6 +112,9 @@ def register(subparsers) -> None:
     se.add_argument("--query-pid", type=int, default=None,
                     help="the query's identity when its names do not say, to mark right (green) and wrong (red) "
                          "results")
+    se.add_argument("--cross-camera", action="store_true",
+                    help="leave out the query identity's tracklets from the query's own camera, as evaluate's "
+                         "protocols do (default: keep them, marked in a note and as same_camera in --json)")
     se.add_argument("--topk", type=int, default=10)
     se.add_argument("--metric", default=None, help="distance: euclidean (default) or cosine")
     se.add_argument("--grid", default=None, metavar="PNG", help="write the ranked-results grid here")
@@ -261,7 +267,7 @@ def _search(args: argparse.Namespace) -> int:
                                                      query_dir=args.query, gallery_dir=args.gallery, split=args.split)
     metric = args.metric or cfg.eval.metric
     found = search_gallery(model, query, gallery, options, metric=metric, topk=args.topk,
-                           query_pid=args.query_pid, gallery_source=gsource)
+                           query_pid=args.query_pid, gallery_source=gsource, cross_camera=args.cross_camera)
     if args.grid:
         from ..viz import plot_search_results
 

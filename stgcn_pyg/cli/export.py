@@ -23,9 +23,14 @@ def register(subparsers) -> None:
                    help="onnx (a .onnx file) or torch-export (a .pt2 program) (default: from --out's suffix)")
     p.add_argument("--out", required=True, help="the file to write: *.onnx or *.pt2")
     p.add_argument("--seq-len", type=int, default=None,
-                   help="frames per clip, fixed in the exported graph (default: the checkpoint's eval.seq_len)")
+                   help="frames per clip, fixed in the exported graph (default: the checkpoint's eval.seq_len; "
+                        "another value needs --allow-shape-change)")
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                   help="frame size, fixed in the exported graph (default: the checkpoint's data.image_size)")
+                   help="frame size, fixed in the exported graph (default: the checkpoint's data.image_size; "
+                        "another size needs --allow-shape-change)")
+    p.add_argument("--allow-shape-change", action="store_true",
+                   help="export for a --seq-len or --image-size other than the checkpoint's: the model then sees "
+                        "shapes it was not trained on and scores lower (the file records the checkpoint's)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 23)")
     p.add_argument("--no-check", action="store_true",
                    help="skip running the exported file against eager PyTorch on a random batch")
@@ -35,11 +40,14 @@ def register(subparsers) -> None:
 def _export(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ..outputs import check_output_file
+
+    check_output_file(args.out, "--out")  # before loading and tracing the model
     from ..deploy import DEFAULT_OPSET, export_checkpoint
 
     result = export_checkpoint(args.checkpoint, args.out, args.format, seq_len=args.seq_len,
                                image_size=args.image_size, opset=args.opset or DEFAULT_OPSET,
-                               check=not args.no_check)
+                               check=not args.no_check, allow_shape_change=args.allow_shape_change)
     H, W = result.image_size
     if result.max_relative_difference is not None:
         check = f"max relative difference from eager on 2 random clips: {result.max_relative_difference:.1e}"

@@ -162,6 +162,10 @@ def load_for_inference(path, device, precision: str = "fp32", engine: str = "aut
 
     model, config = load_model_file(path, map_location="cpu")
     if isinstance(model, ExportedEncoder):
+        model.check_seq_len(seq_len)
+        changed = model.shape_change()
+        if changed:
+            (log or _stderr)(f"note: {changed} (--allow-shape-change): expect lower scores than the checkpoint's")
         runs_in = inference_engine(model)
         if engine not in ("auto", runs_in):
             choose_engine(engine, device, "fp32")  # an unknown name is named as such

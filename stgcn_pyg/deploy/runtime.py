@@ -45,6 +45,10 @@ class ExportedEncoder:
         self.descriptor_dim = int(metadata["descriptor_dim"])
         self.num_stripes = int(metadata["num_stripes"])
         self.branches = list(metadata["branches"])
+        # The checkpoint's frame size and test clip length (files written before they were recorded: None).
+        trained = metadata.get("trained_image_size")
+        self.trained_image_size = tuple(int(v) for v in trained) if trained else None
+        self.trained_seq_len = int(metadata["trained_seq_len"]) if "trained_seq_len" in metadata else None
         self.config, readable = _stored_config(metadata.get("config") or {})
         self.config.eval.seq_len, self.config.data.image_size = self.seq_len, list(self.image_size)
         self.cfg = self.config.model if readable else None
@@ -54,6 +58,23 @@ class ExportedEncoder:
     def __repr__(self) -> str:
         return (f"ExportedEncoder({str(self.path)!r}, format={self.format!r}, clips=[B, {self.seq_len}, 3, "
                 f"{self.image_size[0]}, {self.image_size[1]}], f_all dim {self.descriptor_dim})")
+
+    def shape_change(self) -> str | None:
+        """How the export's shapes differ from its checkpoint's (exported with --allow-shape-change), or None."""
+        changed = []
+        if self.trained_image_size is not None and self.trained_image_size != self.image_size:
+            changed.append(f"{self.image_size[0]}x{self.image_size[1]} frames, its checkpoint was trained on "
+                           f"{self.trained_image_size[0]}x{self.trained_image_size[1]}")
+        if self.trained_seq_len is not None and self.trained_seq_len != self.seq_len:
+            changed.append(f"clips of {self.seq_len} frames, its checkpoint is tested on {self.trained_seq_len}")
+        return f"{self.path} was exported for {'; and for '.join(changed)}" if changed else None
+
+    def check_seq_len(self, seq_len: int | None) -> None:
+        """Refuse a clip length the file cannot run, before any work (``None``: the export's)."""
+        if seq_len is not None and int(seq_len) != self.seq_len:
+            raise ExportError(f"--seq-len {seq_len}: {self.path} was exported for clips of {self.seq_len} frames; "
+                              f"evaluate with --seq-len {self.seq_len} (or export again with the clip length "
+                              f"you need)")
 
     def encode(self, clips: torch.Tensor) -> torch.Tensor:
         """Descriptors f_all ``[B, D]`` of clips ``[B, T, 3, H, W]``."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import EvaluationError, STGCNError
+from ..outputs import check_output_file
 from .evaluate import evaluate_descriptors, tracklet_ids
 from .options import TestOptions
 
@@ -31,7 +32,7 @@ def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.T
                           options: TestOptions, precision: str = "fp32", engine: str | None = None) -> Path:
     """Save the descriptors ``qf``/``gf`` of ``dataset``'s query and gallery (made as ``options`` say, in
     ``precision``: "fp32" or "bf16", by ``engine``: "onnxruntime", "torch" ...)."""
-    path = Path(path)
+    path = check_output_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -54,9 +55,14 @@ def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.T
     }
     if engine:
         blob["engine"] = str(engine)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # hidden, and one per writer
+    try:
+        torch.save(blob, tmp)
+        tmp.replace(path)
+    except OSError as exc:  # a disk that filled up, a folder that changed since the check
+        raise EvaluationError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

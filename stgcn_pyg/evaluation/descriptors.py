@@ -25,8 +25,8 @@ PLAIN_LINES_FROM_BATCHES = 10
 
 class _Progress:
     """Progress of one extraction: a rich bar with frames/s on a terminal; elsewhere (a log, CI) a plain line at
-    the start and one at the end of a long one, since a bar there only leaves blank lines. On stdout, with the
-    command's output."""
+    the start, since a bar there only leaves blank lines. Both end a long one with a line of frames, time and
+    frames/s. On stdout, with the command's output."""
 
     def __init__(self, total: int | None, num_tracklets: int, description: str, console=None):
         from rich.console import Console
@@ -58,8 +58,9 @@ class _Progress:
 
     def stop(self, done: bool) -> None:
         if self.bar is not None:
-            self.bar.stop()
-        elif done and self.lines:
+            self.bar.stop()  # transient: the bar goes, so the line below says what it measured
+        if done and (self.lines or (self.bar is not None and (self.total is None
+                                                              or self.total >= PLAIN_LINES_FROM_BATCHES))):
             seconds = time.perf_counter() - self.started
             self._line(f"{self.description}: {_tracklets(self.num_tracklets)}, {self.frames:,} frames in "
                        f"{seconds:.1f} s ({self.frames / max(seconds, 1e-9):,.0f} frames/s)")

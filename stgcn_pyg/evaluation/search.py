@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +30,15 @@ class SearchResult:
     query_pid: int | None
     query_camid: int | None
     rows: list[dict]
+    """One dict per result (see the class's docstring), with ``same_camera``: the query's identity seen by its
+    own camera (None when either is unknown)."""
     ranked_frames: list[list[str]]
     """The frame paths of each result, in ``rows`` order (for a ranked-results grid)."""
     num_gallery: int
     """Gallery tracklets searched (those holding the query's own frames left out)."""
     excluded: list[str] = field(default_factory=list)
-    """Gallery tracklets left out because they hold the query's own frames."""
+    """Gallery tracklets left out because they hold the query's own frames (or copies of them), and with
+    ``cross_camera`` those of the query's identity and camera."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -43,23 +47,40 @@ def _known(table: pd.DataFrame) -> pd.Series:
     return table["known"].astype(bool) if "known" in table.columns else pd.Series(True, index=table.index)
 
 
+def _holds_query_frames(query_frames, gallery: pd.DataFrame) -> list[bool]:
+    """Per gallery tracklet: whether it holds one of the query's frames, the same file or a copy of it (a file
+    of the same name and the same bytes, e.g. the query's folder copied into the gallery)."""
+    files = {str(Path(f).resolve()) for f in query_frames}
+    by_name: dict[str, list[str]] = {}
+    for f in query_frames:
+        by_name.setdefault(Path(f).name, []).append(str(f))
+
+    def copy_of_query(frame) -> bool:
+        if str(Path(frame).resolve()) in files:
+            return True
+        for q in by_name.get(Path(frame).name, ()):  # only same-named files are read (sizes first)
+            try:
+                if filecmp.cmp(q, frame, shallow=False):
+                    return True
+            except OSError:  # unreadable: the extraction will say so
+                pass
+        return False
+
+    return [any(copy_of_query(f) for f in frames) for frames in gallery["frames"]]
+
+
 def search_gallery(model, query: pd.DataFrame, gallery: pd.DataFrame, options: TestOptions, *,
                    metric: str = "euclidean", topk: int = 10, query_pid: int | None = None,
-                   gallery_source: str = "the gallery") -> SearchResult:
+                   gallery_source: str = "the gallery", cross_camera: bool = False) -> SearchResult:
     """Rank ``gallery``'s tracklets by distance to the one tracklet of ``query`` (a one-row table).
 
-    A gallery tracklet that holds any of the query's own frames is left out,
-    so the query never finds itself. ``query_pid`` gives the query's identity
-    when its table does not know it; ``gallery_source`` names the gallery in
-    errors and notes.
+    A gallery tracklet that holds any of the query's own frames, or a copy of one (same file name, same
+    bytes), is left out, so the query never finds itself. Tracklets of the query's identity seen by its own
+    camera stay (a search finds a person wherever they are) and their rows say ``same_camera``; a note says
+    that evaluate's protocols ignore them, and ``cross_camera=True`` leaves them out as those do.
+    ``query_pid`` gives the query's identity when its table does not know it (its camera then stays
+    unknown); ``gallery_source`` names the gallery in errors and notes.
     """
-    query_files = {str(Path(f).resolve()) for f in query["frames"].iloc[0]}
-    itself = [bool(query_files.intersection(str(Path(f).resolve()) for f in frames)) for frames in gallery["frames"]]
-    excluded = gallery.loc[itself, "tracklet"].astype(str).tolist()
-    gallery = gallery.loc[[not x for x in itself]].reset_index(drop=True)
-    if not len(gallery):
-        raise ConfigError(f"{gallery_source}: no gallery tracklet left once the query's own frames are left out")
-
     if query_pid is not None:
         q_pid, q_cam = query_pid, None
     elif bool(_known(query).iloc[0]):
@@ -67,12 +88,31 @@ def search_gallery(model, query: pd.DataFrame, gallery: pd.DataFrame, options: T
     else:
         q_pid, q_cam = None, None
 
+    itself = _holds_query_frames(query["frames"].iloc[0], gallery)
+    excluded = gallery.loc[itself, "tracklet"].astype(str).tolist()
+    gallery = gallery.loc[[not x for x in itself]].reset_index(drop=True)
+    known = _known(gallery)
+    same_camera = pd.Series(False, index=gallery.index)
+    if q_pid is not None and q_cam is not None:
+        same_camera = known & (gallery["pid"] == q_pid) & (gallery["camid"] == q_cam)
+    same_camera_left_out = []
+    if cross_camera:
+        if q_cam is None:
+            raise ConfigError("--cross-camera: the query's camera is unknown (its names are not MARS/Duke-style), "
+                              "so its own camera's tracklets cannot be told apart")
+        same_camera_left_out = gallery.loc[same_camera, "tracklet"].astype(str).tolist()
+        gallery = gallery.loc[~same_camera].reset_index(drop=True)
+        same_camera = same_camera.loc[~same_camera].reset_index(drop=True)
+        known = _known(gallery)
+    if not len(gallery):
+        what = "the query's own frames" + (" and its identity's tracklets from its camera" if cross_camera else "")
+        raise ConfigError(f"{gallery_source}: no gallery tracklet left once {what} are left out")
+
     qf = extract_split(model, query, options, description="query")
     gf = extract_split(model, gallery, options, description="gallery")
     dist = compute_distance(qf, gf, metric)[0]
     order = rank_order(dist)[:min(topk, len(gallery))].tolist()
 
-    known = _known(gallery)
     rows = []
     for r, g in enumerate(order):
         pid = int(gallery["pid"].iloc[g]) if known.iloc[g] else None
@@ -80,11 +120,20 @@ def search_gallery(model, query: pd.DataFrame, gallery: pd.DataFrame, options: T
                      "pid": pid, "camid": int(gallery["camid"].iloc[g]) if known.iloc[g] else None,
                      "num_frames": int(gallery["num_frames"].iloc[g]),
                      # unknown identity: neither right nor wrong
-                     "match": None if q_pid is None or pid is None else pid == q_pid})
+                     "match": None if q_pid is None or pid is None else pid == q_pid,
+                     "same_camera": None if q_cam is None or pid is None else bool(same_camera.iloc[g])})
     notes = []
     if excluded:
-        notes.append(f"left out {len(excluded)} gallery tracklet(s) holding the query's own frames "
-                     f"({', '.join(excluded[:3])})")
+        notes.append(f"left out {len(excluded)} gallery tracklet(s) holding the query's own frames or copies "
+                     f"of them ({', '.join(excluded[:3])})")
+    if same_camera_left_out:
+        notes.append(f"--cross-camera: left out {len(same_camera_left_out)} tracklet(s) of the query's identity "
+                     f"from its own camera c{q_cam} ({', '.join(same_camera_left_out[:3])})")
+    same = [str(r["rank"]) for r in rows if r["same_camera"]]
+    if same:
+        notes.append(f"result(s) #{', #'.join(same)}: the query's identity from its own camera c{q_cam}, which "
+                     f"evaluate's protocols ignore; --cross-camera leaves them out")
+    excluded = excluded + same_camera_left_out
     if all(r["match"] is None for r in rows):
         why = ("the query's identity is unknown (no --query-pid, and its names are not MARS/Duke-style)"
                if q_pid is None else "the gallery's identities are unknown (no MARS/Duke-style names)")

@@ -27,9 +27,10 @@ from ..checkpoint import (checkpoint_config, get_rng_state, load_state_into, mod
 from ..config import Config, apply_overrides, config_to_dict
 from ..distributed import DistContext
 from ..errors import CheckpointError, ConfigError
+from ..outputs import RunFolder, claim_run_folder
 
 __all__ = ["Run", "build_run", "load_data", "config_for_resume", "seed_everything", "build_optimizer",
-           "StepSchedule", "free_output"]
+           "StepSchedule"]
 
 
 def seed_everything(seed: int) -> None:
@@ -66,17 +67,6 @@ def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
-
-
-def free_output(path: Path) -> Path:
-    """``path`` if it holds no run yet, else the first free ``path-2``, ``path-3``, ... (never overwrite)."""
-    if not (path / "last.pt").exists() and not (path / "metrics.csv").exists():
-        return path
-    for i in range(2, 10_000):
-        candidate = path.with_name(f"{path.name}-{i}")
-        if not (candidate / "last.pt").exists() and not (candidate / "metrics.csv").exists():
-            return candidate
-    raise ConfigError(f"train.output: no free folder next to {path}")  # pragma: no cover
 
 
 def load_data(cfg: Config, ctx: DistContext | None = None):
@@ -148,6 +138,8 @@ class Run:
     resumed_from: Path | None = None
     taken: Path | None = None
     """The ``train.output`` asked for, when it already held a run and this one went to a free name next to it."""
+    folder: RunFolder | None = None
+    """The lock on ``output`` (rank 0), held until :meth:`release_output`: no other run starts in it."""
     start_epoch: int = 0
     step: int = 0
     best: float = -math.inf
@@ -156,6 +148,11 @@ class Run:
     @property
     def device(self) -> torch.device:
         return self.ctx.device
+
+    def release_output(self) -> None:
+        """Let other runs see ``output`` again (taken by its files from now on)."""
+        if self.folder is not None:
+            self.folder.release()
 
     def autocast(self):
         """bf16 autocast when the run uses mixed precision, else a no-op context."""
@@ -182,9 +179,6 @@ class Run:
 def build_run(cfg: Config, *, resume: str | os.PathLike | None = None, ctx: DistContext | None = None) -> Run:
     """The run of ``cfg`` (continuing the checkpoint ``resume``), ready to train; ``cfg`` is not changed."""
     from .. import quick
-    from ..data import build_train_loader
-    from ..data.synth import synthetic_set_folder
-    from ..models import STGCN, STGCNLoss
 
     ctx = ctx or DistContext()
     cfg = apply_overrides(cfg, quick.TRAIN_OVERRIDES) if quick.enabled() else copy.deepcopy(cfg)
@@ -193,12 +187,31 @@ def build_run(cfg: Config, *, resume: str | os.PathLike | None = None, ctx: Dist
     if resume is not None:
         ckpt = read_checkpoint(resume)
         _check_resumable(ckpt, cfg, resume)
-    t, d, m = cfg.train, cfg.data, cfg.model
+    t = cfg.train
     asked = output = Path(t.output).expanduser()
-    if ckpt is None and ctx.is_main:
-        output = free_output(asked)
+    folder = None
+    if ctx.is_main:
+        # Claimed (locked) before any work: a run started at the same moment goes to the next free name, and
+        # an output that cannot be written is said now, not after the first epoch.
+        folder = claim_run_folder(asked, lock_only=ckpt is not None)
+        output = folder.path
     t.output = str(output)
+    try:
+        run = _build(cfg, ckpt, resume, ctx, output, asked)
+    except BaseException:
+        if folder is not None:
+            folder.abandon()
+        raise
+    run.folder = folder
+    return run
 
+
+def _build(cfg: Config, ckpt, resume, ctx: DistContext, output: Path, asked: Path) -> Run:
+    from ..data import build_train_loader
+    from ..data.synth import synthetic_set_folder
+    from ..models import STGCN, STGCNLoss
+
+    t, d, m = cfg.train, cfg.data, cfg.model
     if ctx.device.type == "cpu" and t.flush_denormal:
         # Before any parallel work where possible: torch's worker threads copy the flag when they are created.
         torch.set_flush_denormal(True)

@@ -94,8 +94,8 @@ class Trainer:
                                    TimeRemainingColumn)
 
         run, t = self.run, self.cfg.train
-        self.log.open()
         try:
+            self.log.open()
             if self.quick:
                 self.log.info("smoke-run mode (STGCN_PYG_QUICK is set): tiny data, one step per epoch; "
                               "the numbers mean nothing", echo=True)
@@ -143,13 +143,14 @@ class Trainer:
                               f"stgcn-pyg train --resume {self.output}", echo=True)
             else:
                 if self.ctx.is_main and run.resumed_from is None:
-                    # Its header alone would make free_output send the same command to NAME-2.
+                    # Its header alone would send the same command to NAME-2.
                     self.log.csv_path.unlink(missing_ok=True)
                 self.log.info("interrupted before the first epoch ended: nothing saved and nothing to resume; "
                               "start the run again with the same command", echo=True)
             raise Interrupted from None
         finally:
             self.log.close()
+            run.release_output()  # after the last write: from now on its files keep the folder taken
             torch.use_deterministic_algorithms(run.previous_deterministic)
         if not self.ctx.is_main:
             return None
