@@ -77,7 +77,7 @@ def test_device_file_names():
     assert gpu_check.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
 
 
-def test_cuda_test_selection():
+def test_selection_of_the_tests_that_need_a_device():
     def item(name, *marks):
         return SimpleNamespace(name=name, iter_markers=lambda: iter(marks))
 
@@ -90,7 +90,8 @@ def test_cuda_test_selection():
     assert not needs_cuda(item("test_export", other_skip))
     assert not needs_cuda(item("test_plain"))
     # the suite's own GPU test is found by the file scan
-    assert "tests/test_metrics.py" in gpu_check.cuda_test_files()
+    files = gpu_check.cuda_test_files()
+    assert "tests/test_metrics.py" in files and "tests/test_gpu_check.py" not in files
 
 
 def test_a_failing_section_is_recorded_and_the_next_runs(tmp_path):
