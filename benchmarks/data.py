@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     p.add_argument("--baselines", action="store_true", help="only the hand-crafted baselines (hardness)")
     p.add_argument("--per-core", action="store_true",
                    help="only the per-core table: the loader's uint8 path beside the bare decode, both sources")
-    p.add_argument("--per-core-batches", type=int, default=6, help="timed batches per source (--per-core)")
+    p.add_argument("--per-core-batches", type=int, default=12, help="timed batches per source (--per-core)")
     p.add_argument("--note", default="", help="a sentence added under the table (conditions of the run)")
     p.add_argument("--out", default=None, help="output stem (default results/data_loading_<device type>)")
     args = p.parse_args(argv)
@@ -328,58 +328,73 @@ def _bare(ds, items) -> int:
     return n
 
 
-def _stages(ds, items) -> dict:
-    """Seconds per stage of the loader's work on ``items``, each stage timed on its own."""
+def _stages(ds, items, torchvision_first: bool = False) -> dict:
+    """Seconds per stage of the loader's work on ``items``, each stage timed on its own, tracklet by tracklet
+    (as the loader works: a tracklet's decoded frames are released once written)."""
     import copy
+    import warnings
 
     import numpy as np
     import torchvision.transforms.v2.functional as F
+    from torchvision.io import ImageReadMode, decode_image
 
     from stgcn_pyg.data.batching import _template, frame_buffer
     from stgcn_pyg.data.sampling import restricted_random
     from stgcn_pyg.data.transforms import decode_frame, read_bytes, stack_frames
 
     T, size = ds.seq_len, ds.transform.size
-    s = dict.fromkeys(("sampling", "read", "decode", "resize", "flip + write", "graph/Data + collation"), 0.0)
+    s = dict.fromkeys(("sampling", "read", "decode", "(decode with torchvision instead)", "resize", "flip + write",
+                       "graph/Data + collation"), 0.0)
     clock = time.perf_counter
+
+    def torchvision_decoder(data):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            t = clock()
+            kept = [decode_image(v, mode=ImageReadMode.RGB) for v in data.values()]  # held, as the loader's are
+            s["(decode with torchvision instead)"] += clock() - t
+            del kept
+
     t = clock()
-    draws = []
-    for row, seed in items:
+    out = frame_buffer(len(items) * T, size, ds._pool)
+    s["flip + write"] += clock() - t
+    for b, (row, seed) in enumerate(items):
+        t = clock()
         rng = np.random.default_rng(seed)
         idx = restricted_random(len(ds.frames[row]), T, rng).tolist()
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        draws.append((row, idx, torch.rand((), generator=gen).item() < ds.transform.flip_prob))
-    s["sampling"] += clock() - t
-    t = clock()
-    data = [{i: read_bytes(ds.frames[row][i]) for i in set(idx)} for row, idx, _ in draws]
-    s["read"] += clock() - t
-    t = clock()
-    imgs = [{i: decode_frame(d[i], "") for i in d} for d in data]
-    s["decode"] += clock() - t
-    t = clock()
-    clips = []
-    for (row, idx, _), got in zip(draws, imgs):
+        flip = torch.rand((), generator=gen).item() < ds.transform.flip_prob
+        s["sampling"] += clock() - t
+        t = clock()
+        data = {i: read_bytes(ds.frames[row][i]) for i in set(idx)}
+        s["read"] += clock() - t
+        if torchvision_first:  # alternated between batches: neither decoder always meets the bytes first
+            torchvision_decoder(data)
+        t = clock()
+        got = {i: decode_frame(data[i], "") for i in data}
+        s["decode"] += clock() - t
+        if not torchvision_first:
+            torchvision_decoder(data)
+        t = clock()
         x = [got[i] for i in idx]
         if tuple(x[0].shape[-2:]) != size:
             x = F.resize(stack_frames(x), list(size), antialias=True)
-        clips.append(x)
-    s["resize"] += clock() - t
-    t = clock()
-    out = frame_buffer(len(items) * T, size, ds._pool)
-    for b, ((_, _, flip), x) in enumerate(zip(draws, clips)):
+        s["resize"] += clock() - t
+        t = clock()
         slot = out[b * T:(b + 1) * T]
         if isinstance(x, list):
             for k, f in enumerate(x):
                 slot[k].copy_(f.flip(-1) if flip else f)
         else:
             slot.copy_(x.flip(-1) if flip else x)
-    s["flip + write"] += clock() - t
+        s["flip + write"] += clock() - t
+        del got, x
     t = clock()
     batch = copy.copy(_template(ds, len(items)))
     for key, value in list(batch.items()):
         if isinstance(value, torch.Tensor):
             batch[key] = value.clone()
-    rows = [r for r, _, _ in draws]
+    rows = [r for r, _ in items]
     batch.pid, batch.camid = torch.as_tensor(ds.pids[rows]), torch.as_tensor(ds.camids[rows])
     batch.label, batch.skipped = torch.as_tensor(ds.labels[rows]), torch.zeros(len(rows), dtype=torch.long)
     batch.frames = out
@@ -387,25 +402,41 @@ def _stages(ds, items) -> dict:
     return s
 
 
-def _transfer(ds, items) -> float:
-    """Seconds to hand a worker's batch to the main process: pickle (shared-memory handles), unpickle, and the
-    main process's first read of the frames (page faults on the shared pages)."""
-    import pickle
-    from multiprocessing.reduction import ForkingPickler
+def _transfer(ds, batches, pause: float) -> tuple[float, float]:
+    """Seconds a worker's batches cost to hand over: (the main process's, the worker's extra).
+
+    Main process: ``next()`` on a batch already waiting (one worker, the main process idle ``pause`` s
+    before each), unpickling the shared-memory handles, plus its first read of the frames (page faults on
+    the shared pages). Worker: writing the frames into fresh shared memory rather than into a reused buffer.
+    """
+    from torch.utils.data import DataLoader
 
     from stgcn_pyg.data.batching import train_batch
+    from stgcn_pyg.data.loader import _first
 
-    batch = train_batch(ds, items)
-    T, (H, W) = ds.seq_len, ds.transform.size
-    storage = torch.UntypedStorage._new_shared(len(items) * T * H * W * 3)  # where a worker writes the frames
-    shared = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (len(items) * T, H, W, 3)).permute(0, 3, 1, 2)
-    shared.copy_(batch.frames)
-    batch.frames = shared
-    t = time.perf_counter()
-    received = pickle.loads(bytes(ForkingPickler.dumps(batch)))
-    received.frames.flatten()[::4096].sum()  # one byte per page
-    dt = time.perf_counter() - t
-    return dt
+    it = iter(DataLoader(ds, batch_sampler=batches, num_workers=1, collate_fn=_first, prefetch_factor=2))
+    next(it)
+    main = 0.0
+    for _ in batches[1:]:
+        time.sleep(pause)
+        t = time.perf_counter()
+        b = next(it)
+        b.frames.permute(0, 2, 3, 1).reshape(-1)[::4096].sum()  # one byte per page (a view: NHWC memory)
+        main += time.perf_counter() - t
+    del it
+    worker = 0.0
+    for items in batches[1:]:
+        x = train_batch(ds, items).frames
+        t = time.perf_counter()
+        shared = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(x.numel()), 0,
+                                                         (x.size(0), x.size(2), x.size(3), 3)).permute(0, 3, 1, 2)
+        shared.copy_(x)
+        worker += time.perf_counter() - t
+        t = time.perf_counter()
+        x.copy_(shared)  # the same bytes into a buffer already mapped
+        worker -= time.perf_counter() - t
+        del x, shared
+    return main, worker
 
 
 def _workers_rate(ds, batches, workers: int) -> float:
@@ -438,7 +469,7 @@ def per_core(args) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     n_batches = 3 if args.quick else args.per_core_batches
     threads = torch.get_num_threads()
-    rows, stage_rows, headline = [], [], {}
+    rows, stage_rows, headline, spread = [], [], {}, {}
     for source, synth in SOURCES.items():
         kw = dict(synth, num_ids=8, height=synth.get("height", 128) // 2, width=synth.get("width", 64) // 2) \
             if args.quick else synth
@@ -452,21 +483,23 @@ def per_core(args) -> int:
             t_loader = t_bare = t_item = 0.0
             n_frames = 0
             stages = None
-            for items in batches[1:]:  # interleaved, so that a change of load hits every column alike
+            for k, items in enumerate(batches[1:]):  # interleaved, so that a change of load hits every column alike
                 t = time.perf_counter()
                 b = train_batch(ds, items)
-                t_loader += time.perf_counter() - t
+                dt_loader = time.perf_counter() - t
                 n_frames += b.frames.size(0)
                 del b
                 t = time.perf_counter()
                 _bare(ds, items)
-                t_bare += time.perf_counter() - t
+                dt_bare = time.perf_counter() - t
+                t_loader, t_bare = t_loader + dt_loader, t_bare + dt_bare
+                spread.setdefault(source, []).append(dt_bare / dt_loader)
                 t = time.perf_counter()
                 Batch.from_data_list([ds[i] for i in items])  # per-item Data and PyG's collation (before)
                 t_item += time.perf_counter() - t
-                s = _stages(ds, items)
+                s = _stages(ds, items, torchvision_first=k % 2 == 1)
                 stages = s if stages is None else {k: stages[k] + v for k, v in s.items()}
-            transfer = sum(_transfer(ds, items) for items in batches[1:])
+            transfer, transfer_worker = _transfer(ds, batches, pause=1.5 * t_loader / n_batches)
         finally:
             torch.set_num_threads(threads)
         bare = n_frames / t_bare
@@ -485,10 +518,11 @@ def per_core(args) -> int:
             per = r / min(w, cores)
             rows.append({**common_cols, "path": "loader uint8", "workers": w, "frames/s": r,
                          "frames/s per core": per, "of bare decode": per / bare})
-        total = sum(stages.values())
-        for k, v in {**stages, "transfer worker->main": transfer}.items():
+        total = sum(v for k, v in stages.items() if not k.startswith("("))
+        for k, v in {**stages, "transfer: main process": transfer,
+                     "transfer: worker (fresh shared memory)": transfer_worker}.items():
             stage_rows.append({"source": source, "stage": k, "us/frame": 1e6 * v / n_frames,
-                               "share of loader": v / total if k != "transfer worker->main" else float("nan")})
+                               "share of loader": v / total if k in stages and not k.startswith("(") else float("nan")})
         console.print(f"{source}: bare {bare:.0f}, loader {loader:.0f} frames/s per core ({loader / bare:.2f})")
     flags = cpu_flags() or []
     cpu = f"{cpu_model() or 'unknown'} CPU ({cores} cores; flags {', '.join(flags) or 'no avx512/amx'})"
@@ -507,8 +541,13 @@ def per_core(args) -> int:
              "resizing each tracklet, nothing else. In-process rows run on one thread; with workers, frames/s per "
              "core divides by the worker count (the main process shares the cores).", "",
              to_markdown(df.drop(columns=["cpu"]), floatfmt=".2f"), "",
-             "Where a frame's time goes (in-process, each stage timed on its own; transfer: pickling a worker's "
-             "batch as shared-memory handles, unpickling it and the main process's first read of the frames):", "",
+             "Loader/bare per batch (in-process): " + "; ".join(
+                 f"{k} {min(v):.2f} to {max(v):.2f}, median {sorted(v)[len(v) // 2]:.2f}" for k, v in spread.items())
+             + ".", "",
+             "Where a frame's time goes (in-process, each stage timed on its own). Transfer, with workers: the main "
+             "process's `next()` on a batch already waiting (unpickling the shared-memory handles) and its first "
+             "read of the frames; the worker's extra cost of writing them into fresh shared memory rather than into "
+             "a reused buffer:", "",
              to_markdown(st, floatfmt=".2f")]
     if args.note:
         lines += ["", args.note]

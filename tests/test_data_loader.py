@@ -10,7 +10,7 @@ import torch
 
 from stgcn_pyg.data import (CorruptFrameError, TrackletTransform, build_test_loader, build_train_loader, strided_clips,
                             load_dataset, read_frame)
-from stgcn_pyg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from stgcn_pyg.data.transforms import DECODER, IMAGENET_MEAN, IMAGENET_STD
 from stgcn_pyg.errors import DatasetError
 from stgcn_pyg.graphs import build_edge_index
 
@@ -163,6 +163,14 @@ def test_frame_errors_name_the_file(tmp_path):
         read_frame(str(tmp_path / "junk.jpg"))
     with pytest.raises(CorruptFrameError, match=r"image not found: .*missing.jpg"):
         read_frame(str(tmp_path / "missing.jpg"))
+    with pytest.raises(CorruptFrameError) as exc:
+        read_frame(str(tmp_path / "junk.jpg"))
+    said = str(exc.value)
+    assert said.startswith(f"corrupt or unsupported image file: {tmp_path / 'junk.jpg'} (") and "\n" not in said
+    if DECODER == "torchcodec":  # its advice on its own API is cut
+        assert said.endswith("(Unsupported or unrecognized image format.)")
+    with pytest.raises(CorruptFrameError, match=r"cannot read image file: .* \(Is a directory\)"):
+        read_frame(str(tmp_path))
     assert issubclass(CorruptFrameError, DatasetError)
 
 

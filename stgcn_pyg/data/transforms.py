@@ -16,10 +16,10 @@ normalised float frames come out contiguous.
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 
-import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
 from torchvision.io import ImageReadMode, decode_image
@@ -55,17 +55,22 @@ class CorruptFrameError(DatasetError):
 
 def _clean(msg: str) -> str:
     # torchvision prefixes its messages with "function, /path/to/file.cpp:123, ".
-    return re.sub(r"^[\w_]+, [^,]*\.cpp:\d+, ", "", str(msg)).strip()
+    msg = re.sub(r"^[\w_]+, [^,]*\.cpp:\d+, ", "", str(msg)).strip()
+    return msg.split(" Supported formats are")[0]  # TorchCodec's advice on its own API: not the user's concern
 
 
 def read_bytes(path: str) -> torch.Tensor:
     """A file's bytes as a uint8 tensor; CorruptFrameError names a missing or unreadable file."""
     try:
-        return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+        with open(path, "rb", buffering=0) as f:  # one read into a buffer of the file's size
+            data = bytearray(os.fstat(f.fileno()).st_size)
+            got = f.readinto(data)
     except FileNotFoundError:
         raise CorruptFrameError(f"image not found: {path}") from None
     except OSError as exc:
         raise CorruptFrameError(f"cannot read image file: {path} ({exc.strerror or exc})") from None
+    return torch.frombuffer(data[:got] if got < len(data) else data, dtype=torch.uint8) if got else \
+        torch.empty(0, dtype=torch.uint8)
 
 
 def decode_frame(data: torch.Tensor, path: str) -> torch.Tensor:
