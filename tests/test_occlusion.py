@@ -152,3 +152,14 @@ def test_the_results_heading_names_the_share(checkpoint, capsys):
                  "--occlude", "0.25"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "query occluded: 25 % of each tracklet's frames (seed 0)" in out
+
+
+def test_an_exported_model_is_occluded_like_its_checkpoint(checkpoint, tmp_path, capsys):
+    exported = tmp_path / "tiny.pt2"
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", "torch-export", "--out", str(exported)]) == 0
+    capsys.readouterr()
+    eager = evaluate_json(capsys, "--checkpoint", str(checkpoint), "--engine", "torch", "--occlude", "0.5", "--seed", "1")
+    deployed = evaluate_json(capsys, "--model", str(exported), "--occlude", "0.5", "--seed", "1")
+    assert deployed["occlude"] == 0.5 and deployed["occlude_seed"] == 1
+    for key in ("rank1", "mAP", "mINP"):
+        assert deployed[key] == pytest.approx(eager[key], abs=1e-6), key
