@@ -132,3 +132,19 @@ def onnx_cache():
     from stgcn_pyg.deploy.engine import engine_cache_dir
 
     return engine_cache_dir()
+
+
+@pytest.fixture(scope="module")
+def benchmark_module():
+    """``benchmark_module(name)``: a module of benchmarks/, imported as its scripts import each other (with
+    benchmarks/ on sys.path, for the rest of the module's tests)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(folder)

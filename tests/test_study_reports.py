@@ -9,7 +9,6 @@ study's reports (ablation_synthetic*.md, ablation_full_rerun.md), whose header n
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,8 @@ PRETRAINED_REPORTS = {
 
 
 @pytest.fixture(scope="module")
-def reports():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import study_reports
-
-        yield study_reports
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def reports(benchmark_module):
+    return benchmark_module("study_reports")
 
 
 def _copy(tmp_path: Path, *names: str) -> None:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
 @pytest.fixture(scope="module")
-def study_runs():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import study_runs
-
-        yield study_runs
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def study_runs(benchmark_module):
+    return benchmark_module("study_runs")
 
 
 @pytest.fixture(scope="module")
