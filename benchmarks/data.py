@@ -1,7 +1,7 @@
 """Benchmark the training data pipeline: frames per second by loader workers.
 
 What is timed: an epoch of the training loader, batches of num_ids x
-num_instances tracklets (decode with torchvision.io, resize to the training
+num_instances tracklets (decode with TorchCodec or torchvision.io, resize to the training
 size, flip, restricted random sampling, TrackletData graphs, PyG
 collation), each batch handed to the device (``.to(device)``,
 synchronised), on the synthetic dataset written in MARS layout. Two paths are compared:
@@ -21,6 +21,17 @@ frames per second the model consumes, and the ratio supply / demand.
     python benchmarks/data.py --quick               # a tiny smoke run
     python benchmarks/data.py --baselines           # how hard the synthetic set is (CPU, ~1 min):
                                                     # results/data_synthetic_baselines.*
+    python benchmarks/data.py --per-core            # the loader's uint8 path beside the bare decode of the
+                                                    # same frames, per core (~1 min): results/data_per_core*
+
+``--per-core`` (issue 34) times, on one thread and alternating batch by batch,
+the loader's uint8 path (what a GPU receives: sampling, decode, resize, flip,
+graphs and Data, PyG collation; no normalisation) and the bare decode (and
+resize) of the same frames, for the synthetic set (128x64 JPEGs, resized)
+and one drawn at MARS's 256x128 (not resized), both generated into the
+cache in MARS layout; then each stage on its own, the loader with 1 and 2
+workers, and what handing a worker's batch to the main process costs. Its
+last line: ``loader/decode per core: synthetic X, mars-size Y``.
 """
 
 from __future__ import annotations
