@@ -358,3 +358,16 @@ def test_cuda_decode_needs_a_cuda_device_and_a_known_mode(mars):
     with pytest.raises(ConfigError, match=r"data.decode: 'gpu' is not one of 'cpu', 'cuda'"):
         config_from_dict({"data": {"decode": "gpu"}})
     assert config_from_dict({"data": {"decode": "cuda"}}).data.decode == "cuda"
+
+
+def test_what_goes_to_the_gpu_batch_decoder(tmp_path):
+    from stgcn_pyg.data.transforms import is_complete_jpeg, read_bytes
+
+    write_image(tmp_path / "a.jpg")
+    write_image(tmp_path / "a.png")
+    jpeg = read_bytes(str(tmp_path / "a.jpg"))
+    assert is_complete_jpeg(jpeg)
+    assert is_complete_jpeg(torch.cat([jpeg, torch.zeros(8, dtype=torch.uint8)]))  # padded after EOI
+    assert not is_complete_jpeg(jpeg[:150])  # truncated: decoded (and named) on the CPU
+    assert not is_complete_jpeg(read_bytes(str(tmp_path / "a.png")))
+    assert not is_complete_jpeg(torch.empty(0, dtype=torch.uint8))

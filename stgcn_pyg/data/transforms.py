@@ -96,9 +96,10 @@ def read_frame(path: str) -> torch.Tensor:
 
 
 def is_complete_jpeg(data: torch.Tensor) -> bool:
-    """Whether ``data`` starts and ends as a JPEG does (SOI, EOI markers): what a GPU batch decode is given."""
-    n = data.numel()
-    return n > 4 and data[:2].tolist() == [0xFF, 0xD8] and data[n - 2:].tolist() == [0xFF, 0xD9]
+    """Whether ``data`` starts and ends as a JPEG does (SOI marker; EOI within its last 32 bytes, as some
+    writers pad): what a GPU batch decode is given."""
+    head, tail = data[:2].numpy().tobytes(), data[-32:].numpy().tobytes()
+    return data.numel() > 4 and head == b"\xff\xd8" and b"\xff\xd9" in tail
 
 
 def stack_frames(frames: list[torch.Tensor]) -> torch.Tensor:
