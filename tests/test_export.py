@@ -99,7 +99,7 @@ def test_exported_file_carries_the_config(tmp_path):
 
 
 def test_export_refuses_shapes_the_checkpoint_was_not_trained_on(tmp_path, capsys, monkeypatch):
-    """A model exported for frames twice its training size scored mAP 2.1 against 33.2, and nothing said so."""
+    """A model exported for frames twice its training size scored mAP 2.1 against 12.6, and nothing said so."""
     import stgcn_pyg.deploy.export as export
 
     ckpt, _ = make_checkpoint(tmp_path / "m.pt", MODELS["resnet18-global"])

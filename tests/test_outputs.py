@@ -26,6 +26,7 @@ def err_line(capsys) -> str:
 def no_work(monkeypatch):
     """Every command's first piece of work fails the test: an output error must come before it."""
     import stgcn_pyg.cli.evaluate as evaluate_cli
+    import stgcn_pyg.data.synth as synth
     import stgcn_pyg.deploy as deploy
     import stgcn_pyg.training.run as run
 
@@ -35,6 +36,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(evaluate_cli, "load_model_from_args", work)
     monkeypatch.setattr(deploy, "export_checkpoint", work)
     monkeypatch.setattr(run, "load_data", work)
+    monkeypatch.setattr(synth, "generate_synthetic", work)
 
 
 def commands(out: str, ckpt: str) -> dict[str, tuple[list[str], str]]:
@@ -45,6 +47,7 @@ def commands(out: str, ckpt: str) -> dict[str, tuple[list[str], str]]:
         "export": (["export", "--checkpoint", ckpt, "--out", out], "--out"),
         "evaluate": (["evaluate", "--checkpoint", ckpt, "--plots", out], "--plots"),
         "train": (["train", "--output", out, "--epochs", "1"], "train.output"),
+        "synth": (["synth", "--out", out, "--num-ids", "2"], "--out"),
     }
 
 
@@ -116,7 +119,7 @@ def test_a_folder_without_write_permission_is_one_line_before_any_work(tmp_path)
     assert proc.returncode == 0, proc.stderr
     said = json.loads(proc.stdout.splitlines()[-1])
     for name, (argv, option) in cases.items():
-        path = argv[argv.index(option if option != "train.output" else "--output") + 1]
+        path = argv[argv.index({"train.output": "--output"}.get(option, option)) + 1]
         assert said[name] == [2, f"error: {option} {path}: cannot write in {locked} (permission denied)"], name
     assert list(locked.iterdir()) == []
 

@@ -80,7 +80,9 @@ def _synth(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..data.synth import SynthConfig, generate_synthetic
+    from ..outputs import check_output_folder
 
+    check_output_folder(args.out, "--out")  # before the frames are drawn
     cfg = SynthConfig(num_ids=args.num_ids, seed=args.seed, num_cameras=args.num_cameras, height=args.height,
                       width=args.width, min_frames=args.min_frames, max_frames=args.max_frames,
                       occlusion_prob=args.occlusion_prob, misalignment=args.misalignment)
