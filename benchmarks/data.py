@@ -10,7 +10,9 @@ synchronised), on the synthetic dataset written in MARS layout. Two paths are co
   (the default of ``build_train_loader``);
 * ``device-uint8``: workers send uint8 frames, normalised on the device
   (``build_train_loader(..., device=...)``): a quarter of the bytes through
-  shared memory, pinning and the PCIe copy.
+  shared memory, pinning and the PCIe copy;
+* ``device-decode`` (CUDA only, ``--paths``): workers send the JPEG bytes,
+  decoded on the GPU by nvjpeg (``data.decode = "cuda"``).
 
 With ``--model`` (CUDA) it also times the model's training step at the same
 batch (STGCN, ResNet-50, random weights, bf16 autocast, Adam) to give the
@@ -64,8 +66,10 @@ def time_loader(train, *, workers: int, path: str, device: torch.device, batches
     kw = dict(seq_len=args.seq_len, num_ids=args.num_ids, num_instances=args.num_instances,
               image_size=tuple(args.image_size), num_workers=workers, seed=0,
               pin_memory=device.type == "cuda")
-    if path == "device-uint8":
+    if path in ("device-uint8", "device-decode"):
         kw["device"] = device
+    if path == "device-decode":
+        kw["decode"] = "cuda"
     loader = build_train_loader(train, **kw)
     n = batches + 1  # epochs are chained when shorter
     frames = 0

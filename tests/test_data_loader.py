@@ -295,6 +295,9 @@ def test_in_process_buffers_are_reused_only_when_released(mars):
             ptrs.add(b.frames.data_ptr())
             del b
     assert len(ptrs) == 1  # released at once: one buffer serves every batch
+    # Worker processes write the frames into shared memory: the batch crosses as a handle.
+    w = _train_loader(mars.train, device="cpu", seq_len=8, num_workers=1)
+    assert all(b.frames.is_shared() for b in w.loader)
 
 
 def _stand_in():
