@@ -69,15 +69,35 @@ def holds_run(path: Path) -> bool:
     return (path / "last.pt").exists() or (path / "metrics.csv").exists()
 
 
+# The descriptors holding run-folder locks. A forked child (a DataLoader worker) closes its copies: a flock
+# lasts while any copy is open, and a worker must not keep the folder locked after the run released it.
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 class RunFolder:
     """A run folder locked for this process (:func:`claim_run_folder`) until :meth:`release` or its end."""
 
     def __init__(self, path: Path, fd: int | None, created: bool):
         self.path, self._fd, self._created = path, fd, created
+        if fd is not None:
+            _HELD.add(fd)
 
     def release(self) -> None:
         """Unlock the folder (once the run's files are written: they keep it taken)."""
         if self._fd is not None:
+            _HELD.discard(self._fd)
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 

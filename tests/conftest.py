@@ -53,10 +53,16 @@ def pytest_configure(config):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if REAL_CACHE is not None and cache_listing(REAL_CACHE) != _REAL_CACHE_BEFORE:
+    if REAL_CACHE is None:
+        return
+    before, after = _REAL_CACHE_BEFORE or {}, cache_listing(REAL_CACHE) or {}
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        # Named, since another job writing the same cache meanwhile (a shared machine) trips this too.
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
             f"FAILED: the test session changed the user's cache {REAL_CACHE} (tests must write only under "
-            f"their temporary folders)", red=True)
+            f"their temporary folders): {shown}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

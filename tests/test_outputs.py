@@ -159,6 +159,24 @@ def test_a_claimed_run_folder_is_not_given_to_another_run_until_released(tmp_pat
     assert not (tmp_path / "fails").exists()
 
 
+def test_a_forked_worker_does_not_keep_the_folder_locked(tmp_path):
+    """DataLoader workers are forked: their copy of the lock's descriptor must not outlive the run's release."""
+    import multiprocessing
+
+    claim = claim_run_folder(tmp_path / "run")
+    ctx = multiprocessing.get_context("fork")
+    started, done = ctx.Event(), ctx.Event()
+    worker = ctx.Process(target=lambda: started.set() or done.wait(60))
+    worker.start()
+    try:
+        assert started.wait(60)  # the child runs (its fork hooks have run)
+        claim.release()
+        assert claim_run_folder(tmp_path / "run", lock_only=True).path == tmp_path / "run"
+    finally:
+        done.set()
+        worker.join()
+
+
 @pytest.mark.slow
 def test_two_trainings_started_together_get_two_folders(tiny_root, tiny_overrides, tmp_path):
     """Both used to print `output folder runs/same`, log every line twice and keep the second one's weights."""
