@@ -31,7 +31,8 @@ def register(subparsers) -> None:
                    help="override one config value (repeatable), e.g. --set optim.lr=1e-4")
     p.add_argument("--dataset", help="data.dataset (mars, dukemtmc-videoreid, ilids-vid, prid2011, folder, synthetic)")
     p.add_argument("--root", help="data.root: the dataset's root folder")
-    p.add_argument("--output", "-o", help="train.output: the run's folder (a free name is chosen if taken)")
+    p.add_argument("--output", "-o", help="train.output: the run's folder (NAME-2, NAME-3 ... when it holds a run "
+                                         "or another run is starting in it; the run says which)")
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, help="train.seed")
