@@ -67,6 +67,12 @@ def test_a_copy_of_the_query_in_the_gallery_is_left_out_and_same_names_alone_are
     assert found["excluded"] == ["copy"]
     assert sorted(r["tracklet"] for r in found["results"]) == ["other0", "other1"]
     assert "left out 1 gallery tracklet(s) holding the query's own frames or copies of them (copy)" in found["notes"]
+    # plain frame names: no camera to leave out
+    assert main(["search", "--checkpoint", str(ckpt), "--query", str(query), "--gallery", str(gallery),
+                 "--engine", "torch", "--cross-camera"]) == 2
+    assert " ".join(capsys.readouterr().err.split()) == (
+        "error: --cross-camera: the query's camera is unknown (its names are not MARS/Duke-style), so its own "
+        "camera's tracklets cannot be told apart")
 
 
 def test_extract_ends_with_frames_time_and_rate_in_a_terminal_too(setup, capsys, monkeypatch):
