@@ -75,6 +75,7 @@ def pytest_unconfigure(config):
     if _SESSION_HOME is not None:
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
+
 # The tiny run: ResNet-18 at 64x32, T=2, 2 identities x 2 tracklets per batch, 1 step per epoch, quick test mode.
 TINY_OVERRIDES = [
     "model.temporal_width=32", "model.spatial_width=32",
