@@ -20,8 +20,8 @@ time is recorded as such and the next one runs.
    step against the goal of at most +15 % over global-only.
 4. ``loader_supply``: the training loader (MARS-size 256x128 JPEGs of the synthetic set, uint8 frames to
    the device, normalised there) at 8 and 16 workers, with CPU decode and with GPU decode
-   (``data.decode = "cuda"``, where the loader has it; else "n/a"), in frames/s against the full model's
-   demand from section 3.
+   (``data.decode = "cuda"``: workers read the bytes, nvjpeg decodes each batch; ``--smoke`` runs that path
+   with a CPU stand-in decoder), in frames/s and per worker against the full model's demand from section 3.
 5. ``eval_all_frames``: descriptor extraction of every frame (test mode "all", clips of T=8, 32 clips per
    call, 8 workers) end to end, and the model alone on clips already on the device, in fp32 (the default
    on CUDA) and in channels_last + bf16.
@@ -496,8 +496,8 @@ def time_loader(check: Check, clock: Clock, train, workers: int, decode: str) ->
     kw = dict(seq_len=s.seq_len, num_ids=s.num_ids, num_instances=s.num_instances, image_size=s.image_size,
               num_workers=workers, seed=0, num_stripes=m.num_stripes, temporal_topology=m.temporal_topology,
               spatial_topology=m.spatial_topology, pin_memory=device.type == "cuda", device=device)
-    if decode != "cpu":
-        kw["decode"] = decode
+    if decode != "cpu":  # data.decode = "cuda": nvjpeg on a GPU, a CPU stand-in in --smoke
+        kw.update(decode=decode, decoder=None if device.type == "cuda" else _stand_in_decoder)
     loader = build_train_loader(train, **kw)
     it = iter(loader)
     next(it)  # worker start-up: not timed
@@ -521,6 +521,24 @@ def time_loader(check: Check, clock: Clock, train, workers: int, decode: str) ->
     return dict(frames_per_s=frames / seconds, batches=done)
 
 
+def _stand_in_decoder(datas):
+    """The batch decoder's contract (a list of JPEG byte tensors in, frames out), on the CPU: the GPU-decode
+    path's logic in --smoke, not nvjpeg's speed."""
+    from stgcn_pyg.data.transforms import decode_frame
+
+    return [decode_frame(d, "stand-in") for d in datas]
+
+
+def gpu_decoder_name() -> str:
+    """Whose nvjpeg call ``data.decode = "cuda"`` makes: TorchCodec's where it imports, else torchvision's."""
+    try:
+        from torchcodec.decoders import decode_jpeg  # noqa: F401
+
+        return "torchcodec"
+    except Exception:  # noqa: BLE001 - as stgcn_pyg.data.batching.device_jpeg_decoder falls back
+        return "torchvision"
+
+
 def section_loader_supply(check: Check, clock: Clock) -> None:
     s = check.sizes
     ds = dataset(check)
@@ -535,14 +553,19 @@ def section_loader_supply(check: Check, clock: Clock) -> None:
     for decode in decodes:
         for workers in s.workers:
             label = f"{workers} workers, {decode} decode"
-            if decode == "cuda" and (not supported or check.device.type != "cuda"):
+            if decode == "cuda" and (not supported or (check.device.type != "cuda" and not check.args.smoke)):
                 why = "this loader has no data.decode" if not supported else "no CUDA device"
                 check.add(f"{label}: frames/s", "n/a", "frames/s", why, status="n/a")
                 continue
             clock.check(label)
             r = time_loader(check, clock, train, workers, decode)
             note = f"{r['batches']} batches"
+            if decode == "cuda":
+                note += (f"; nvjpeg via {gpu_decoder_name()}" if check.device.type == "cuda" else
+                         "; smoke: a CPU stand-in for the nvjpeg call (the path's logic, not its speed)")
             check.add(f"{label}: frames/s", r["frames_per_s"], "frames/s", note)
+            if workers:  # docs/gpu-model.md models one worker's rate
+                check.add(f"{label}: frames/s per worker", r["frames_per_s"] / workers, "frames/s")
             if demand:
                 ratio = r["frames_per_s"] / demand
                 check.add(f"{label}: supply / demand", ratio, "", f"demand {demand:,.0f} frames/s (full STGCN step)")

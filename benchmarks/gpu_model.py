@@ -12,9 +12,13 @@ convolutions and matmuls in), and records for every aten operation:
 
 Each operation then takes ``max(FLOPs / peak, bytes / bandwidth, min kernel
 time)`` on the GPU (a per-kernel roofline), and a step is their sum. The same
-for the global-branch-only model gives the graph branches' cost. The data
-loader bound comes from this project's measured decode rate per CPU core
-(``results/data_loading_cpu.csv``) times N workers.
+for the global-branch-only model gives the graph branches' cost.
+
+The data loader's supply at N workers, for CPU decode and GPU decode
+(``data.decode = "cuda"``), is built from the per-core figures measured by
+``python benchmarks/data.py --per-core`` (``results/data_per_core.csv`` and
+``data_per_core_stages.csv``; see :func:`loader_model` for what is measured
+and what is modelled), and the mean JPEG size of the same two synthetic sets.
 
 Nothing runs on a GPU and nothing is timed here; results go to
 ``benchmarks/results/gpu_model.{csv,md}`` and docs/gpu-model.md explains them.
@@ -25,6 +29,8 @@ Nothing runs on a GPU and nothing is timed here; results go to
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -51,7 +57,8 @@ H100 = {"bf16_tflops": 989.0, "hbm_tb_per_s": 3.35}
 MIN_KERNEL_US = 3.0
 # Tensor cores do not reach their datasheet peak on convolutions; the model reports 100% and this share.
 REALISTIC_COMPUTE_EFFICIENCY = 0.5
-WORKERS = (8, 16, 32, 64)
+WORKERS = (1, 2, 4, 8, 16)
+FRAME_BYTES = 256 * 128 * 3  # a uint8 frame at the training size, what a worker hands over with CPU decode
 
 
 class OpRecorder(TorchDispatchMode):
@@ -106,13 +113,66 @@ def step_time_s(ops: list[dict], peak_flops: float, bandwidth: float) -> dict:
     return {"compute_s": compute, "memory_s": memory, "roofline_s": per_op}
 
 
-def loader_rates_per_worker() -> tuple[float, float, str]:
-    """Slowest and fastest frames/s of one loader worker on this project's CPU (measured, committed)."""
-    csv = RESULTS / "data_loading_cpu.csv"
-    df = pd.read_csv(csv)
-    with_workers = df[df.workers > 0]
-    per_worker = with_workers["frames/s"] / with_workers.workers
-    return float(per_worker.min()), float(per_worker.max()), csv.name
+def jpeg_bytes_per_frame() -> dict[str, float]:
+    """Mean JPEG file size of the training frames of ``benchmarks/data.py --per-core``'s two sets (cached;
+    generated on first use, about 30 s)."""
+    from data import SOURCES
+
+    from stgcn_pyg.data import ensure_synthetic, load_dataset
+
+    out = {}
+    for source, kw in SOURCES.items():
+        ds = load_dataset("mars", ensure_synthetic(progress=False, **kw))
+        files = [f for frames in ds.train.frames for f in frames]
+        out[source] = sum(Path(f).stat().st_size for f in files) / len(files)
+    return out
+
+
+def loader_model(per_core: pd.DataFrame, stages: pd.DataFrame, jpeg_bytes: dict[str, float]) -> pd.DataFrame:
+    """Per source and decode mode, a low and a high estimate of one worker's frames/s and the main process's
+    us/frame, from the per-core figures (``per_core``: data_per_core.csv; ``stages``: its _stages.csv).
+
+    Measured: the in-process loader uint8 rate (``u``), each stage's us/frame, the transfer's cost in the
+    worker (``tw``) and in the main process (``tm``), one worker's rate beside the main process.
+
+    * CPU decode, high: a worker costs ``u + tw`` (modelled: a sum of measured figures); low: the measured
+      1-worker rate. Main process: ``tm``.
+    * GPU decode (workers read the bytes; nvjpeg decodes on the GPU): a worker costs sampling + read +
+      graph/Data + the transfer of the bytes; the main process, their transfer. High: the transfers scaled
+      by JPEG bytes / uint8 frame bytes; low: the transfers as for uint8 frames (modelled, both). The GPU's
+      decode time and the main process's decode call are not modelled.
+    """
+    rows = []
+    for source, st in stages.groupby("source", sort=False):
+        us = dict(zip(st.stage, st["us/frame"]))
+        pc = per_core[(per_core.source == source) & (per_core.path == "loader uint8")]
+        loader_us = 1e6 / float(pc[pc.workers == 0]["frames/s"].iloc[0])
+        one_worker = float(pc[pc.workers == 1]["frames/s"].iloc[0])
+        tw, tm = us["transfer: worker (fresh shared memory)"], us["transfer: main process"]
+        r = jpeg_bytes[source] / FRAME_BYTES
+        read_only = us["sampling"] + us["read"] + us["graph/Data + collation"]
+        for decode, estimate, worker_us, main_us, basis in (
+                ("cpu", "high", loader_us + tw, tm, "in-process loader + worker transfer"),
+                ("cpu", "low", 1e6 / one_worker, tm, "1 worker, measured"),
+                ("cuda", "high", read_only + tw * r, tm * r, f"transfers x {r:.3f} (JPEG / uint8 bytes)"),
+                ("cuda", "low", read_only + tw, tm, "transfers as for uint8 frames")):
+            rows.append({"decode": decode, "source": source, "estimate": estimate, "basis": basis,
+                         "jpeg_kb": jpeg_bytes[source] / 1e3, "worker_us_per_frame": worker_us,
+                         "main_us_per_frame": main_us, "frames_per_s_per_worker": 1e6 / worker_us,
+                         "main_process_cap_frames_per_s": 1e6 / main_us})
+    return pd.DataFrame(rows)
+
+
+def loader_needs(model: pd.DataFrame, demand: float) -> pd.DataFrame:
+    """Worker cores (whole) and main-process cores (a share of one) to supply ``demand`` frames/s."""
+    out = model[["decode", "source", "estimate"]].copy()
+    out["workers"] = [max(1, math.ceil(demand / r - 1e-9)) for r in model.frames_per_s_per_worker]
+    out["main_process_cores"] = demand * model.main_us_per_frame / 1e6
+    return out
+
+
+def _span(lo, hi, fmt: str) -> str:
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}} to {hi:{fmt}}"
 
 
 def main(argv=None) -> int:
@@ -141,12 +201,31 @@ def main(argv=None) -> int:
         })
     df = pd.DataFrame(rows)
     full, glob = df.iloc[0], df.iloc[1]
-    slow, fast, source = loader_rates_per_worker()
-    loader = pd.DataFrame({"workers": list(WORKERS), "frames_per_s_slowest": [n * slow for n in WORKERS],
-                           "frames_per_s_fastest": [n * fast for n in WORKERS]})
-    needed = full.frames_per_s_per_kernel_roofline
+    per_core = pd.read_csv(RESULTS / "data_per_core.csv")
+    lm = loader_model(per_core, pd.read_csv(RESULTS / "data_per_core_stages.csv"), jpeg_bytes_per_frame())
+    lm = lm.sort_values("decode", kind="stable", ignore_index=True)
+    demands = {"eager (per-kernel roofline)": full.frames_per_s_per_kernel_roofline,
+               f"fused ({int(REALISTIC_COMPUTE_EFFICIENCY * 100)} % of compute)":
+                   full[f"frames_per_s_at_{int(REALISTIC_COMPUTE_EFFICIENCY * 100)}pct_compute"]}
+    needs = lm[["decode", "source", "estimate"]].copy()
+    for name, d in demands.items():
+        n = loader_needs(lm, d)
+        needs[f"workers: {name}"] = n.workers
+        needs[f"main-process cores: {name}"] = n.main_process_cores
+    supply = []
+    for (decode, source), g in lm.groupby(["decode", "source"], sort=False):
+        row = {"decode": decode, "source": source}
+        for n in WORKERS:
+            lo, hi = (min(n * e.frames_per_s_per_worker, e.main_process_cap_frames_per_s)
+                      for e in (g[g.estimate == "low"].iloc[0], g[g.estimate == "high"].iloc[0]))
+            row[f"workers: {n}"] = f"{lo:,.0f} – {hi:,.0f}"
+        supply.append(row)
+    supply = pd.DataFrame(supply)
     RESULTS.mkdir(parents=True, exist_ok=True)
     df.to_csv(RESULTS / "gpu_model.csv", index=False, float_format="%.6g")
+    lm.merge(needs).to_csv(RESULTS / "gpu_model_loader.csv", index=False, float_format="%.6g")
+    when = re.search(r"\d{4}-\d{2}-\d{2}", (RESULTS / "data_per_core.md").read_text())
+    eager = list(demands)[0]
     lines = [
         "# The paper's training step on one H100: a model, not a measurement",
         "",
@@ -162,15 +241,41 @@ def main(argv=None) -> int:
         f"{int(full.kernels_per_step - glob.kernels_per_step)} of {int(full.kernels_per_step)} kernels, "
         f"{100 * (1 - glob.ms_per_step_roofline / full.ms_per_step_roofline):.1f}% of the per-kernel roofline time.",
         "",
-        f"## Data loader at N workers ({slow:.0f} to {fast:.0f} frames/s per worker: the per-worker rates measured "
-        f"in {source})",
+        "## The data loader (also in gpu_model_loader.csv)",
         "",
-        to_markdown(loader, floatfmt=".0f"),
+        f"From the per-core figures of `python benchmarks/data.py --per-core` (data_per_core.csv and "
+        f"data_per_core_stages.csv: {per_core.cpu.iloc[0]}, {when.group(0) if when else 'date not found'}), one "
+        f"loader worker per core. CPU decode: a worker decodes, resizes and flips and hands over uint8 frames "
+        f"({FRAME_BYTES / 1e3:.1f} kB); high = the in-process loader plus the worker's side of the transfer "
+        f"(modelled from measured figures), low = one worker measured beside the main process. GPU decode "
+        f"(`data.decode = \"cuda\"`): a worker samples, reads the JPEG bytes and builds the graphs; high = the "
+        f"transfer scaled by the JPEG's bytes, low = the transfer as for uint8 frames (both modelled); the GPU's "
+        f"decode time and the main process's decode call are not modelled. Main process: the transfer's cost on "
+        f"its side; it caps the supply at 1e6 / main_us_per_frame frames/s.",
         "",
-        f"Workers to feed the per-kernel roofline rate of the full model ({needed:.0f} frames/s): "
-        f"{needed / fast:.0f} to {needed / slow:.0f}.",
+        to_markdown(lm, floatfmt=".1f"),
+        "",
+        "Frames/s supplied at N workers (low – high; min of N x per worker and the main process's cap):",
+        "",
+        to_markdown(supply),
+        "",
+        "Cores needed for the step's demand (" + "; ".join(f"{k}: {v:,.0f} frames/s" for k, v in demands.items())
+        + "): whole worker cores, and the share of one core the main process spends receiving:",
+        "",
+        to_markdown(needs, floatfmt=".2f"),
         "",
     ]
+    for name, d in demands.items():
+        for decode in ("cpu", "cuda"):
+            n, g = needs[needs.decode == decode], lm[lm.decode == decode]
+            w, m = n[f"workers: {name}"], n[f"main-process cores: {name}"]
+            cap = g.main_process_cap_frames_per_s.min()
+            over = ("" if m.max() <= 1 else " (more than one" + (" at the low estimate" if m.min() <= 1 else "")
+                    + f": the main process caps the supply at {cap:,.0f} frames/s)")
+            lines.append(f"{name}, {decode} decode: {_span(w.min(), w.max(), '.0f')} worker "
+                         f"core{'s' if w.max() > 1 else ''}, plus {_span(m.min(), m.max(), '.2f')} of the main "
+                         f"process's core{over}.")
+    lines.append("")
     (RESULTS / "gpu_model.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
