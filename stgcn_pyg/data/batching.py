@@ -29,8 +29,8 @@ from torch_geometric.data import Batch
 from ..errors import DatasetError
 from .sampling import restricted_random
 from .tracklet import TrackletData
-from .transforms import CorruptFrameError, decode_frame, erasing_params, is_complete_jpeg, normalize_frames, \
-    read_bytes, stack_frames
+from .transforms import CorruptFrameError, decode_frame, erasing_params, is_complete_jpeg, load_tracklet_frames, \
+    normalize_frames, read_bytes, stack_frames
 
 __all__ = ["DECODE_MODES", "train_batch", "frame_buffer", "BufferPool", "decode_on_device", "device_jpeg_decoder"]
 
@@ -117,8 +117,6 @@ def _read_encoded(path: str):
 
 def train_batch(ds, items) -> Batch:
     """The batch of ``items`` ((row, draw_seed) pairs) of the training set ``ds`` (see the module's doc)."""
-    from .loader import load_tracklet_frames
-
     T, size, tf = ds.seq_len, ds.transform.size, ds.transform
     B = len(items)
     encoded = ds.decode == "cuda"

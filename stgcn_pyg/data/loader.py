@@ -29,7 +29,7 @@ from ..graphs import TrackletGraph
 from .occlusion import TestOcclusion
 from .tracklet import TrackletData, resolve_graph
 from .batching import DECODE_MODES, BufferPool, decode_on_device, device_jpeg_decoder, train_batch
-from .transforms import DEFAULT_IMAGE_SIZE, CorruptFrameError, TrackletTransform, normalize_frames, read_frame
+from .transforms import DEFAULT_IMAGE_SIZE, TrackletTransform, load_tracklet_frames, normalize_frames
 
 __all__ = ["build_train_loader", "build_test_loader", "load_tracklet_frames", "TrainLoader", "TestLoader",
            "TrackletTrainSet", "ClipTestSet", "TEST_MODES"]
@@ -40,45 +40,6 @@ every frame in clips that each span the tracklet (training's spacing)."""
 TEST_MODES = tuple(TEST_CLIPS)
 
 log = logging.getLogger("stgcn_pyg.data")
-
-
-def load_tracklet_frames(paths: list[str], indices, read=read_frame) -> tuple[list[torch.Tensor], list[str]]:
-    """Decode ``paths[i]`` for i in ``indices`` (each distinct frame once, by ``read``).
-
-    A frame that cannot be decoded is replaced by the nearest readable frame
-    of the tracklet; returns the frames and the paths that were skipped.
-    """
-    cache: dict[int, torch.Tensor | None] = {}
-    skipped: list[str] = []
-
-    def get(i: int):
-        if i not in cache:
-            try:
-                cache[i] = read(paths[i])
-            except CorruptFrameError as exc:
-                cache[i] = None
-                skipped.append(paths[i])
-                # The logger, not warnings.warn: that would print this source line after the message.
-                log.warning("skipping a frame: %s", exc)
-        return cache[i]
-
-    out = []
-    for i in indices:
-        i = int(i)
-        img = get(i)
-        if img is None:
-            # Nearest readable frame, searching outwards in time.
-            for d in range(1, len(paths)):
-                for j in (i - d, i + d):
-                    if 0 <= j < len(paths) and get(j) is not None:
-                        img = cache[j]
-                        break
-                if img is not None:
-                    break
-            if img is None:
-                raise DatasetError(f"no readable frame in the tracklet of {paths[0]} ({len(paths)} frames)")
-        out.append(img)
-    return out, skipped
 
 
 def _single_threaded(loader):

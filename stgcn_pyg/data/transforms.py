@@ -15,6 +15,7 @@ normalised float frames come out contiguous.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -25,6 +26,8 @@ import torchvision.transforms.v2.functional as F
 from torchvision.io import ImageReadMode, decode_image
 
 from ..errors import DatasetError
+
+_log = logging.getLogger("stgcn_pyg.data")  # the data loaders' logger
 
 try:  # TorchCodec: torchvision's successor for decoding (same pixels, ~10% faster); optional
     from torchcodec.decoders import decode_image as _tc_decode_image, decode_jpeg as _tc_decode_jpeg
@@ -93,6 +96,45 @@ def decode_frame(data: torch.Tensor, path: str) -> torch.Tensor:
 def read_frame(path: str) -> torch.Tensor:
     """Decode one image to a uint8 RGB tensor [3, H, W]; CorruptFrameError names the file."""
     return decode_frame(read_bytes(path), path)
+
+
+def load_tracklet_frames(paths: list[str], indices, read=read_frame) -> tuple[list[torch.Tensor], list[str]]:
+    """Decode ``paths[i]`` for i in ``indices`` (each distinct frame once, by ``read``).
+
+    A frame that cannot be decoded is replaced by the nearest readable frame
+    of the tracklet; returns the frames and the paths that were skipped.
+    """
+    cache: dict[int, torch.Tensor | None] = {}
+    skipped: list[str] = []
+
+    def get(i: int):
+        if i not in cache:
+            try:
+                cache[i] = read(paths[i])
+            except CorruptFrameError as exc:
+                cache[i] = None
+                skipped.append(paths[i])
+                # The logger, not warnings.warn: that would print this source line after the message.
+                _log.warning("skipping a frame: %s", exc)
+        return cache[i]
+
+    out = []
+    for i in indices:
+        i = int(i)
+        img = get(i)
+        if img is None:
+            # Nearest readable frame, searching outwards in time.
+            for d in range(1, len(paths)):
+                for j in (i - d, i + d):
+                    if 0 <= j < len(paths) and get(j) is not None:
+                        img = cache[j]
+                        break
+                if img is not None:
+                    break
+            if img is None:
+                raise DatasetError(f"no readable frame in the tracklet of {paths[0]} ({len(paths)} frames)")
+        out.append(img)
+    return out, skipped
 
 
 def is_complete_jpeg(data: torch.Tensor) -> bool:
