@@ -95,12 +95,18 @@ def test_temporal_branch_matches_hand_computation(normalization, residual):
     convs = model.temporal.convs
     a_hat = _a_hat(nodes, convs[0].phi.weight, ~torch.eye(8, dtype=torch.bool), normalization=normalization)
     act = torch.nn.LeakyReLU(0.1)
-    h = nodes
+    h, by_layer = nodes, [nodes]
     for m, conv in enumerate(convs):  # the later layers reuse the first layer's affinity
         out = act(a_hat @ conv.lin(h) + conv.bias)
         h = out + h if residual and m > 0 else out  # none on the first layer, though its widths agree
+        by_layer.append(h)
     torch.testing.assert_close(model(batch).features["temporal"], h.amax(1), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(model.temporal_affinity(frames[:1]), a_hat[0], rtol=1e-4, atol=1e-6)
+    # the inspection API: the branch's input, then each layer's output (after the residual)
+    layers = model.branch_layers(frames)
+    assert list(layers) == ["temporal"] and len(layers["temporal"]) == 4
+    for got, want in zip(layers["temporal"], by_layer):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("options", [{}, {"scaled_affinity": True, "centered_affinity": True},
@@ -126,8 +132,11 @@ def test_spatial_branch_matches_hand_computation(options, fusion):
                    center=options.get("centered_affinity", False),
                    normalization=options.get("affinity_normalization", "square"))
     act = torch.nn.LeakyReLU(0.1)
-    h = act(a_hat @ conv0.lin(nodes) + conv0.bias)
-    h = act(a_hat @ conv1.lin(h) + conv1.bias)  # the second layer reuses the first layer's affinity
+    h1 = act(a_hat @ conv0.lin(nodes) + conv0.bias)
+    h = act(a_hat @ conv1.lin(h1) + conv1.bias)  # the second layer reuses the first layer's affinity
+    # the inspection API: one row per frame graph of P nodes, input then each layer
+    for got, want in zip(model.branch_layers(frames)["spatial"], [nodes, h1, h], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     per_frame = h.amax(1).view(B, T, -1)
     expected = {"concat": per_frame.flatten(1), "mean": per_frame.mean(1), "max": per_frame.amax(1)}[fusion]
     assert expected.shape == (B, (T if fusion == "concat" else 1) * 32) == (B, model.feature_dims["spatial"])

@@ -170,9 +170,15 @@ class GraphBranch(nn.Module):
         self.act = nn.LeakyReLU(negative_slope)
         self.out_channels = width
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
-        """x [N, F] (batch mode, ``batch`` each node's graph) or [B, N, F] (static mode) -> width out_channels."""
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None,
+                return_layers: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """x [N, F] (batch mode, ``batch`` each node's graph) or [B, N, F] (static mode) -> width out_channels.
+
+        With ``return_layers`` the list of every layer's output (after its norm, activation and
+        residual), the last of which is the usual result: for inspecting the stack layer by layer.
+        """
         shared_index, shared_weight = None, None
+        layers = []
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             if self.layer == "fc":
                 h = conv(x)
@@ -184,7 +190,8 @@ class GraphBranch(nn.Module):
                 h = conv(x, shared_index, edge_weight=shared_weight)
             h = self.act(norm(h))
             x = h + x if self.residual[i] else h
-        return x
+            layers.append(x)
+        return layers if return_layers else x
 
     def affinity_weights(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None):
         """The first layer's normalised affinity: ``(edge_index_with_self_loops, weight)``."""
@@ -418,3 +425,34 @@ class STGCN(nn.Module):
         finally:
             self.train(was_training)
         return dense.reshape(T * self.num_stripes, T * self.num_stripes)
+
+    @torch.no_grad()
+    def branch_layers(self, clips: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """Each graph branch's node features layer by layer, for clips [B, T, 3, H, W] (eval mode).
+
+        ``{"temporal": [input, layer 1, ..., layer M], "spatial": [...]}`` for the branches the model
+        has; each entry is [G, n, F], one row per graph: the B tracklet graphs of T*P patch nodes for
+        the temporal branch; for the spatial branch the B*T frame graphs of P nodes when no spatial edge
+        crosses frames, else the B tracklet graphs. For studying, e.g., over-smoothing with depth.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            B, T = clips.shape[:2]
+            maps = self.backbone(clips.reshape(B * T, *clips.shape[2:]).to(device))
+            nodes = self._patches(maps).view(B, T * self.num_stripes, -1)
+            out: dict[str, list[torch.Tensor]] = {}
+            if "temporal" in self.branches:
+                ei = self._static_edges("temporal", T, device)
+                out["temporal"] = [nodes] + self.temporal(nodes, ei, return_layers=True)
+            if "spatial" in self.branches:
+                if self._spatial_within_frames:
+                    x = nodes.reshape(B * T, self.num_stripes, -1)
+                    ei = self._static_edges("spatial", 1, device)
+                else:
+                    x, ei = nodes, self._static_edges("spatial", T, device)
+                out["spatial"] = [x] + self.spatial(x, ei, return_layers=True)
+        finally:
+            self.train(was_training)
+        return out
