@@ -105,6 +105,7 @@ def write_plot(df: pd.DataFrame, path: Path) -> None:
             m = g.groupby("layer").mean_cos.mean()
             ax.plot(m.index, m.values, marker="o", ls="-" if stage == "trained" else "--",
                     label=f"{variant} ({stage})")
+        ax.set_xticks(sorted(df[df.branch == branch].layer.unique()))
         ax.set_title(f"{branch} branch")
         ax.set_xlabel("layer (0 = branch input)")
         ax.set_ylabel("mean cosine similarity of a graph's nodes")
