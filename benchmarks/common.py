@@ -50,6 +50,13 @@ def cpu_flags(cpuinfo: str | None = None) -> list[str] | None:
     return sorted(f for f in flags if f in PRECISION_FLAGS or f.startswith("amx"))
 
 
+def measured_on() -> str:
+    """"<CPU> CPU, N threads (flags: ...), YYYY-MM-DD": where and when a CPU benchmark ran, for its report."""
+    flags = cpu_flags()
+    return (f"{device_name('cpu')}{' (flags: ' + ', '.join(flags) + ')' if flags else ''}, "
+            f"{time.strftime('%Y-%m-%d')}")
+
+
 def has_amx(flags) -> bool:
     """Whether ``flags`` (:func:`cpu_flags`) hold AMX tiles with bf16, where oneDNN's bf16 matmuls beat fp32."""
     return {"amx_bf16", "amx_tile"} <= set(flags)

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_flags, device_name, to_markdown  # noqa: E402
+from common import measured_on, to_markdown  # noqa: E402
 from test_modes import parse_run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -149,12 +148,10 @@ def main(argv=None) -> None:
 
     df = df.astype({"seed": int, "layer": int}).sort_values(["variant", "stage", "seed", "branch", "layer"])
     write_plot(df, RESULTS / f"{args.out}.png")
-    flags = cpu_flags()
     text = (f"# Over-smoothing: how alike a graph's nodes are, layer by layer\n\n"
             f"Written by `benchmarks/oversmoothing.py` (what it measures: its docstring). {args.study} "
             f"{df.groupby(['variant', 'seed', 'stage']).ngroups} models, each on its query split (one clip of "
-            f"T evenly spaced frames per tracklet); measured on {device_name('cpu')}"
-            f"{' (flags: ' + ', '.join(flags) + ')' if flags else ''}, {time.strftime('%Y-%m-%d')}, fp32 "
+            f"T evenly spaced frames per tracklet); measured on {measured_on()}, fp32 "
             f"(the figures do not depend on the CPU beyond float rounding).\n\n"
             f"`mean cosine`: mean cosine similarity of a graph's distinct nodes (1 = all alike); `spread`: "
             f"||X − mean row|| / ||X|| (0 = all equal). Mean ± sd over seeds; `init` is the model as training "

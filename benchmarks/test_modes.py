@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study_stats import paired_text  # noqa: E402
-from common import cpu_flags, device_name, to_markdown  # noqa: E402
+from common import measured_on, to_markdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("evenly", "all", "strided")
@@ -114,14 +114,12 @@ def main(argv=None) -> None:
         df.to_csv(csv, index=False)  # after every run: an interrupted benchmark keeps what it scored
         print(f"{run.name}: " + ", ".join(f"{r['mode']} {r['mAP']:.1f}" for r in rows), flush=True)
 
-    flags = cpu_flags()
     text = (f"# Test modes: one clip, consecutive clips, strided clips\n\n"
             f"The same trained weights scored three ways on their test split (`benchmarks/test_modes.py`): "
             f"`evenly` one clip of T evenly spaced frames per tracklet; `all` every frame in consecutive clips of "
             f"T, averaged; `strided` every frame in clips that each span the tracklet (one frame of each of T "
             f"equal chunks, training's spacing), averaged. {args.study} {len(df)} scores of "
-            f"{df.groupby(['variant', 'seed']).ngroups} runs, measured on {device_name('cpu')}"
-            f"{' (flags: ' + ', '.join(flags) + ')' if flags else ''}, {time.strftime('%Y-%m-%d')}; the scores do "
+            f"{df.groupby(['variant', 'seed']).ngroups} runs, measured on {measured_on()}; the scores do "
             f"not depend on the CPU (fp32, torch {torch.__version__}).\n\n"
             f"{to_markdown(summary(df))}\n\n(paired differences: mean [95% t-interval]; seeds above zero)\n\n"
             f"Per run:\n\n{to_markdown(df.sort_values(['variant', 'seed']), floatfmt='.2f')}\n")

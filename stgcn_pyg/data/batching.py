@@ -45,8 +45,10 @@ def _holders(x: torch.Tensor) -> int:
 def _counts_holders() -> bool:
     x = torch.empty(1)
     alone = _holders(x)
-    view = x[:]
-    return _holders(x) == alone + 1
+    view = x[:]  # a second holder of x's storage, alive until the count is read
+    held = _holders(x)
+    del view
+    return held == alone + 1
 
 
 class BufferPool:
