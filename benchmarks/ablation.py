@@ -13,6 +13,9 @@ Trains and evaluates, with the same seeds, budget and settings, the variants
     full-mean     full STGCN with the spatial branch as wide as the backbone and its frames averaged
     full-noresidual  full STGCN without the temporal residual
     full-residual full STGCN with residuals on every layer whose widths agree (beyond the paper)
+    full-1layer   full STGCN with one temporal layer (the paper's residual starts at the second: none)
+    full-5layer   full STGCN with five temporal layers (the residual on layers 2-5)
+    full-5layer-noresidual  five temporal layers without the residual (over-smoothing with depth)
     full-lpft     full STGCN, linear probing then fine-tuning: 4 epochs with the backbone frozen (heads
                   and graph layers learn on ImageNet features, as in the frozen tier), then the tier's
                   whole fine-tune budget (12 epochs, rate /10 after 10) on top

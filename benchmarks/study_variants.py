@@ -21,6 +21,10 @@ VARIANTS: dict[str, list[str]] = {
     "full-mean": ["model.frame_fusion=mean", "model.spatial_width=0"],
     "full-noresidual": ["model.temporal_residual=false"],
     "full-residual": ["model.spatial_residual=true", "model.residual_first_layer=true"],
+    # Depth: does the temporal branch over-smooth with more layers, and does the residual hold it off?
+    "full-1layer": ["model.temporal_layers=1"],
+    "full-5layer": ["model.temporal_layers=5"],
+    "full-5layer-noresidual": ["model.temporal_layers=5", "model.temporal_residual=false"],
     # The fine-tune tier's schedule shifted by the 4 probing epochs (its train.epochs=12, step_size=10).
     "full-lpft": ["train.freeze_backbone_epochs=4", "train.epochs=16", "optim.step_size=14"],
     "full-lpft-inbudget": ["train.freeze_backbone_epochs=4"],
