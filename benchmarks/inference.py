@@ -166,26 +166,52 @@ def onnxruntime_matmul_peak(n: int, threads: int, tmp: Path, seconds: float = 3.
     return _best_rate(lambda: session.run(None, feeds), 2 * n**3, seconds)
 
 
-def measure_peaks(sizes, threads: int, seconds: float = 2.0) -> tuple[dict, list[dict]]:
-    """Each dtype's peak: the fastest square GEMM any engine ran, over ``sizes``; and every measurement.
+def _engines(threads: int, tmp: Path):
+    """(dtype, engine name, rate(n, seconds)) of every GEMM this machine can run, on ``threads`` threads."""
+    def torch_rate(dtype):
+        def rate(n, seconds):
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                return matmul_peak(n, dtype, seconds)
+            finally:
+                torch.set_num_threads(before)
+        return rate
 
-    float32: torch.mm (MKL's sgemm) and onnxruntime's MatMul (MLAS); bfloat16 (where oneDNN has it): torch.mm
-    (oneDNN). One engine alone can sit well below what the CPU does (MKL's sgemm did, against onnxruntime's
-    convolutions, docs/benchmarks.md), and a fraction of peak over 100 % means the peak is too low.
+    engines = [("fp32", "torch.mm (MKL sgemm)", torch_rate(torch.float32))]
+    if importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None:
+        engines.append(("fp32", "onnxruntime MatMul (MLAS sgemm)",
+                        lambda n, seconds: onnxruntime_matmul_peak(n, threads, tmp, seconds)))
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        engines.append(("bf16", "torch.mm (oneDNN)", torch_rate(BF16)))
+    return engines
+
+
+def measure_peaks(sizes, threads: int, seconds: float = 2.0, core_sizes=(256, 384, 512)) -> tuple[dict, list[dict]]:
+    """Each dtype's peak: the fastest GEMM any engine ran, and every measurement.
+
+    Two ways per engine: square GEMMs of each of ``sizes`` on all ``threads`` threads, and one thread's
+    best small GEMM (the fastest n of ``core_sizes``, in cache) times ``threads``: what the cores do if
+    each runs at one core's best. Large multi-threaded GEMMs stall on memory and synchronisation below what the cores
+    can do, and convolutions can beat them (onnxruntime's did: docs/benchmarks.md, "An honest peak"),
+    so a peak of those alone is too low. float32: torch.mm (MKL's sgemm) and onnxruntime's MatMul (MLAS);
+    bfloat16 (where oneDNN has it): torch.mm (oneDNN). A fraction of the peak over 100 % would mean the
+    peak is still too low.
     """
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
-            rows.append(dict(dtype="fp32", engine="torch.mm (MKL sgemm)", n=n,
-                             gflop_per_s=matmul_peak(n, torch.float32, seconds)))
-            ort_rate = onnxruntime_matmul_peak(n, threads, Path(tmp), seconds)
-            if ort_rate is not None:
-                rows.append(dict(dtype="fp32", engine="onnxruntime MatMul (MLAS sgemm)", n=n, gflop_per_s=ort_rate))
-            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-                rows.append(dict(dtype="bf16", engine="torch.mm (oneDNN)", n=n,
-                                 gflop_per_s=matmul_peak(n, BF16, seconds)))
-            console.print(f"matmul n={n}: " + ", ".join(f"{r['engine']} {r['dtype']} {r['gflop_per_s']:.0f}"
-                                                        for r in rows if r["n"] == n) + " GFLOP/s")
+            for dtype, engine, rate in _engines(threads, Path(tmp)):
+                rows.append(dict(dtype=dtype, engine=engine, n=n, threads=threads, gflop_per_s=rate(n, seconds)))
+            console.print(f"matmul n={n}, {threads} threads: " + ", ".join(
+                f"{r['engine']} {r['dtype']} {r['gflop_per_s']:.0f}" for r in rows if r["n"] == n) + " GFLOP/s")
+        for dtype, engine, rate in _engines(1, Path(tmp)):
+            n, one = max(((n, rate(n, seconds)) for n in core_sizes), key=lambda r: r[1])
+            rows.append(dict(dtype=dtype, engine=f"{engine}, one thread x {threads}", n=n, threads=1,
+                             gflop_per_s=one * threads))
+        console.print(f"matmul n={'/'.join(map(str, core_sizes))}, one thread x {threads}: " + ", ".join(
+            f"{r['engine'].split(',')[0]} {r['dtype']} {r['gflop_per_s']:.0f}" for r in rows if r["threads"] == 1)
+            + " GFLOP/s")
     peak = {}
     for r in rows:
         peak[r["dtype"]] = max(peak.get(r["dtype"], 0.0), r["gflop_per_s"])
@@ -472,14 +498,17 @@ def write_markdown(df, fl, best, default_name, peak, native_bf16, cpu, args, dev
         "",
         "## The machine's peak (n x n matmul)",
         "",
-        "Each dtype's peak is the fastest square GEMM any engine ran here (best call over 2 s per engine and n, "
-        f"{torch.get_num_threads()} threads): one engine alone can sit well below what the CPU does.",
+        "Each dtype's peak is the fastest GEMM any engine ran here (best call over 2 s per engine and n): "
+        f"square GEMMs on {torch.get_num_threads()} threads, and one thread's best small GEMM (n = 256, 384 or 512, "
+        f"the fastest) times "
+        f"{torch.get_num_threads()} (what the cores do if each runs at one core's best). Large multi-threaded "
+        "GEMMs, or one engine alone, sit below what the CPU does.",
         "",
         "| dtype | peak GFLOP/s |",
         "|:---|---:|",
         *[f"| {k} | {v:.0f} |" for k, v in peak.items()],
         "",
-        *([to_markdown(peaks[["dtype", "engine", "n", "gflop_per_s"]], floatfmt=".0f"), ""] if peaks is not None else []),
+        *([to_markdown(peaks[["dtype", "engine", "n", "threads", "gflop_per_s"]], floatfmt=".0f"), ""] if peaks is not None else []),
         "",
         "## FLOPs per clip (torch.utils.flop_counter, 2 per multiply-add)",
         "",
