@@ -350,14 +350,7 @@ class STGCN(nn.Module):
                 ei = self._static_edges("temporal", T, device)
                 features["temporal"] = self.temporal(nodes, ei).amax(1)
             if "spatial" in self.branches:
-                if self._spatial_within_frames:
-                    # No edge crosses frames: the same graph as B*T separate P-node graphs, which keeps
-                    # the layer on its small dense path instead of a sparse block-diagonal one.
-                    ei = self._static_edges("spatial", 1, device)
-                    h = self.spatial(nodes.reshape(B * T, self.num_stripes, C), ei)
-                else:
-                    ei = self._static_edges("spatial", T, device)
-                    h = self.spatial(nodes, ei)  # [B, T*P, F]
+                h = self.spatial(*self._static_spatial_graphs(nodes, T))
                 features["spatial"] = self._fuse_frames(h.reshape(B, T, self.num_stripes, -1).amax(2))
         else:
             counts = torch.tensor(nf, device=device)
@@ -395,6 +388,17 @@ class STGCN(nn.Module):
             logits["all"] = self.all_classifier(descriptor)
         return STGCNOutput(features=features, logits=logits, descriptor=descriptor)
 
+    def _static_spatial_graphs(self, nodes: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The spatial branch's input for static-mode nodes [B, T*P, C]: ``(x, edge_index)``.
+
+        When no spatial edge crosses frames, x is [B*T, P, C] (B*T separate P-node graphs), which keeps
+        the layer on its small dense path instead of a sparse block-diagonal one; else [B, T*P, C].
+        """
+        if self._spatial_within_frames:
+            return (nodes.reshape(-1, self.num_stripes, nodes.size(-1)),
+                    self._static_edges("spatial", 1, nodes.device))
+        return nodes, self._static_edges("spatial", T, nodes.device)
+
     def _fuse_frames(self, per_frame: torch.Tensor) -> torch.Tensor:
         """[B, T, F] per-frame spatial features -> f_s: [B, T*F] in frame order (concat), or mean / max over T."""
         if self.cfg.frame_fusion == "concat":
@@ -402,6 +406,16 @@ class STGCN(nn.Module):
         return per_frame.mean(1) if self.cfg.frame_fusion == "mean" else per_frame.amax(1)
 
     # ------------------------------------------------------------------ inspection
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """Eval mode for the block, then the mode the model was in."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
     @torch.no_grad()
     def temporal_affinity(self, clips: torch.Tensor) -> torch.Tensor:
         """Dense normalised temporal affinity [N, N] (N = T*P) of one clip [1, T, 3, H, W] (or [T, 3, H, W])."""
@@ -412,18 +426,11 @@ class STGCN(nn.Module):
             clips = clips.unsqueeze(0)
         if clips.size(0) != 1:
             raise ValueError(f"temporal_affinity takes one clip [1, T, 3, H, W], got {tuple(clips.shape)}")
-        was_training = self.training
-        self.eval()
-        try:
-            device = next(self.parameters()).device
+        with self._evaluating():
             T = clips.size(1)
-            maps = self.backbone(clips[0].to(device))
-            nodes = self._patches(maps).view(1, T * self.num_stripes, -1)
-            ei = self._static_edges("temporal", T, device)
-            index, weight = self.temporal.affinity_weights(nodes, ei)
+            nodes = self._static_nodes(clips)
+            index, weight = self.temporal.affinity_weights(nodes, self._static_edges("temporal", T, nodes.device))
             dense = to_dense_affinity(index, weight.reshape(1, -1), T * self.num_stripes)
-        finally:
-            self.train(was_training)
         return dense.reshape(T * self.num_stripes, T * self.num_stripes)
 
     @torch.no_grad()
@@ -435,24 +442,20 @@ class STGCN(nn.Module):
         the temporal branch; for the spatial branch the B*T frame graphs of P nodes when no spatial edge
         crosses frames, else the B tracklet graphs. For studying, e.g., over-smoothing with depth.
         """
-        was_training = self.training
-        self.eval()
-        try:
-            device = next(self.parameters()).device
-            B, T = clips.shape[:2]
-            maps = self.backbone(clips.reshape(B * T, *clips.shape[2:]).to(device))
-            nodes = self._patches(maps).view(B, T * self.num_stripes, -1)
-            out: dict[str, list[torch.Tensor]] = {}
+        out: dict[str, list[torch.Tensor]] = {}
+        with self._evaluating():
+            T = clips.size(1)
+            nodes = self._static_nodes(clips)
             if "temporal" in self.branches:
-                ei = self._static_edges("temporal", T, device)
+                ei = self._static_edges("temporal", T, nodes.device)
                 out["temporal"] = [nodes] + self.temporal(nodes, ei, return_layers=True)
             if "spatial" in self.branches:
-                if self._spatial_within_frames:
-                    x = nodes.reshape(B * T, self.num_stripes, -1)
-                    ei = self._static_edges("spatial", 1, device)
-                else:
-                    x, ei = nodes, self._static_edges("spatial", T, device)
+                x, ei = self._static_spatial_graphs(nodes, T)
                 out["spatial"] = [x] + self.spatial(x, ei, return_layers=True)
-        finally:
-            self.train(was_training)
         return out
+
+    def _static_nodes(self, clips: torch.Tensor) -> torch.Tensor:
+        """The patch nodes [B, T*P, C] of clips [B, T, 3, H, W], on the model's device."""
+        B, T = clips.shape[:2]
+        maps = self.backbone(clips.reshape(B * T, *clips.shape[2:]).to(next(self.parameters()).device))
+        return self._patches(maps).view(B, T * self.num_stripes, -1)
