@@ -142,10 +142,8 @@ def _best_rate(fn, flops: float, seconds: float) -> float:
             return best
 
 
-def onnxruntime_matmul_peak(n: int, threads: int, tmp: Path, seconds: float = 3.0) -> float | None:
-    """Best GFLOP/s of onnxruntime's float32 n x n x n MatMul (its MLAS sgemm), None without onnxruntime."""
-    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        return None
+def onnxruntime_matmul_peak(n: int, threads: int, tmp: Path, seconds: float = 3.0) -> float:
+    """Best GFLOP/s of onnxruntime's float32 n x n x n MatMul (its MLAS sgemm); needs onnx and onnxruntime."""
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -200,8 +198,9 @@ def measure_peaks(sizes, threads: int, seconds: float = 2.0, core_sizes=(256, 38
     """
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        engines = _engines(threads, Path(tmp))
         for n in sizes:
-            for dtype, engine, rate in _engines(threads, Path(tmp)):
+            for dtype, engine, rate in engines:
                 rows.append(dict(dtype=dtype, engine=engine, n=n, threads=threads, gflop_per_s=rate(n, seconds)))
             console.print(f"matmul n={n}, {threads} threads: " + ", ".join(
                 f"{r['engine']} {r['dtype']} {r['gflop_per_s']:.0f}" for r in rows if r["n"] == n) + " GFLOP/s")

@@ -134,12 +134,12 @@ def main(argv=None) -> None:
         first_seed.setdefault(variant, seed)
     for run, variant, seed in runs:
         stages = ["trained"] + (["init"] if args.init and seed == first_seed[variant] else [])
-        for stage in stages:
-            if ((df.variant == variant) & (df.seed == seed) & (df.stage == stage)).any():
-                continue
-            model, cfg = load_checkpoint(run / "last.pt")
-            if stage == "init":
-                model = initial_model(cfg)
+        todo = [s for s in stages if not ((df.variant == variant) & (df.seed == seed) & (df.stage == s)).any()]
+        if not todo:
+            continue
+        trained, cfg = load_checkpoint(run / "last.pt")
+        for stage in todo:
+            model = trained if stage == "trained" else initial_model(cfg)
             rows = [dict(variant=variant, seed=seed, stage=stage, **r) for r in measure(model, cfg)]
             df = pd.concat([df, pd.DataFrame(rows)], ignore_index=True)
             df.to_csv(csv, index=False, float_format="%.6g")  # after every run: an interruption keeps the rest
