@@ -132,6 +132,19 @@ def untrained_checkpoint(tiny_config):
     return make
 
 
+@pytest.fixture
+def finished_run(untrained_checkpoint, tmp_path):
+    """``finished_run(name)``: tmp_path/name holding last.pt (:func:`untrained_checkpoint`), a run folder as
+    benchmarks/ablation.py leaves it (``<variant>-seed<k>``)."""
+    def make(name):
+        run = tmp_path / name
+        run.mkdir()
+        untrained_checkpoint(tmp_path / f"{name}-ckpt").rename(run / "last.pt")
+        return run
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def onnx_cache():
     """Where the onnxruntime engine's exports (stgcn_pyg.deploy.engine) go in this session, subprocesses

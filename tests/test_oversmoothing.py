@@ -35,7 +35,7 @@ def test_one_node_graphs_are_an_error(benchmark_module):
         node_similarity(torch.ones(3, 1, 4))
 
 
-def test_measures_every_branch_and_layer_of_a_run_resumably(benchmark_module, untrained_checkpoint, tiny_root,
+def test_measures_every_branch_and_layer_of_a_run_resumably(benchmark_module, finished_run, tiny_root,
                                                              tmp_path, monkeypatch):
     import pandas as pd
 
@@ -44,9 +44,7 @@ def test_measures_every_branch_and_layer_of_a_run_resumably(benchmark_module, un
 
     oversmoothing = benchmark_module("oversmoothing")
     monkeypatch.setattr(oversmoothing, "RESULTS", tmp_path)
-    run = tmp_path / "full-seed3"
-    run.mkdir()
-    untrained_checkpoint(tmp_path / "ckpt").rename(run / "last.pt")
+    run = finished_run("full-seed3")
     oversmoothing.main([str(run), "--out", "smooth"])
     df = pd.read_csv(tmp_path / "smooth.csv")
     _, cfg = load_checkpoint(run / "last.pt")

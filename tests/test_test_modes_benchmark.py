@@ -19,14 +19,12 @@ def test_modes():
     return module
 
 
-def test_scores_every_mode_once_and_counts_the_clips(test_modes, untrained_checkpoint, tiny_root, tmp_path,
+def test_scores_every_mode_once_and_counts_the_clips(test_modes, finished_run, tiny_root, tmp_path,
                                                      monkeypatch):
     from stgcn_pyg.data import all_clips, load_dataset, strided_clips
 
     monkeypatch.setattr(test_modes, "RESULTS", tmp_path)
-    run = tmp_path / "full-seed3"
-    run.mkdir()
-    untrained_checkpoint(tmp_path / "ckpt").rename(run / "last.pt")
+    run = finished_run("full-seed3")
     test_modes.main([str(run), "--out", "modes"])
     df = pd.read_csv(tmp_path / "modes.csv")
     assert df["mode"].tolist() == ["evenly", "all", "strided"] and set(df.variant) == {"full"} and set(df.seed) == {3}
