@@ -74,6 +74,11 @@ def test_test_occlusion_report_by_hand(reports, tmp_path):
         rows.append(dict(tier="finetune", variant="full", seed=seed, mAP=55.0,
                          **{f"mAP_occ{s}": 55.0 - loss * k for k, s in enumerate((0, 25, 50, 75))}))
     rows.append(dict(tier="finetune", variant="global", seed=0, mAP=48.0))  # an older row, never occluded
+    # the single-branch models on other seeds: +temporal − +spatial is 2, 4, 6, 8 (seed 0) and 4, 4, 4, 4 (seed 1)
+    for seed, temporal, spatial in ((0, (52, 50, 48, 46), (50, 46, 42, 38)), (1, (54, 51, 48, 45), (50, 47, 44, 41))):
+        for variant, scores in (("+temporal", temporal), ("+spatial", spatial)):
+            rows.append(dict(tier="finetune", variant=variant, seed=seed, mAP=float(scores[0]),
+                             **{f"mAP_occ{s}": float(m) for s, m in zip((0, 25, 50, 75), scores)}))
     pd.DataFrame(rows).to_csv(tmp_path / "s.csv", index=False)
     assert reports.write_test_occlusion_report("s", results=tmp_path)
     text = (tmp_path / "s_test_occlusion.md").read_text()
@@ -83,6 +88,13 @@ def test_test_occlusion_report_by_hand(reports, tmp_path):
     assert "| 75 % | 3 | +6.0 [-1.5, +13.5]; 3/3 |" in text
     assert "the growth from 0 % to 75 %, +6.0 [-1.5, +13.5]; 3/3 over 3 seeds" in text
     assert "| global | 3 (8, 9, 10) | 50.0 ± 0.0 |" in text  # the row of seed 0 has no occluded scores
+    # kept at 75 %: global 38 / 50; full (55 - 3 * mean(3, 2, 1)) / 55 = 49 / 55; +spatial 39.5 / 50
+    assert text.count("| 76 % |") == 1 and "| 89 % |" in text and "| 79 % |" in text
+    # +temporal − +spatial over seeds 0 and 1: at 0 % 2 and 4 (mean 3, sd sqrt 2, t(0.975, 1) = 12.706:
+    # half-width 12.706); at 75 % 8 and 4 (mean 6, sd 2 sqrt 2: half-width 25.41); the change from 0 %: +6 and
+    # 0 (mean 3, sd 3 sqrt 2: half-width 38.12)
+    assert "| 0 % | 2 | +3.0 [-9.7, +15.7]; 2/2 |  |" in text
+    assert "| 75 % | 2 | +6.0 [-19.4, +31.4]; 2/2 | +3.0 [-35.1, +41.1]; 1/2 |" in text
     assert (tmp_path / "s_test_occlusion.png").stat().st_size > 0
 
 
