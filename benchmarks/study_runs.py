@@ -74,11 +74,12 @@ def score_checkpoint(run_dir: str, **changes) -> dict:
 TEST_OCCLUSION_SHARES = (0.0, 0.25, 0.5, 0.75)
 
 
-def score_test_occlusion(run_dir: str, shares=TEST_OCCLUSION_SHARES, seed: int = 0) -> dict:
-    """``mAP_occ{100*share}`` (and rank-1) of a finished run's last.pt, its query occluded at each share.
+def occluded_scores(run_dir: str, shares=TEST_OCCLUSION_SHARES, seed: int = 0, *, slices: bool = False):
+    """Yield ``(share, part, scores)`` for a finished run's last.pt with its query occluded at each share.
 
     The run's own test settings (one evenly spaced clip per tracklet in the fine-tune tier); the gallery's
-    descriptors are extracted once, unoccluded.
+    descriptors are extracted once, unoccluded. ``part`` is "all" (the whole descriptor f_all) and, with
+    ``slices``, also each branch's own slice of it (``model.feature_dims``, in order).
     """
     import torch
 
@@ -90,15 +91,26 @@ def score_test_occlusion(run_dir: str, shares=TEST_OCCLUSION_SHARES, seed: int =
     model, cfg = load_checkpoint(Path(run_dir) / "last.pt")
     ds = load_configured_dataset(cfg.data, progress=False)
     options = TestOptions.from_config(cfg, progress=False)
-    out = {}
+    parts, start = {"all": slice(None)}, 0
+    for branch, dim in (model.feature_dims.items() if slices else ()):
+        parts[branch], start = slice(start, start + dim), start + dim
     with torch.no_grad():
         gf = extract_split(model, ds.gallery, options, split="gallery")
         for share in shares:
             occluded = options.replace(occlude=share, occlude_seed=seed)
             qf = extract_split(model, ds.query, occluded, split="query")
-            r = evaluate_dataset_descriptors(qf, gf, ds, occluded, metric=cfg.eval.metric)
-            tag = f"occ{round(100 * share)}"
-            out[f"mAP_{tag}"], out[f"rank1_{tag}"] = r["mAP"], r["rank1"]
+            for part, cols in parts.items():
+                yield share, part, evaluate_dataset_descriptors(qf[:, cols], gf[:, cols], ds, occluded,
+                                                                metric=cfg.eval.metric)
+
+
+def score_test_occlusion(run_dir: str, shares=TEST_OCCLUSION_SHARES, seed: int = 0) -> dict:
+    """``mAP_occ{100*share}`` (and rank-1) of a finished run's last.pt, its query occluded at each share
+    (:func:`occluded_scores`, the whole descriptor)."""
+    out = {}
+    for share, _, r in occluded_scores(run_dir, shares, seed):
+        tag = f"occ{round(100 * share)}"
+        out[f"mAP_{tag}"], out[f"rank1_{tag}"] = r["mAP"], r["rank1"]
     return out
 
 
