@@ -86,11 +86,13 @@ def write_plot(df: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(variants), figsize=(4.5 * len(variants), 3.6), squeeze=False, sharey=True)
     for ax, variant in zip(axes[0], variants):
         g = df[df.variant == variant]
-        for k, part in enumerate(p for p in PARTS if p in set(g.part)):
+        for k, part in enumerate(PARTS):  # a part keeps its colour and offset in every panel
+            if part not in set(g.part):
+                continue
             m = g[g.part == part].pivot_table(index="seed", columns="share", values="mAP")
             halves = [t_half_width(m[s]) if len(m) > 1 else 0.0 for s in m.columns]
             ax.errorbar([s + (k - 1.5) * 1.0 for s in m.columns], m.mean().values, yerr=halves, fmt="o-",
-                        capsize=3, label=part)
+                        capsize=3, color=f"C{k}", label=part)
         ax.set_title(f"{variant} ({g.seed.nunique()} seeds)")
         ax.set_xlabel("query frames occluded (%)")
         ax.grid(alpha=0.3)
