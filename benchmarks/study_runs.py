@@ -85,15 +85,14 @@ def occluded_scores(run_dir: str, shares=TEST_OCCLUSION_SHARES, seed: int = 0, *
 
     from stgcn_pyg.checkpoint import load_checkpoint
     from stgcn_pyg.data import load_configured_dataset
-    from stgcn_pyg.evaluation import TestOptions
+    from stgcn_pyg.evaluation import TestOptions, branch_columns
     from stgcn_pyg.evaluation.evaluate import evaluate_dataset_descriptors, extract_split
 
     model, cfg = load_checkpoint(Path(run_dir) / "last.pt")
     ds = load_configured_dataset(cfg.data, progress=False)
     options = TestOptions.from_config(cfg, progress=False)
-    parts, start = {"all": slice(None)}, 0
-    for branch, dim in (model.feature_dims.items() if slices else ()):
-        parts[branch], start = slice(start, start + dim), start + dim
+    parts = {"all": slice(None), **{b: branch_columns(model.feature_dims, (b,)) for b in
+                                    (model.feature_dims if slices else ())}}
     with torch.no_grad():
         gf = extract_split(model, ds.gallery, options, split="gallery")
         for share in shares:

@@ -34,6 +34,9 @@ def _model_options(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     p.add_argument("--batch-size", type=int, default=None, help="clips per forward pass (default: the config's eval.batch_size; 0 = auto, fastest measured on the device)")
     p.add_argument("--num-workers", type=int, default=None, help="data loader processes")
     p.add_argument("--flip", action="store_true", help="flip test: average with horizontally flipped clips")
+    p.add_argument("--branches", default=None, metavar="NAMES",
+                   help="describe each tracklet by these branches' slices of f_all only, comma-separated (e.g. "
+                        "temporal); default: the whole f_all, the paper's descriptor")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     fastest = "auto: the fastest measured setting for the device (bf16 autocast on a CPU with AMX)"
     choices = (f"fp32 (default: scores that do not depend on the CPU), bf16, or {fastest}" if precision == "fp32"
@@ -144,7 +147,7 @@ def load_model_from_args(args, console=None, describe: bool = True):
     one on the engine and setting the model runs in."""
     from ..deploy import describe_inference, load_for_inference
     from ..distributed import resolve_device
-    from ..evaluation import TestOptions
+    from ..evaluation import TestOptions, branch_columns
 
     device = resolve_device(args.device, option="--device")
     log = None if console is None else (lambda line: _print_lines(console, [line]))
@@ -154,8 +157,10 @@ def load_model_from_args(args, console=None, describe: bool = True):
         _print_lines(console, [describe_inference(model, args.precision, args.engine)])
     options = TestOptions.from_config(
         cfg, seq_len=args.seq_len, batch_size=args.batch_size, num_workers=args.num_workers, flip=args.flip,
+        branches=args.branches,
         mode=args.mode,  # the documented default (all), not the checkpoint's eval.mode: say which ran
         device=device, progress=not getattr(args, "json", False))
+    branch_columns(getattr(model, "feature_dims", None), options.branches)  # a bad name fails before the data
     return model, cfg, options
 
 
@@ -185,6 +190,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, options = None, None
     if args.features and (args.occlude is not None or args.occlude_gallery):
         raise ConfigError("--occlude draws into the frames: give --checkpoint or --model, not --features")
+    if args.features and args.branches:
+        raise ConfigError("--branches slices the descriptors as they are made: give --checkpoint or --model "
+                          "(or pass --branches to `stgcn-pyg extract`), not --features")
     if args.occlude_gallery and args.occlude is None:
         raise ConfigError("--occlude-gallery: give the share to occlude with --occlude SHARE")
     occlusion = {}

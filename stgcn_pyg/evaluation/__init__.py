@@ -8,11 +8,12 @@ from .distributed import evaluate_distributed
 from .evaluate import (RANKS, SCORE_KEYS, evaluate_dataset_descriptors, evaluate_descriptors, evaluate_model,
                        extract_query_gallery, extract_split, load_test_dataset, print_results, print_search_results,
                        tracklet_ids)
-from .options import TestOptions
+from .options import TestOptions, branch_columns
 from .search import SearchResult, search_gallery, search_tables
 
 __all__ = [
     "TestOptions",
+    "branch_columns",
     "extract_descriptors", "extract_split", "extract_query_gallery", "tracklet_ids",
     "evaluate_model", "evaluate_descriptors", "evaluate_dataset_descriptors", "evaluate_distributed",
     "load_test_dataset", "print_results", "print_search_results", "RANKS", "SCORE_KEYS",

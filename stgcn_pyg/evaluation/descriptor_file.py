@@ -25,7 +25,7 @@ DESCRIPTOR_KEYS = ("query_features", "gallery_features", "query_pids", "query_ca
                    "gallery_camids")
 """What every descriptor file holds; it also names its ``dataset``, ``root``, ``protocol`` and how the
 descriptors were made (``mode``, ``seq_len``, ``flip``, and ``precision`` and ``engine`` in files written since
-they were added)."""
+they were added; ``branches`` when the descriptors are some branches' slices of f_all)."""
 
 
 def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.Tensor, dataset,
@@ -55,6 +55,8 @@ def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.T
     }
     if engine:
         blob["engine"] = str(engine)
+    if options.branches:
+        blob["branches"] = list(options.branches)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # hidden, and one per writer
     try:
         torch.save(blob, tmp)
@@ -117,7 +119,7 @@ def evaluate_descriptor_file(path: str | os.PathLike, *, protocol: str | None = 
         blob["query_features"], blob["gallery_features"], blob["query_pids"], blob["gallery_pids"],
         blob["query_camids"], blob["gallery_camids"], metric=metric, rerank=rerank, protocol=protocol,
         max_rank=max_rank, device=device, return_distances=True)
-    for key in ("precision", "engine"):
+    for key in ("precision", "engine", "branches"):
         if blob.get(key):
             results[key] = blob[key]
     return results, distmat, descriptor_file_dataset(blob, protocol) if with_dataset else None

@@ -8,7 +8,7 @@ import torch
 from ..errors import EvaluationError
 from ..metrics import compute_distance, evaluate_rank, re_ranking
 from .descriptors import extract_descriptors
-from .options import TestOptions
+from .options import TestOptions, branch_columns
 
 __all__ = ["evaluate_model", "evaluate_descriptors", "evaluate_dataset_descriptors", "extract_split",
            "extract_query_gallery", "load_test_dataset", "tracklet_ids", "print_results", "print_search_results",
@@ -41,9 +41,11 @@ def extract_split(model, df, options: TestOptions | None = None, *, description:
     from ..data import build_test_loader
 
     options = _options(options, settings)
+    columns = branch_columns(getattr(model, "feature_dims", None), options.branches)  # checked before the work
     loader = build_test_loader(df, **options.loader_settings(split))
-    return extract_descriptors(model.encode, loader, len(df), options.device, flip=options.flip,
-                               progress=options.progress, description=description)
+    descriptors = extract_descriptors(model.encode, loader, len(df), options.device, flip=options.flip,
+                                      progress=options.progress, description=description)
+    return descriptors if columns is None else descriptors[:, columns]
 
 
 def load_test_dataset(config, *, dataset: str | None = None, root: str | None = None, protocol: str | None = None,
@@ -136,6 +138,8 @@ def evaluate_dataset_descriptors(qf, gf, dataset, options: TestOptions, *, metri
     if options.occlude:
         results.update(occlude=options.occlude, occlude_gallery=bool(options.occlude_gallery),
                        occlude_seed=options.occlude_seed)
+    if options.branches:
+        results["branches"] = list(options.branches)
     return scored
 
 
@@ -205,6 +209,9 @@ def print_results(results: dict, title: str | None = None, console=None) -> None
         extras.append(_mode_text(results["mode"], results.get("seq_len")))
     if results.get("flip"):
         extras.append("flip test")
+    if results.get("branches"):
+        names = results["branches"]
+        extras.append(f"descriptor: the {', '.join(names)} slice{'s' if len(names) > 1 else ''} of f_all")
     if results.get("occlude"):
         who = "query and gallery" if results.get("occlude_gallery") else "query"
         extras.append(f"{who} occluded: {100 * results['occlude']:g} % of each tracklet's frames "

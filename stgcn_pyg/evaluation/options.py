@@ -10,7 +10,7 @@ import torch
 from ..config import Config
 from ..data.transforms import DEFAULT_IMAGE_SIZE
 
-__all__ = ["TestOptions", "clips_per_call"]
+__all__ = ["TestOptions", "branch_columns", "clips_per_call"]
 
 # On the CPU, extraction ran fastest with about this many pixels per forward pass (one clip of 8 frames at
 # 256x128, four at 128x64), and up to 3x slower at 16 clips: benchmarks/results/inference_cpu.md.
@@ -27,6 +27,33 @@ def clips_per_call(batch_size: int, seq_len: int, image_size, device) -> int:
         return GPU_CLIPS_PER_CALL
     height, width = image_size
     return max(1, CPU_PIXELS_PER_CALL // (seq_len * height * width))
+
+
+def branch_columns(feature_dims: dict[str, int] | None, branches) -> torch.Tensor | None:
+    """The columns of f_all that hold ``branches``' slices (f_all is the branches' features concatenated in
+    ``feature_dims``' order), in that order; None for no ``branches`` (all of f_all).
+
+    Raises:
+        ConfigError: a name that is not one of the model's branches, or a model that does not say how its
+            descriptor splits (no ``feature_dims``).
+    """
+    from ..errors import ConfigError
+
+    if not branches:
+        return None
+    if not feature_dims:
+        raise ConfigError("branches: this model does not say how its descriptor splits into branches "
+                          "(no feature_dims); score the whole descriptor")
+    unknown = [b for b in branches if b not in feature_dims]
+    if unknown:
+        raise ConfigError(f"branches: {', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not "
+                          f"a branch of this model (its branches: {', '.join(feature_dims)})")
+    columns, start = [], 0
+    for branch, dim in feature_dims.items():
+        if branch in branches:
+            columns.append(torch.arange(start, start + dim))
+        start += dim
+    return torch.cat(columns)
 
 
 @dataclass(frozen=True)
@@ -64,11 +91,16 @@ class TestOptions:
     """Occlude the gallery's tracklets too (with ``occlude`` > 0)."""
     occlude_seed: int = 0
     """Seeds which frames and which occluders: the same seed gives the same pixels in every run."""
+    branches: tuple[str, ...] = ()
+    """The branches whose slices of f_all make the descriptor, e.g. ``("temporal",)`` (a comma-separated
+    string works too); () = the whole f_all, the paper's descriptor (:func:`branch_columns`)."""
 
     def __post_init__(self):
         from ..data.occlusion import check_share
 
         object.__setattr__(self, "occlude", check_share(self.occlude))
+        branches = self.branches.split(",") if isinstance(self.branches, str) else self.branches
+        object.__setattr__(self, "branches", tuple(dict.fromkeys(b.strip() for b in branches if b.strip())))
 
     def occlusion(self, split: str = "query"):
         """The :class:`~stgcn_pyg.data.occlusion.TestOcclusion` of ``split`` ("query" or "gallery"), or None."""
