@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -90,3 +92,39 @@ def write_table(results: Path, stem: str, title: str, description: str, df: pd.D
             f"{time.strftime('%Y-%m-%d')}.\n\n" + to_markdown(df, floatfmt=floatfmt) + "\n")
     (results / f"{stem}.md").write_text(text)
     return text
+
+
+# --------------------------------------------------------------------------- finished study runs
+# benchmarks/test_modes.py, oversmoothing.py and occlusion_branches.py score the run folders a study left behind.
+RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
+
+
+def parse_run(run_dir: Path) -> tuple[str, int]:
+    """``(variant, seed)`` from a run folder's name, ``full-seed6`` -> ``("full", 6)``."""
+    m = RUN_NAME.match(run_dir.name)
+    if not m:
+        raise SystemExit(f"{run_dir}: not a run of benchmarks/ablation.py (expected a folder named <variant>-seed<k>)")
+    if not (run_dir / "last.pt").is_file():
+        raise SystemExit(f"{run_dir}: no last.pt (the run did not finish)")
+    return m["variant"], int(m["seed"])
+
+
+def run_folder_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark over finished runs: RUN_DIR ..., ``--out`` (default ``out``), ``--study``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="finished runs (folders with last.pt)")
+    parser.add_argument("--out", default=out, help="stem of the outputs under benchmarks/results/")
+    parser.add_argument("--study", default="", help="what the runs are, for the report")
+    return parser
+
+
+def runs_of(args) -> list[tuple[Path, str, int]]:
+    """``(folder, variant, seed)`` of each run on the command line, all checked before any is scored."""
+    return [(run, *parse_run(run)) for run in args.runs]
+
+
+def append_rows(df: pd.DataFrame, rows: list[dict], csv: Path, **to_csv) -> pd.DataFrame:
+    """``df`` with ``rows`` added, written to ``csv`` at once: an interrupted benchmark keeps what it scored."""
+    df = pd.concat([df, pd.DataFrame(rows)], ignore_index=True)
+    df.to_csv(csv, index=False, **to_csv)
+    return df

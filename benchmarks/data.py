@@ -547,7 +547,7 @@ def per_core(args) -> int:
     stem.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.3f")
     st.to_csv(stem.with_name(stem.name + "_stages.csv"), index=False, float_format="%.3f")
-    lines = [f"# The loader's uint8 path against the bare decode, per core", "",
+    lines = ["# The loader's uint8 path against the bare decode, per core", "",
              f"{cpu}; decoder {DECODER}; batch {args.num_ids}x{args.num_instances}x{args.seq_len} at "
              f"{args.image_size[0]}x{args.image_size[1]}, {n_batches} batches per source, measured side by side "
              f"(interleaved) in one run of `python benchmarks/data.py --per-core`, {time.strftime('%Y-%m-%d')}.", "",

@@ -32,7 +32,6 @@ import argparse
 import math
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
@@ -225,7 +224,6 @@ def main(argv=None) -> int:
     df.to_csv(RESULTS / "gpu_model.csv", index=False, float_format="%.6g")
     lm.merge(needs).to_csv(RESULTS / "gpu_model_loader.csv", index=False, float_format="%.6g")
     when = re.search(r"\d{4}-\d{2}-\d{2}", (RESULTS / "data_per_core.md").read_text())
-    eager = list(demands)[0]
     lines = [
         "# The paper's training step on one H100: a model, not a measurement",
         "",

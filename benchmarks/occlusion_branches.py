@@ -16,17 +16,15 @@ seeds, the paired slice differences and a plot to ``<out>.md`` / ``<out>.png``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measured_on, to_markdown  # noqa: E402
+from common import append_rows, measured_on, run_folder_parser, runs_of, to_markdown  # noqa: E402
 from study_stats import interval_text, mean_text, t_half_width  # noqa: E402
 from study_variants import variant_rank  # noqa: E402
-from test_modes import parse_run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("global", "temporal", "spatial", "all")
@@ -104,12 +102,9 @@ def write_plot(df: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="finished runs (folders with last.pt)")
-    parser.add_argument("--out", default="occlusion_branches", help="stem of the outputs under benchmarks/results/")
-    parser.add_argument("--study", default="", help="what the runs are, for the report")
+    parser = run_folder_parser(__doc__, "occlusion_branches")
     args = parser.parse_args(argv)
-    runs = [(run, *parse_run(run)) for run in args.runs]
+    runs = runs_of(args)
 
     import torch
 
@@ -120,8 +115,7 @@ def main(argv=None) -> None:
         if ((df.variant == variant) & (df.seed == seed)).any():
             continue
         rows = [dict(variant=variant, seed=seed, **r) for r in score_run(run)]
-        df = pd.concat([df, pd.DataFrame(rows)], ignore_index=True)
-        df.to_csv(csv, index=False, float_format="%.6g")  # after every run: an interruption keeps the rest
+        df = append_rows(df, rows, csv, float_format="%.6g")
         print(f"{run.name}: " + ", ".join(f"{r['part']}@{r['share']} {r['mAP']:.1f}" for r in rows), flush=True)
 
     df = df.astype({"seed": int, "share": int}).sort_values(["variant", "seed", "share", "part"])

@@ -22,7 +22,6 @@ means over seeds and a plot to ``<out>.md`` / ``<out>.png``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -30,8 +29,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measured_on, to_markdown  # noqa: E402
-from test_modes import parse_run  # noqa: E402
+from common import append_rows, measured_on, run_folder_parser, runs_of, to_markdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -116,13 +114,10 @@ def write_plot(df: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="finished runs (folders with last.pt)")
-    parser.add_argument("--out", default="oversmoothing", help="stem of the outputs under benchmarks/results/")
+    parser = run_folder_parser(__doc__, "oversmoothing")
     parser.add_argument("--init", action="store_true", help="also measure each variant's model before training")
-    parser.add_argument("--study", default="", help="what the runs are, for the report")
     args = parser.parse_args(argv)
-    runs = [(run, *parse_run(run)) for run in args.runs]
+    runs = runs_of(args)
 
     from stgcn_pyg.checkpoint import load_checkpoint
 
@@ -141,8 +136,7 @@ def main(argv=None) -> None:
         for stage in todo:
             model = trained if stage == "trained" else initial_model(cfg)
             rows = [dict(variant=variant, seed=seed, stage=stage, **r) for r in measure(model, cfg)]
-            df = pd.concat([df, pd.DataFrame(rows)], ignore_index=True)
-            df.to_csv(csv, index=False, float_format="%.6g")  # after every run: an interruption keeps the rest
+            df = append_rows(df, rows, csv, float_format="%.6g")
             print(f"{run.name} ({stage}): " + ", ".join(
                 f"{r['branch']}[{r['layer']}] {r['mean_cos']:.3f}" for r in rows), flush=True)
 

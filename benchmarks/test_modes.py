@@ -20,8 +20,6 @@ and a table of means and of ``full`` − ``global`` paired by seed to ``<out>.md
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -30,23 +28,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study_stats import paired_text  # noqa: E402
-from common import measured_on, to_markdown  # noqa: E402
+from common import append_rows, measured_on, run_folder_parser, runs_of, to_markdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("evenly", "all", "strided")
-RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
-
-
-def parse_run(run_dir: Path) -> tuple[str, int]:
-    """``(variant, seed)`` from a run folder's name, ``full-seed6`` -> ``("full", 6)``."""
-    m = RUN_NAME.match(run_dir.name)
-    if not m:
-        raise SystemExit(f"{run_dir}: not a run of benchmarks/ablation.py (expected a folder named <variant>-seed<k>)")
-    if not (run_dir / "last.pt").is_file():
-        raise SystemExit(f"{run_dir}: no last.pt (the run did not finish)")
-    return m["variant"], int(m["seed"])
-
-
 def score_modes(run_dir: Path, modes=MODES) -> list[dict]:
     """rank-1, mAP and mINP of ``run_dir/last.pt`` under each test mode, with the number of clips scored."""
     import torch
@@ -93,12 +78,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="finished runs (folders with last.pt)")
-    parser.add_argument("--out", default="test_modes", help="stem of the CSV and markdown under benchmarks/results/")
-    parser.add_argument("--study", default="", help="what the runs are, for the report (e.g. the study's CSV)")
-    args = parser.parse_args(argv)
-    runs = [(run, *parse_run(run)) for run in args.runs]
+    args = run_folder_parser(__doc__, "test_modes").parse_args(argv)
+    runs = runs_of(args)
 
     import torch
 
@@ -110,8 +91,7 @@ def main(argv=None) -> None:
         if not todo:
             continue
         rows = [dict(variant=variant, seed=seed, **r) for r in score_modes(run, todo)]
-        df = pd.concat([df, pd.DataFrame(rows)], ignore_index=True)
-        df.to_csv(csv, index=False)  # after every run: an interrupted benchmark keeps what it scored
+        df = append_rows(df, rows, csv)
         print(f"{run.name}: " + ", ".join(f"{r['mode']} {r['mAP']:.1f}" for r in rows), flush=True)
 
     text = (f"# Test modes: one clip, consecutive clips, strided clips\n\n"

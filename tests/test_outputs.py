@@ -98,10 +98,10 @@ def test_a_folder_without_write_permission_is_one_line_before_any_work(tmp_path)
     # the existing folder itself, for the commands that write into a folder
     cases["train into it"] = commands(str(locked), ckpt)["train"]
     cases["evaluate into it"] = commands(str(locked), ckpt)["evaluate"]
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import contextlib, io, json, sys
         from stgcn_pyg.cli import main
-        said = {{}}
+        said = {}
         for name, argv in json.loads(sys.argv[1]).items():
             err = io.StringIO()
             with contextlib.redirect_stderr(err):

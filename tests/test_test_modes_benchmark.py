@@ -40,13 +40,16 @@ def test_scores_every_mode_once_and_counts_the_clips(test_modes, finished_run, t
     assert len(pd.read_csv(tmp_path / "modes.csv")) == 3
 
 
-def test_a_folder_that_is_not_a_finished_run_is_named(test_modes, tmp_path):
+def test_a_folder_that_is_not_a_finished_run_is_named(benchmark_module, tmp_path):
+    parse_run = benchmark_module("common").parse_run  # shared by the benchmarks over finished runs
     (tmp_path / "notarun").mkdir()
     with pytest.raises(SystemExit, match="notarun: not a run"):
-        test_modes.parse_run(tmp_path / "notarun")
+        parse_run(tmp_path / "notarun")
     (tmp_path / "full-seed1").mkdir()
     with pytest.raises(SystemExit, match="full-seed1: no last.pt"):
-        test_modes.parse_run(tmp_path / "full-seed1")
+        parse_run(tmp_path / "full-seed1")
+    (tmp_path / "full-seed1" / "last.pt").touch()
+    assert parse_run(tmp_path / "full-seed1") == ("full", 1)
 
 
 def test_summary_pairs_full_and_global_by_seed(test_modes):
