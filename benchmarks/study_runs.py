@@ -124,6 +124,7 @@ def branch_breakdown(run_dir: str) -> list[dict]:
 
     from stgcn_pyg.data import load_dataset
     from stgcn_pyg.data.loader import build_test_loader
+    from stgcn_pyg.evaluation import branch_columns
     from stgcn_pyg.evaluation.evaluate import evaluate_descriptors, extract_split, tracklet_ids
     from stgcn_pyg.checkpoint import load_checkpoint
 
@@ -134,10 +135,9 @@ def branch_breakdown(run_dir: str) -> list[dict]:
     with torch.no_grad():
         qf, gf = (extract_split(model, df, **common) for df in (ds.query, ds.gallery))
     ids = tracklet_ids
-    rows, start = [], 0
-    for branch, dim in model.feature_dims.items():
-        sl = slice(start, start + dim)
-        start += dim
+    rows = []
+    for branch in model.feature_dims:
+        sl = branch_columns(model.feature_dims, (branch,))
         r = evaluate_descriptors(qf[:, sl], gf[:, sl], ids(ds.query, "pid"), ids(ds.gallery, "pid"),
                                  ids(ds.query, "camid"), ids(ds.gallery, "camid"))
         rows.append(dict(branch=branch, rank1=r["rank1"], mAP=r["mAP"]))

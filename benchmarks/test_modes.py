@@ -32,6 +32,8 @@ from common import append_rows, measured_on, run_folder_parser, runs_of, to_mark
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("evenly", "all", "strided")
+
+
 def score_modes(run_dir: Path, modes=MODES) -> list[dict]:
     """rank-1, mAP and mINP of ``run_dir/last.pt`` under each test mode, with the number of clips scored."""
     import torch
