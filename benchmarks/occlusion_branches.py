@@ -23,7 +23,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_rows, measured_on, run_folder_parser, runs_of, to_markdown  # noqa: E402
-from study_stats import interval_text, mean_text, t_half_width  # noqa: E402
+from study_stats import interval_text, kept_text, mean_text, t_half_width  # noqa: E402
 from study_variants import variant_rank  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,7 +53,7 @@ def scores_table(df: pd.DataFrame) -> pd.DataFrame:
         m = g.pivot_table(index="seed", columns="share", values="mAP")
         rows.append({"variant": variant, "part": part, "seeds": len(m),
                      **{f"{s} %": mean_text(m[s], len(m)) for s in shares},
-                     f"kept at {shares[-1]} %": f"{100 * m[shares[-1]].mean() / m[shares[0]].mean():.0f} %"})
+                     f"kept at {shares[-1]} %": kept_text(m[shares[-1]], m[shares[0]])})
     return pd.DataFrame(rows)
 
 

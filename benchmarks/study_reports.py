@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from common import to_markdown
-from study_stats import interval_text, mean_text, paired_text, seed_gaps, t_half_width, welch_interval
+from study_stats import interval_text, kept_text, mean_text, paired_text, seed_gaps, t_half_width, welch_interval
 from study_variants import KEY_CURVES, OCCLUSION_LEVELS, PRETRAINED_RESULTS, RESULTS, TIERS, variant_rank
 
 TIER_TITLES = {
@@ -412,7 +412,7 @@ def test_occlusion_tables(df: pd.DataFrame, variant: str = "full", baseline: str
     scores = pd.DataFrame([
         {"variant": v, "seeds": f"{len(g)} ({', '.join(str(int(x)) for x in sorted(g.seed))})",
          **{f"{s} %": mean_text(g[f"mAP_occ{s}"], len(g)) for s in shares},
-         f"kept at {top} %": f"{100 * g[f'mAP_occ{top}'].mean() / g['mAP_occ0'].mean():.0f} %"}
+         f"kept at {top} %": kept_text(g[f"mAP_occ{top}"], g["mAP_occ0"])}
         for v, g in sorted(d.groupby("variant"), key=lambda kv: variant_rank(kv[0]))])
     gaps = {s: seed_gaps(d, f"mAP_occ{s}", variant, baseline) for s in shares}
     gap_table = pd.DataFrame([{"query frames occluded": f"{s} %", "paired seeds": len(gaps[s]),

@@ -45,6 +45,11 @@ def mean_text(values: pd.Series, runs: int) -> str:
     return text if len(v) == runs else f"{text} ({len(v)} of {runs})"
 
 
+def kept_text(occluded, clean) -> str:
+    """How much of its clean score a model keeps under occlusion: the ratio of the means, as "43 %"."""
+    return f"{100 * occluded.mean() / clean.mean():.0f} %"
+
+
 def t_half_width(values, level: float = 0.95) -> float:
     """Half the width of the t-interval of the mean of ``values`` (paired differences, say)."""
     from scipy import stats
