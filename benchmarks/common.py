@@ -95,7 +95,7 @@ def write_table(results: Path, stem: str, title: str, description: str, df: pd.D
 
 
 # --------------------------------------------------------------------------- finished study runs
-# benchmarks/test_modes.py, oversmoothing.py and occlusion_branches.py score the run folders a study left behind.
+# benchmarks/studies/test_modes.py, oversmoothing.py and occlusion_branches.py score the run folders a study left behind.
 RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
 
 
@@ -103,7 +103,7 @@ def parse_run(run_dir: Path) -> tuple[str, int]:
     """``(variant, seed)`` from a run folder's name, ``full-seed6`` -> ``("full", 6)``."""
     m = RUN_NAME.match(run_dir.name)
     if not m:
-        raise SystemExit(f"{run_dir}: not a run of benchmarks/ablation.py (expected a folder named <variant>-seed<k>)")
+        raise SystemExit(f"{run_dir}: not a run of benchmarks/studies/ablation.py (expected a folder named <variant>-seed<k>)")
     if not (run_dir / "last.pt").is_file():
         raise SystemExit(f"{run_dir}: no last.pt (the run did not finish)")
     return m["variant"], int(m["seed"])
@@ -113,7 +113,7 @@ def run_folder_parser(doc: str, out: str) -> argparse.ArgumentParser:
     """The command line of a benchmark over finished runs: RUN_DIR ..., ``--out`` (default ``out``), ``--study``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="finished runs (folders with last.pt)")
-    parser.add_argument("--out", default=out, help="stem of the outputs under benchmarks/results/")
+    parser.add_argument("--out", default=out, help="stem of the outputs under benchmarks/studies/results/")
     parser.add_argument("--study", default="", help="what the runs are, for the report")
     return parser
 

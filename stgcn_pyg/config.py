@@ -218,7 +218,7 @@ class TrainConfig:
     first N epochs, then everything: linear probing then fine-tuning (LP-FT). 0 = never frozen."""
     flush_denormal: bool = True
     """On the CPU, treat denormal floats as zero (``torch.set_flush_denormal``): fine-tuning steps from ImageNet
-    MobileNetV2 ran 1.4x faster (benchmarks/results/train_cpu.md). Set for the whole process when the run starts."""
+    MobileNetV2 ran 1.4x faster (benchmarks/speed/results/train_cpu.md). Set for the whole process when the run starts."""
     eval_every: int = 0
     """Evaluate every N epochs (0 = only at the end)."""
     max_steps_per_epoch: int = 0
@@ -241,7 +241,7 @@ class EvalConfig:
     rerank: bool = False
     batch_size: int = 0
     """Clips per forward pass; 0 = auto: about 2^18 pixels per call on the CPU (1 clip of 8 frames at 256x128,
-    4 at 128x64: fastest in benchmarks/results/inference_cpu.md), 32 on CUDA."""
+    4 at 128x64: fastest in benchmarks/speed/results/inference_cpu.md), 32 on CUDA."""
     num_workers: int = 0
 
 

@@ -135,7 +135,7 @@ def untrained_checkpoint(tiny_config):
 @pytest.fixture
 def finished_run(untrained_checkpoint, tmp_path):
     """``finished_run(name)``: tmp_path/name holding last.pt (:func:`untrained_checkpoint`), a run folder as
-    benchmarks/ablation.py leaves it (``<variant>-seed<k>``)."""
+    benchmarks/studies/ablation.py leaves it (``<variant>-seed<k>``)."""
     def make(name):
         run = tmp_path / name
         run.mkdir()
@@ -156,15 +156,15 @@ def onnx_cache():
 
 @pytest.fixture(scope="module")
 def benchmark_module():
-    """``benchmark_module(name)``: a module of benchmarks/, imported as its scripts import each other (with
-    benchmarks/ on sys.path, for the rest of the module's tests)."""
+    """``benchmark_module(name)``: benchmarks/<room>/<name>.py (or benchmarks/<name>.py) imported as its scripts
+    import each other, ``benchmarks.<room>.<name>`` (the repository root is on sys.path: pyproject's pythonpath)."""
     import importlib
-    import sys
     from pathlib import Path
 
-    folder = str(Path(__file__).resolve().parent.parent / "benchmarks")
-    sys.path.insert(0, folder)
-    try:
-        yield importlib.import_module
-    finally:
-        sys.path.remove(folder)
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+
+    def load(name: str):
+        rooms = [path.parent.name for path in benchmarks.glob(f"*/{name}.py")]
+        return importlib.import_module(f"benchmarks.{rooms[0]}.{name}" if rooms else f"benchmarks.{name}")
+
+    return load

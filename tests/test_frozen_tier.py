@@ -1,11 +1,9 @@
-"""benchmarks/frozen_tier.py: cached stripe features reproduce the model, and the paired interval is right."""
+"""benchmarks/studies/frozen_tier.py: cached stripe features reproduce the model, and the paired interval is right."""
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
-from pathlib import Path
+import importlib
 from types import SimpleNamespace
 
 import pandas as pd
@@ -15,19 +13,11 @@ import torch
 from stgcn_pyg.models import STGCN
 from stgcn_pyg.config import ModelConfig
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "frozen_tier.py"
 
 
 @pytest.fixture(scope="module")
 def frozen_tier():
-    spec = importlib.util.spec_from_file_location("_benchmarks_frozen_tier", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up by name
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
+    return importlib.import_module("benchmarks.studies.frozen_tier")
 
 
 @pytest.mark.parametrize("centered", [False, True])
@@ -68,12 +58,7 @@ def test_paired_summary_is_the_t_interval_of_per_seed_differences(frozen_tier):
 @pytest.fixture(scope="module")
 def study():
     """The ablation study's modules: its variants, its runner and its reports."""
-    spec = importlib.util.spec_from_file_location("_benchmarks_ablation", SCRIPT.parent / "ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # puts benchmarks/ on sys.path for its own imports
-    import study_reports
-    import study_runs
-    import study_variants
+    from benchmarks.studies import study_reports, study_runs, study_variants
 
     return SimpleNamespace(variants=study_variants, runs=study_runs, reports=study_reports)
 

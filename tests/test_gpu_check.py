@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py: the prepared GPU check, run as ``--smoke`` on the CPU; and its CUDA-test selection."""
+"""benchmarks/gpu/gpu_check.py: the prepared GPU check, run as ``--smoke`` on the CPU; and its CUDA-test selection."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import gpu_check  # noqa: E402
-from cuda_tests_plugin import needs_cuda  # noqa: E402
+from benchmarks.gpu import gpu_check  # noqa: E402
+from benchmarks.gpu.cuda_tests_plugin import needs_cuda  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def smoke(tmp_path_factory):
     """One ``gpu_check.py --smoke`` run in a subprocess (as on the GPU machine: the source tree on PYTHONPATH)."""
     out = tmp_path_factory.mktemp("gpu-check")
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out", str(out),
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu" / "gpu_check.py"), "--smoke", "--out", str(out),
                            "--device", "cpu"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(out / "gpu_check_smoke_cpu.csv", newline="") as fh:

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_model.py's loader model: its arithmetic on the per-core figures (no tracing, no data)."""
+"""benchmarks/gpu/gpu_model.py's loader model: its arithmetic on the per-core figures (no tracing, no data)."""
 
 from __future__ import annotations
 

@@ -108,14 +108,9 @@ def test_auto_batch_size_gives_the_same_descriptors(tiny_root, tiny_config, tmp_
 
 
 def test_benchmark_reads_the_cpu_flags_that_decide_the_precision():
-    """benchmarks/inference.py names its results by AMX as /proc/cpuinfo says; the library asks torch."""
-    import importlib.util
-    from pathlib import Path
+    """benchmarks/speed/inference.py names its results by AMX as /proc/cpuinfo says; the library asks torch."""
+    from benchmarks import common
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "common.py"
-    spec = importlib.util.spec_from_file_location("bench_common", path)
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
     sapphire = ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8\n"
                 "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8\n")
     assert common.cpu_flags(sapphire) == ["amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512f"]

@@ -1002,7 +1002,7 @@ def test_bf16_layer_scores_its_bf16_values_in_float32(impl, normalization):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the default layer as a drop-in for GCNConv (issue 26; the figures over 10 seeds: benchmarks/dropin.py)
+# the default layer as a drop-in for GCNConv (issue 26; the figures over 10 seeds: benchmarks/studies/dropin.py)
 
 
 def _karate_accuracy(make_conv, seed: int) -> float:

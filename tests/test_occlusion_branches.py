@@ -1,4 +1,4 @@
-"""benchmarks/occlusion_branches.py: each branch's slice of f_all scored under test-time occlusion.
+"""benchmarks/studies/occlusion_branches.py: each branch's slice of f_all scored under test-time occlusion.
 
 The slices are checked against a reference (the descriptors extracted and sliced by hand, scored with
 evaluate_descriptors), the report's statistics against hand-computed values.

@@ -1,4 +1,4 @@
-"""benchmarks/oversmoothing.py's measures, against hand-computed values."""
+"""benchmarks/studies/oversmoothing.py's measures, against hand-computed values."""
 
 from __future__ import annotations
 

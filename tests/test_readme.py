@@ -1,5 +1,5 @@
 """The README as a new user meets it: every code block runs as written, links stay in the repository,
-and the default-run figures are the ones ``benchmarks/readme_figures.py`` measured.
+and the default-run figures are the ones ``benchmarks/speed/readme_figures.py`` measured.
 
 The blocks run in order in one fresh folder (so later commands find the runs of earlier ones), in
 smoke-run mode (``STGCN_PYG_QUICK=1``: a tiny synthetic set, one step per epoch) to take seconds. A block
@@ -9,7 +9,6 @@ fence with ``<!-- not run by tests/test_readme.py: REASON -->``; every other blo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -143,9 +142,8 @@ def test_links_point_inside_the_repository_and_exist(page):
 
 
 def test_default_run_figures_are_rendered_from_the_measurement():
-    spec = importlib.util.spec_from_file_location("readme_figures", REPO / "benchmarks" / "readme_figures.py")
-    figures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(figures)
+    from benchmarks.speed import readme_figures as figures
+
     measured = json.loads(figures.JSON_PATH.read_text())
     text = README.read_text()
     block = text.split(figures.BEGIN, 1)[1].split(figures.END, 1)[0].strip()

@@ -1,6 +1,6 @@
-"""benchmarks/study_reports.py: the committed ablation reports regenerate byte-identical from their CSVs.
+"""benchmarks/studies/study_reports.py: the committed ablation reports regenerate byte-identical from their CSVs.
 
-Each report is rewritten into tmp_path from the committed results (what `benchmarks/ablation.py --report-only`
+Each report is rewritten into tmp_path from the committed results (what `benchmarks/studies/ablation.py --report-only`
 does in place; docs/ablation-paper.md, "Reproduce") and compared with the committed markdown byte for byte.
 Not covered: ablation_pretrained*.md, written by older code (other columns and tier settings), and the CPU
 study's reports (ablation_synthetic*.md, ablation_full_rerun.md), whose header names the machine and the command.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-RESULTS = BENCHMARKS / "results"
+RESULTS = BENCHMARKS / "studies" / "results"
 
 # stem -> the --set values its runs had on top of the tier's (the report's "Overrides:" names them all).
 PRETRAINED_REPORTS = {

@@ -1,4 +1,4 @@
-"""benchmarks/study_runs.py: a study run resumes where it stopped, and is scored under test-time occlusion."""
+"""benchmarks/studies/study_runs.py: a study run resumes where it stopped, and is scored under test-time occlusion."""
 
 from __future__ import annotations
 

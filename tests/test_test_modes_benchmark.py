@@ -1,22 +1,17 @@
-"""benchmarks/test_modes.py: each run scored under every test mode, resumably, with paired intervals."""
+"""benchmarks/studies/test_modes.py: each run scored under every test mode, resumably, with paired intervals."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import importlib
 
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "test_modes.py"
 
 
 @pytest.fixture(scope="module")
 def test_modes():
-    spec = importlib.util.spec_from_file_location("_benchmarks_test_modes", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.studies.test_modes")
 
 
 def test_scores_every_mode_once_and_counts_the_clips(test_modes, finished_run, tiny_root, tmp_path,

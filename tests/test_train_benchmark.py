@@ -1,21 +1,17 @@
-"""benchmarks/train_gpu.py --quick runs on the CPU and writes its CSV and markdown tables."""
+"""benchmarks/speed/train_gpu.py --quick runs on the CPU and writes its CSV and markdown tables."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
-from pathlib import Path
+import importlib
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "train_gpu.py"
 
 
 @pytest.mark.slow
 def test_train_benchmark_quick(tiny_root, tmp_path):
-    spec = importlib.util.spec_from_file_location("train_gpu", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = importlib.import_module("benchmarks.speed.train_gpu")
     out = tmp_path / "results"
     assert bench.main(["--quick", "--steps", "2", "--warmup", "0", "--loader-steps", "1", "--root", str(tiny_root),
                        "--variants", "global-only,STGCN (all three)", "--out", str(out)]) == 0

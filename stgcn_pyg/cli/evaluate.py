@@ -142,7 +142,7 @@ def _check_choices(args) -> None:
 
 def load_model_from_args(args, console=None, describe: bool = True):
     """The model (eval mode, on the device, in its engine), its config, and the test options of the config and
-    the flags: what `extract`, `search` and `evaluate` run (benchmarks/inference.py times it as "default").
+    the flags: what `extract`, `search` and `evaluate` run (benchmarks/speed/inference.py times it as "default").
     With a ``console``: lines there on exports into the cache and fallbacks to torch, and with ``describe``
     one on the engine and setting the model runs in."""
     from ..deploy import describe_inference, load_for_inference

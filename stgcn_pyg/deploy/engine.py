@@ -1,6 +1,6 @@
 """The engine behind ``extract``, ``search`` and ``evaluate``: onnxruntime where it gives torch's numbers.
 
-``benchmarks/inference.py`` measured onnxruntime (fp32) at 1.3 to 2.2 times
+``benchmarks/speed/inference.py`` measured onnxruntime (fp32) at 1.3 to 2.2 times
 torch's fastest eager CPU setting on the same model and CPU, with the same
 descriptors (about 2e-7 relative). So ``--engine auto`` (the default) runs
 a checkpoint through onnxruntime when onnx, onnxscript and onnxruntime are

@@ -1,8 +1,8 @@
 """How descriptors are extracted: the fastest setting measured on the CPU, chosen per machine.
 
-``benchmarks/inference.py`` times descriptor extraction in eager fp32,
+``benchmarks/speed/inference.py`` times descriptor extraction in eager fp32,
 channels_last, bf16 autocast, ``torch.compile`` and onnxruntime against the
-machine's matmul peak (results under ``benchmarks/results/inference_cpu.*``).
+machine's matmul peak (results under ``benchmarks/speed/results/inference_cpu.*``).
 
 * channels_last (NHWC frames and convolution weights, the layout oneDNN's
   convolutions run in) gives eager fp32's numbers and was as fast (ResNet-50,

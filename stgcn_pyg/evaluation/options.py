@@ -13,7 +13,7 @@ from ..data.transforms import DEFAULT_IMAGE_SIZE
 __all__ = ["TestOptions", "branch_columns", "clips_per_call"]
 
 # On the CPU, extraction ran fastest with about this many pixels per forward pass (one clip of 8 frames at
-# 256x128, four at 128x64), and up to 3x slower at 16 clips: benchmarks/results/inference_cpu.md.
+# 256x128, four at 128x64), and up to 3x slower at 16 clips: benchmarks/speed/results/inference_cpu.md.
 CPU_PIXELS_PER_CALL = 2**18
 GPU_CLIPS_PER_CALL = 32
 

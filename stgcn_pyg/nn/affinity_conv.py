@@ -84,7 +84,7 @@ class AffinityGCNConv(MessagePassing):
     STGCN's patch features follow a ReLU, their scores are all positive and
     the paper's setting hides this: the STGCN model sets
     ``normalization="square"`` (``model.affinity_normalization``). The
-    figures are in ``docs/method.md`` and ``benchmarks/results/dropin_cpu.md``.
+    figures are in ``docs/method.md`` and ``benchmarks/studies/results/dropin_cpu.md``.
 
     In all modes it adds the identity on top, :math:`\mathbf{A}' = \mathbf{A} + \mathbf{I}`:
     in square mode the diagonal becomes :math:`a_{ii} + 1` (an explicit

@@ -1,0 +1,1 @@
+"""The project's benchmarks and studies: benchmarks/README.md is the map."""

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks: each times one part of the project against its reference, side by side."""

@@ -1,0 +1,1 @@
+"""The accuracy studies: the runner, its variants, statistics and reports, and the scripts over finished runs."""

