@@ -46,6 +46,11 @@ pairs the variants by seed; see `study_runs.run_tier`:
 
     python benchmarks/studies/ablation.py --tier frozen      # heads on cached frozen features, 10 seeds
     python benchmarks/studies/ablation.py --tier finetune    # the whole model fine-tuned, 3 seeds
+    python benchmarks/studies/ablation.py --tier real --root DATA   # the real-data study (a MARS-layout folder)
+
+The real-data tier (docs/ablation-real.md) trains the built-in `mars-subset` config as it is, scores an
+untrained anchor (the ImageNet backbone's global descriptor) first, and scores each run under test-time
+occlusion and misalignment when it ends; its results are ablation_real.*.
 
 Each run is `stgcn_pyg.training.train` on the base config plus the variant's
 overrides; `--set` applies to every run. Runs go `--jobs` at a time, each in
@@ -65,11 +70,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `benchmarks` is a package
 from benchmarks.studies.study_reports import (  # noqa: E402
-    write_affinity_figure, write_occlusion_report, write_pretrained_report, write_test_occlusion_report,
+    write_affinity_figure, write_occlusion_report, write_pretrained_report, write_real_report,
+    write_test_occlusion_report,
 )
 from benchmarks.studies.study_runs import run_study, run_tier  # noqa: E402
 from benchmarks.studies.study_variants import (  # noqa: E402
-    DEFAULT_VARIANTS, OCCLUSION_LEVELS, PRETRAINED_RESULTS, RESULTS, TIERS, VARIANTS,
+    DEFAULT_VARIANTS, OCCLUSION_LEVELS, PRETRAINED_RESULTS, REAL_RESULTS, RESULTS, TIERS, VARIANTS,
 )
 
 
@@ -79,7 +85,8 @@ def main(argv=None):
     parser.add_argument("--root", default=None, help="data.root for the base config")
     parser.add_argument("--tier", choices=list(TIERS), default=None,
                         help="the pretrained study: frozen (heads on cached ImageNet MobileNetV2 features, 10 seeds) "
-                             "or finetune (the whole model, 3 seeds); results in ablation_paper.*, resumable")
+                             "or finetune (the whole model, 3 seeds), results in ablation_paper.*; or the real-data "
+                             "study (real, with --root), results in ablation_real.*; resumable")
     parser.add_argument("--occlusion", nargs="+", default=None, choices=list(OCCLUSION_LEVELS),
                         help="with --tier finetune: the occlusion sweep over these levels of the synthetic set "
                              "(none, default, heavy); rows get a level column, the report is the sweep's")
@@ -108,12 +115,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.tier:
         if args.out == parser.get_default("out"):
-            args.out = PRETRAINED_RESULTS
+            args.out = REAL_RESULTS if args.tier == "real" else PRETRAINED_RESULTS
+        if args.tier == "real" and not args.root:
+            parser.error("--tier real trains on a MARS-layout folder: give it with --root DATA")
         if args.occlusion and args.tier != "finetune":
             parser.error("--occlusion runs the fine-tune tier: give --tier finetune")
         if args.reuse_default and "default" not in (args.occlusion or []):
             parser.error("--reuse-default fills the occlusion sweep's default level: give --occlusion ... default")
-        if args.report_only and args.occlusion:
+        if args.report_only and args.tier == "real":
+            write_real_report(args.out)
+        elif args.report_only and args.occlusion:
             write_occlusion_report(args.out, args.config, TIERS[args.tier]["overrides"] + args.overrides)
         elif args.report_only:
             write_pretrained_report(args.out, args.overrides)

@@ -401,25 +401,28 @@ def write_affinity_figure(stem: str, runs: Path, variants=("full", "full-softmax
 # --------------------------------------------------------------------------------------------------------------
 # Test-time occlusion: the same models scored with their query frames occluded (study_runs.score_test_occlusion).
 
-def occlusion_shares(df: pd.DataFrame) -> list[int]:
-    """The shares (in %) the rows were scored at: the ``mAP_occ{share}`` columns present."""
-    return sorted(int(c[len("mAP_occ"):]) for c in df.columns if c.startswith("mAP_occ"))
+def occlusion_shares(df: pd.DataFrame, tag: str = "occ") -> list[int]:
+    """The shares (in %) the rows were scored at: the ``mAP_{tag}{share}`` columns present (``occ``: test-time
+    occlusion, ``mis``: test-time misalignment)."""
+    return sorted(int(c[len(f"mAP_{tag}"):]) for c in df.columns if c.startswith(f"mAP_{tag}"))
 
 
-def test_occlusion_tables(df: pd.DataFrame, variant: str = "full", baseline: str = "global"):
-    """Three tables from the rows scored under test-time occlusion: mAP per variant and share (mean ± sd), the
+def test_occlusion_tables(df: pd.DataFrame, variant: str = "full", baseline: str = "global", tag: str = "occ",
+                          done: str = "occluded"):
+    """Three tables from the rows scored under a test-time perturbation (``tag``: ``occ`` occlusion, ``mis``
+    misalignment; ``done``: what it did to the query frames): mAP per variant and share (mean ± sd), the
     paired gap ``variant`` − ``baseline`` per share, and its growth from share 0 (the pre-stated primary test is
     the growth at the largest share)."""
-    shares = occlusion_shares(df)
-    d = df.dropna(subset=[f"mAP_occ{s}" for s in shares])
+    shares = occlusion_shares(df, tag)
+    d = df.dropna(subset=[f"mAP_{tag}{s}" for s in shares])
     top = shares[-1]
     scores = pd.DataFrame([
         {"variant": v, "seeds": f"{len(g)} ({', '.join(str(int(x)) for x in sorted(g.seed))})",
-         **{f"{s} %": mean_text(g[f"mAP_occ{s}"], len(g)) for s in shares},
-         f"kept at {top} %": kept_text(g[f"mAP_occ{top}"], g["mAP_occ0"])}
+         **{f"{s} %": mean_text(g[f"mAP_{tag}{s}"], len(g)) for s in shares},
+         f"kept at {top} %": kept_text(g[f"mAP_{tag}{top}"], g[f"mAP_{tag}0"])}
         for v, g in sorted(d.groupby("variant"), key=lambda kv: variant_rank(kv[0]))])
-    gaps = {s: seed_gaps(d, f"mAP_occ{s}", variant, baseline) for s in shares}
-    gap_table = pd.DataFrame([{"query frames occluded": f"{s} %", "paired seeds": len(gaps[s]),
+    gaps = {s: seed_gaps(d, f"mAP_{tag}{s}", variant, baseline) for s in shares}
+    gap_table = pd.DataFrame([{f"query frames {done}": f"{s} %", "paired seeds": len(gaps[s]),
                                f"{variant} − {baseline} (95% CI; seeds above)": interval_text(gaps[s])}
                               for s in shares])
     growth = pd.DataFrame([{"from 0 % to": f"{s} %", "paired seeds": len(gaps[s]),
@@ -504,3 +507,99 @@ def write_test_occlusion_report(stem: str, results: Path = RESULTS, variant: str
     fig.savefig(results / f"{stem}_test_occlusion.png", dpi=110)
     plt.close(fig)
     return True
+
+
+def _gap_row(name: str, gaps: pd.Series) -> dict:
+    return {"test": name, "paired seeds": len(gaps), "difference (95% CI; seeds above)": interval_text(gaps)}
+
+
+def real_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The real-data study's tables (docs/ablation-real.md states each test before its runs)."""
+    d = df[df.variant != "anchor"]
+    cols = [("mAP", "mAP"), ("rank1", "rank-1"), ("mAP_allframes", "mAP, all frames")]
+    scores = pd.DataFrame([
+        {"variant": v, "seeds": f"{len(g)} ({', '.join(str(int(x)) for x in sorted(g.seed))})",
+         **{label: mean_text(g[c], len(g)) for c, label in cols}}
+        for v, g in sorted(df.groupby("variant"), key=lambda kv: (kv[0] != "anchor", variant_rank(kv[0])))])
+    primary = pd.DataFrame([_gap_row("primary: full − global, mAP", seed_gaps(d, "mAP"))])
+    secondary = [_gap_row("full − global, rank-1", seed_gaps(d, "rank1")),
+                 _gap_row("full − global, mAP on all frames", seed_gaps(d, "mAP_allframes"))]
+    for tag, done in (("occ", "occluded"), ("mis", "misaligned")):
+        shares = occlusion_shares(d, tag)
+        if not shares:
+            continue
+        gaps = {s: seed_gaps(d, f"mAP_{tag}{s}") for s in shares}
+        secondary += [_gap_row(f"full − global, {s} % of query frames {done}", gaps[s]) for s in shares if s]
+        secondary.append(_gap_row(f"growth of that gap, {done} {shares[-1]} % − 0 %", gaps[shares[-1]] - gaps[0]))
+    full = d[d.variant == "full"].dropna(subset=["temporal_mAP_occ75", "mAP_occ75"]) if "temporal_mAP_occ75" in d \
+        else d.iloc[:0]
+    secondary.append(_gap_row("full models: temporal slice − f_all, 75 % occluded",
+                              (full.temporal_mAP_occ75 - full.mAP_occ75).reset_index(drop=True)))
+    branches = pd.DataFrame([_gap_row(f"{a} − {b}, mAP", seed_gaps(d, "mAP", a, b))
+                             for a, b in (("full", "+temporal"), ("full", "+spatial"), ("+temporal", "global"),
+                                          ("+spatial", "global"), ("+temporal", "+spatial"))
+                             if len(seed_gaps(d, "mAP", a, b))])
+    return dict(scores=scores, primary=primary, secondary=pd.DataFrame(secondary), branches=branches)
+
+
+def write_real_report(stem: str = "ablation_real", results: Path = RESULTS) -> None:
+    """``{stem}.md`` and ``.png`` from ``{stem}.csv`` and ``{stem}_curves.csv``: the real-data study."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.read_csv(results / f"{stem}.csv")
+    curves_path = results / f"{stem}_curves.csv"
+    curves = pd.read_csv(curves_path) if curves_path.is_file() else pd.DataFrame(columns=["variant", "epoch", "mAP"])
+    t = real_tables(df)
+    trained = df[df.variant != "anchor"]
+    commits = ", ".join(sorted(set(str(c) for c in df.get("commit", pd.Series(dtype=str)).dropna())))
+    curve_table = (curves.groupby(["variant", "epoch"]).mAP.mean().unstack("epoch").round(1)
+                   .rename(columns=lambda e: f"epoch {e}").reset_index() if len(curves) else pd.DataFrame())
+    speed = ""
+    if len(curves) and "images_per_s" in curves:
+        per_variant = curves.groupby("variant").agg(frames_per_s=("images_per_s", "median"))
+        minutes = trained.groupby("variant").minutes.median()
+        speed_table = per_variant.join(minutes).reset_index().rename(
+            columns={"frames_per_s": "training frames/s (median epoch)", "minutes": "minutes per run (median)"})
+        speed = (f"\nTraining speed (one thread per run, two runs at a time; frames/s of the epochs, minutes of the "
+                 f"whole run with its evaluation after each epoch, before the scoring under perturbations):\n\n"
+                 f"{to_markdown(speed_table.round(1))}\n")
+    text = (
+        f"# Real MARS tracklets: the paper's model against the global branch\n\n"
+        f"Runs of `benchmarks/studies/ablation.py --tier real` (the built-in `mars-subset` config: ImageNet "
+        f"MobileNetV2 fine-tuned at 128x64, T=8, 4 ids x 4 tracklets, 480 steps), scored when each ended on the "
+        f"subset's test split (165 queries, 233 gallery tracklets) with one clip of its 8 frames per tracklet. "
+        f"`anchor`: the ImageNet backbone's global descriptor, no training. Pre-stated tests: "
+        f"docs/ablation-real.md. Rows from commits {commits or 'n/a'}; `--report-only` rewrites this file.\n\n"
+        f"{to_markdown(t['scores'])}\n\n"
+        f"Primary test, paired by seed:\n\n{to_markdown(t['primary'])}\n\n"
+        f"Pre-stated secondary tests, paired by seed (within each full model for the temporal slice):\n\n"
+        f"{to_markdown(t['secondary'])}\n"
+        + (f"\nThe single-branch models, paired on the seeds both ran:\n\n{to_markdown(t['branches'])}\n"
+           if len(t["branches"]) else "")
+        + (f"\nLearning curves, mAP (mean over seeds) after each epoch of 80 steps:\n\n{to_markdown(curve_table)}\n"
+           if len(curve_table) else "")
+        + speed)
+    (results / f"{stem}.md").write_text(text)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, (tag, done) in zip(axes, (("occ", "occluded"), ("mis", "misaligned"))):
+        shares = occlusion_shares(df, tag)
+        for v, g in sorted(df.groupby("variant"), key=lambda kv: (kv[0] != "anchor", variant_rank(kv[0]))):
+            g = g.dropna(subset=[f"mAP_{tag}{s}" for s in shares])
+            if g.empty:
+                continue
+            means = [g[f"mAP_{tag}{s}"].mean() for s in shares]
+            halves = [t_half_width(g[f"mAP_{tag}{s}"]) if len(g) > 1 else 0 for s in shares]
+            ax.errorbar(shares, means, yerr=halves, fmt="o-", capsize=4, label=f"{v} ({len(g)})",
+                        ls="--" if v == "anchor" else "-")
+        ax.set_xlabel(f"query frames {done} (%)")
+        ax.set_title(f"mAP, query {done} at test time")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mAP (mean over seeds, 95% CI)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(results / f"{stem}.png", dpi=110)
+    plt.close(fig)

@@ -19,7 +19,8 @@ import pandas as pd
 from benchmarks.common import device_name
 from benchmarks.studies.frozen_tier import affinity_stats
 from benchmarks.studies.study_reports import (
-    write_occlusion_report, write_outputs, write_pretrained_report, write_study_report, write_test_occlusion_report,
+    write_occlusion_report, write_outputs, write_pretrained_report, write_real_report, write_study_report,
+    write_test_occlusion_report,
 )
 from benchmarks.studies.study_variants import CPU_BUDGET, OCCLUSION_LEVELS, RESULTS, TIERS, VARIANTS
 
@@ -76,10 +77,33 @@ TEST_OCCLUSION_SHARES = (0.0, 0.25, 0.5, 0.75)
 
 
 def occluded_scores(run_dir: str, shares=TEST_OCCLUSION_SHARES, seed: int = 0, *, slices: bool = False):
-    """Yield ``(share, part, scores)`` for a finished run's last.pt with its query occluded at each share.
+    """Yield ``(share, part, scores)`` for a finished run's last.pt with its query occluded at each share
+    (:func:`perturbed_scores` with ``--occlude``'s fields)."""
+    yield from perturbed_scores(run_dir, "occlude", "occlude_seed", shares, seed, slices=slices)
 
-    The run's own test settings (one evenly spaced clip per tracklet in the fine-tune tier); the gallery's
-    descriptors are extracted once, unoccluded. ``part`` is "all" (the whole descriptor f_all) and, with
+
+def score_test_occlusion(run_dir: str, shares=TEST_OCCLUSION_SHARES, seed: int = 0) -> dict:
+    """``mAP_occ{100*share}`` (and rank-1) of a finished run's last.pt, its query occluded at each share
+    (:func:`occluded_scores`, the whole descriptor)."""
+    out = {}
+    for share, _, r in occluded_scores(run_dir, shares, seed):
+        tag = f"occ{round(100 * share)}"
+        out[f"mAP_{tag}"], out[f"rank1_{tag}"] = r["mAP"], r["rank1"]
+    return out
+
+
+# The test-time perturbations of the real-data tier: (column tag, TestOptions field of the share, of the seed).
+TEST_PERTURBATIONS = (("occ", "occlude", "occlude_seed"), ("mis", "misalign", "misalign_seed"))
+
+
+def perturbed_scores(run_dir: str, share_field: str, seed_field: str, shares=TEST_OCCLUSION_SHARES,
+                     seed: int = 0, *, slices: bool = False):
+    """Yield ``(share, part, scores)`` for a finished run's last.pt with its query perturbed at each share:
+    ``share_field`` is the :class:`~stgcn_pyg.evaluation.TestOptions` field of the perturbation (``occlude``,
+    ``misalign``), ``seed_field`` that of its seed.
+
+    The run's own test settings (one evenly spaced clip per tracklet in the fine-tune tiers); the gallery's
+    descriptors are extracted once, unperturbed. ``part`` is "all" (the whole descriptor f_all) and, with
     ``slices``, also each branch's own slice of it (``model.feature_dims``, in order).
     """
     import torch
@@ -97,20 +121,25 @@ def occluded_scores(run_dir: str, shares=TEST_OCCLUSION_SHARES, seed: int = 0, *
     with torch.no_grad():
         gf = extract_split(model, ds.gallery, options, split="gallery")
         for share in shares:
-            occluded = options.replace(occlude=share, occlude_seed=seed)
-            qf = extract_split(model, ds.query, occluded, split="query")
+            perturbed = options.replace(**{share_field: share, seed_field: seed})
+            qf = extract_split(model, ds.query, perturbed, split="query")
             for part, cols in parts.items():
-                yield share, part, evaluate_dataset_descriptors(qf[:, cols], gf[:, cols], ds, occluded,
+                yield share, part, evaluate_dataset_descriptors(qf[:, cols], gf[:, cols], ds, perturbed,
                                                                 metric=cfg.eval.metric)
 
 
-def score_test_occlusion(run_dir: str, shares=TEST_OCCLUSION_SHARES, seed: int = 0) -> dict:
-    """``mAP_occ{100*share}`` (and rank-1) of a finished run's last.pt, its query occluded at each share
-    (:func:`occluded_scores`, the whole descriptor)."""
+def score_test_perturbations(run_dir: str, shares=TEST_OCCLUSION_SHARES, seed: int = 0) -> dict:
+    """The real-data tier's perturbation columns of a finished run's last.pt: for each perturbation (``occ``,
+    ``mis``) and share, ``mAP_{tag}{100*share}`` and ``rank1_...`` of f_all, and ``{branch}_mAP_{tag}...`` of
+    each branch's slice (docs/ablation-real.md's tests of the temporal slice use them)."""
     out = {}
-    for share, _, r in occluded_scores(run_dir, shares, seed):
-        tag = f"occ{round(100 * share)}"
-        out[f"mAP_{tag}"], out[f"rank1_{tag}"] = r["mAP"], r["rank1"]
+    for tag, share_field, seed_field in TEST_PERTURBATIONS:
+        for share, part, r in perturbed_scores(run_dir, share_field, seed_field, shares, seed, slices=True):
+            col = f"{tag}{round(100 * share)}"
+            if part == "all":
+                out[f"mAP_{col}"], out[f"rank1_{col}"] = r["mAP"], r["rank1"]
+            else:
+                out[f"{part}_mAP_{col}"] = r["mAP"]
     return out
 
 
@@ -261,26 +290,76 @@ def run_frozen_job(job: dict) -> dict:
 
 
 def run_finetune_job(job: dict) -> dict:
-    """One fine-tune run through `stgcn_pyg.training.train`, then its branch slices and affinity."""
+    """One fine-tune run through `stgcn_pyg.training.train`, then its branch slices and affinity (and, in the
+    real-data tier, each branch's slice under test-time occlusion and misalignment)."""
+    tier = job.get("tier", "finetune")
     row = run_one(job)  # on the CPU, the run flushes denormals (train.flush_denormal)
     metrics = pd.read_csv(Path(job["output"]) / "metrics.csv")
-    curve = [dict(tier="finetune", variant=job["variant"], seed=job["seed"], epoch=int(r.epoch),
+    curve = [dict(tier=tier, variant=job["variant"], seed=job["seed"], epoch=int(r.epoch),
                   step=int(r.step) if "step" in metrics else None, loss=r.loss, rank1=r.rank1, mAP=r.mAP,
-                  mINP=r.mINP)
+                  mINP=r.mINP, **({"seconds": r.seconds, "images_per_s": r.images_per_s} if tier == "real" else {}))
              for r in metrics.itertuples() if not pd.isna(getattr(r, "mAP", float("nan")))]
     row.update(score_all_frames(job["output"]))
-    row.update(score_test_occlusion(job["output"]))
+    if tier == "real":
+        row.update(score_test_perturbations(job["output"]))
+    else:
+        row.update(score_test_occlusion(job["output"]))
     for part in branch_breakdown(job["output"]):
         row[f"{part['branch']}_mAP"] = part["mAP"]
         for k in ("aff_top", "aff_same_stripe", "aff_hub"):
             if k in part:
                 row[k] = part[k]
-    row["tier"] = "finetune"
+    row["tier"] = tier
+    if tier == "real":  # which code trained it, for the gate and the pairing across commits
+        row["commit"] = _commit()
     if job.get("level"):
         row["level"] = job["level"]
         for c in curve:
             c["level"] = job["level"]
     return dict(row=row, curve=curve)
+
+
+def anchor_row(config: str, overrides: list[str], output: Path) -> dict:
+    """The real-data study's floor: the ImageNet backbone with no training on the data, scored as every run is.
+
+    The global branch of ``config`` (its backbone and weights) at seed 0's initialisation: its descriptor is
+    the backbone's pooled feature through an untrained BN neck (the identity in eval mode, up to its eps).
+    Written as ``output``/last.pt, so the same scoring reads it.
+    """
+    import torch
+
+    from stgcn_pyg.checkpoint import save_checkpoint
+    from stgcn_pyg.config import config_to_dict, load_config
+    from stgcn_pyg.models import STGCN
+
+    start = time.perf_counter()
+    cfg = load_config(config, overrides + VARIANTS["global"] + ["train.seed=0", f'train.output="{output}"'])
+    torch.manual_seed(0)
+    model = STGCN(cfg.resolved_model()).eval()
+    output.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(output / "last.pt", {"config": config_to_dict(cfg), "model": model.state_dict()})
+    r = score_checkpoint(str(output))
+    row = dict(tier="real", variant="anchor", seed=0, resumed=False, commit=_commit(),
+               **{k: r[k] for k in ("rank1", "rank5", "mAP", "mINP")})
+    row.update(score_all_frames(str(output)))
+    row.update(score_test_perturbations(str(output)))
+    row["minutes"] = round((time.perf_counter() - start) / 60, 2)
+    return row
+
+
+def _commit() -> str:
+    """The checkout's commit (short), with "+" when it has uncommitted changes ("" outside git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return head + ("+" if dirty else "")
 
 
 def score_all_frames(run_dir: str) -> dict:
@@ -319,10 +398,11 @@ def run_tier(args, results: Path = RESULTS) -> None:
         reuse_default_rows(args.out, args.reuse_default, variants, seeds, results)
     rows = pd.read_csv(csv_path).to_dict("records") if csv_path.is_file() else []
     done = {_key(r) for r in rows}
-    base = tier["overrides"] + args.overrides
+    config = tier.get("config", args.config)
+    base = tier["overrides"] + ([f'data.root="{args.root}"'] if args.root else []) + args.overrides
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     levels = args.occlusion or [""]
-    jobs = [dict(config=args.config, variant=v, seed=s, threads=threads, level=level,
+    jobs = [dict(config=config, tier=args.tier, variant=v, seed=s, threads=threads, level=level,
                  overrides=base + OCCLUSION_LEVELS.get(level, []) + VARIANTS[v], eval_every=tier["eval_every"],
                  output=str(Path(args.runs_dir) / args.tier / level / f"{v}-seed{s}"))
             for s in seeds for level in levels for v in variants
@@ -330,11 +410,13 @@ def run_tier(args, results: Path = RESULTS) -> None:
     from stgcn_pyg.config import load_config
     from stgcn_pyg.training.run import load_data
 
-    cfg = load_config(args.config, base)
+    cfg = load_config(config, base)
     ds = load_data(cfg)
     for level in levels:  # each level's set generated once, before the workers race for it
         if OCCLUSION_LEVELS.get(level):
-            load_data(load_config(args.config, base + OCCLUSION_LEVELS[level]))
+            load_data(load_config(config, base + OCCLUSION_LEVELS[level]))
+    if args.tier == "real" and (args.force or ("real", "", "anchor", 0) not in done):
+        _merge_rows(csv_path, [anchor_row(config, base, Path(args.runs_dir) / args.tier / "anchor-seed0")])
     if args.tier == "frozen":
         from benchmarks.studies import frozen_tier
 
@@ -358,6 +440,8 @@ def run_tier(args, results: Path = RESULTS) -> None:
             progress.advance(task)
     if args.occlusion:
         write_occlusion_report(args.out, args.config, base, results)
+    elif args.tier == "real":
+        write_real_report(args.out, results)
     else:
         write_pretrained_report(args.out, args.overrides, results)
         if args.tier == "finetune":

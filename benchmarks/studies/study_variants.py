@@ -90,7 +90,18 @@ TIERS = {
         variants=["global", "full", "full-fc", "full-softmax"],
         seeds=[0, 1, 2, 3, 4], eval_every=2,
     ),
+    # The real-data study (docs/ablation-real.md): the built-in `mars-subset` config as it is, the data's
+    # folder from --root. That config is the fine-tune tier's settings on real MARS tracklets at 128x64:
+    # 6 epochs of 80 steps = 480 steps, the rate divided by 10 after 400 (the synthetic tier's schedule),
+    # evaluated every epoch. Each run is also scored under test-time occlusion and misalignment.
+    "real": dict(
+        config="mars-subset", overrides=["train.progress=false"],
+        variants=["global", "full"], seeds=list(range(8)), eval_every=1,
+    ),
 }
+
+# The real-data study's results' default file stem under RESULTS.
+REAL_RESULTS = "ablation_real"
 
 
 # The occlusion sweep (docs/ablation-paper.md): the fine-tune tier on synthetic sets that differ only in how
