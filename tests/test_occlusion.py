@@ -109,6 +109,22 @@ def test_cli_refuses_a_bad_share_before_any_work(capsys, tmp_path):
     assert "give --checkpoint or --model, not --features" in " ".join(capsys.readouterr().err.split())
 
 
+@pytest.mark.parametrize("command", ["evaluate", "extract", "search"])
+@pytest.mark.parametrize("flag", ["--occlude", "--misalign"])
+def test_every_command_refuses_a_bad_share_before_any_work(command, flag, capsys, tmp_path):
+    # evaluate, extract and search take the same perturbation flags; the checkpoint does not exist
+    argv = [command, "--checkpoint", str(tmp_path / "none.pt"),
+            *{"evaluate": [], "extract": ["--out", str(tmp_path / "d.pt")], "search": ["--query-tracklet", "0"]}[command]]
+    verb = flag[2:]
+    for bad, shown in (("1.5", "1.5"), ("-0.1", "-0.1"), ("nan", "nan"), ("half", "'half'")):
+        assert main([*argv, flag, bad]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert err.count("error:") == 1, err
+        assert f"{flag}: the share of frames to {verb} is a number in [0, 1], got {shown}" in err
+    assert main([*argv, f"{flag}-gallery"]) == 2
+    assert f"{flag}-gallery: give the share to {verb} with {flag} SHARE" in " ".join(capsys.readouterr().err.split())
+
+
 def _to_folder_layout(ds, root):
     """The query and gallery of ``ds`` as the folder dataset's tree: <split>/<pid>/c<cam>/<tracklet>/<frames>."""
     for split in ("query", "gallery"):

@@ -49,6 +49,48 @@ def _model_options(p: argparse.ArgumentParser, precision: str = "auto") -> None:
                         "or onnxruntime (an error where it cannot run). The command says which ran")
 
 
+def _perturbation_options(p: argparse.ArgumentParser) -> None:
+    """The test-time perturbations (robustness tests; stgcn_pyg.data.perturbation), the same on evaluate,
+    extract and search."""
+    p.add_argument("--occlude", default=None, metavar="SHARE",
+                   help="robustness test: draw an occluder (a pole, a parked car or a passer-by) into SHARE "
+                        "(0 to 1) of every query tracklet's frames, one contiguous run, before the transform "
+                        "(docs/evaluation.md shows them)")
+    p.add_argument("--occlude-gallery", action="store_true", help="with --occlude: occlude the gallery too")
+    p.add_argument("--misalign", default=None, metavar="SHARE",
+                   help="robustness test: shift and scale the box of SHARE (0 to 1) of every query tracklet's "
+                        "frames, scattered, as an imperfect detector would (centre up to 15 %% of the width and "
+                        "10 %% of the height off, size x0.8 to x1.25), before the transform and before "
+                        "--occlude's occluder (docs/evaluation.md)")
+    p.add_argument("--misalign-gallery", action="store_true", help="with --misalign: misalign the gallery too")
+    p.add_argument("--seed", type=int, default=0,
+                   help="with --occlude or --misalign: which frames, occluders and boxes (the same pixels in "
+                        "every run; default 0)")
+
+
+def _perturbation_settings(args) -> dict:
+    """The TestOptions fields of the --occlude and --misalign flags (shares checked), {} for none.
+
+    Raises:
+        ConfigError: a share that is not a number in [0, 1], or --X-gallery without --X.
+    """
+    from ..data.misalignment import TestMisalignment
+    from ..data.occlusion import TestOcclusion
+    from ..data.perturbation import check_share
+    from ..errors import ConfigError
+
+    settings = {}
+    for kind in (TestOcclusion, TestMisalignment):
+        name = kind.OPTION[2:]
+        share, gallery = getattr(args, name, None), getattr(args, f"{name}_gallery", False)
+        if gallery and share is None:
+            raise ConfigError(f"{kind.OPTION}-gallery: give the share to {kind.VERB} with {kind.OPTION} SHARE")
+        if share is not None:
+            settings.update({name: check_share(share, kind.OPTION, kind.VERB), f"{name}_gallery": gallery,
+                             f"{name}_seed": args.seed})
+    return settings
+
+
 def register(subparsers) -> None:
     ev = subparsers.add_parser(
         "evaluate", help="rank-k, mAP and mINP of a checkpoint (or saved descriptors)",
@@ -68,13 +110,7 @@ def register(subparsers) -> None:
                     help="write cmc.png, ranked-results grids and a temporal affinity heatmap here")
     ev.add_argument("--num-grids", type=int, default=4, help="queries drawn as ranked-results grids (with --plots)")
     ev.add_argument("--topk", type=int, default=10, help="gallery tracklets per ranked-results grid")
-    ev.add_argument("--occlude", default=None, metavar="SHARE",
-                    help="robustness test: draw an occluder (a pole, a parked car or a passer-by) into SHARE "
-                         "(0 to 1) of every query tracklet's frames, one contiguous run, before the transform "
-                         "(docs/evaluation.md shows them)")
-    ev.add_argument("--occlude-gallery", action="store_true", help="with --occlude: occlude the gallery too")
-    ev.add_argument("--seed", type=int, default=0,
-                    help="with --occlude: which frames and occluders (the same pixels in every run; default 0)")
+    _perturbation_options(ev)
     ev.set_defaults(func=_evaluate)
 
     ex = subparsers.add_parser(
@@ -84,6 +120,7 @@ def register(subparsers) -> None:
     ex.add_argument("--checkpoint", "--model", required=True, help="a checkpoint, or an exported .onnx/.pt2")
     ex.add_argument("--out", required=True, help="output file (.pt)")
     _model_options(ex)
+    _perturbation_options(ex)
     ex.set_defaults(func=_extract)
 
     se = subparsers.add_parser(
@@ -123,6 +160,7 @@ def register(subparsers) -> None:
     se.add_argument("--grid", default=None, metavar="PNG", help="write the ranked-results grid here")
     se.add_argument("--json", action="store_true", help="print the ranking as JSON")
     _model_options(se)
+    _perturbation_options(se)
     se.set_defaults(func=_search)
 
 
@@ -188,19 +226,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         check_output_folder(args.plots, "--plots")
     console = Console(stderr=args.json, soft_wrap=True)  # long paths stay on one line in logs
     model, options = None, None
-    if args.features and (args.occlude is not None or args.occlude_gallery):
-        raise ConfigError("--occlude draws into the frames: give --checkpoint or --model, not --features")
+    perturbed = [f"--{name}" for name in ("occlude", "misalign")
+                 if getattr(args, name) is not None or getattr(args, f"{name}_gallery")]
+    if args.features and perturbed:
+        raise ConfigError(f"{' and '.join(perturbed)} change{'s' if len(perturbed) == 1 else ''} the frames: "
+                          f"give --checkpoint or --model, not --features")
     if args.features and args.branches:
         raise ConfigError("--branches slices the descriptors as they are made: give --checkpoint or --model "
                           "(or pass --branches to `stgcn-pyg extract`), not --features")
-    if args.occlude_gallery and args.occlude is None:
-        raise ConfigError("--occlude-gallery: give the share to occlude with --occlude SHARE")
-    occlusion = {}
-    if args.occlude is not None:
-        from ..data.occlusion import check_share
-
-        occlusion = dict(occlude=check_share(args.occlude), occlude_gallery=args.occlude_gallery,
-                         occlude_seed=args.seed)
+    perturbations = _perturbation_settings(args)
     if args.features:
         from ..distributed import resolve_device
         from ..evaluation import evaluate_descriptor_file
@@ -214,7 +248,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         from ..deploy import inference_engine, inference_precision
 
         model, cfg, options = load_model_from_args(args, console, describe=False)  # the heading says it
-        options = options.replace(**occlusion)
+        options = options.replace(**perturbations)
         ds = _test_dataset(cfg, args)
         results, distmat = evaluate_model(model, ds, options, metric=args.metric or cfg.eval.metric,
                                           rerank=args.rerank, max_rank=args.max_rank, return_distances=True)
@@ -242,17 +276,21 @@ def _extract(args: argparse.Namespace) -> int:
 
     from ..deploy import inference_engine, inference_precision
     from ..evaluation import extract_query_gallery, write_descriptor_file
+    from ..evaluation.evaluate import perturbation_text
 
     _check_choices(args)
     check_output_file(args.out, "--out")
+    perturbations = _perturbation_settings(args)
     console = Console(soft_wrap=True)
     model, cfg, options = load_model_from_args(args, console)
+    options = options.replace(**perturbations)
     ds = _test_dataset(cfg, args)
     qf, gf = extract_query_gallery(model, ds, options)
     path = write_descriptor_file(args.out, qf, gf, ds, options, precision=inference_precision(model),
                                  engine=inference_engine(model))
-    console.print(f"wrote {len(qf)} query and {len(gf)} gallery descriptors (dim {qf.shape[1]}, "
-                  f"{ds.protocol} protocol) to {path}")
+    how = ", ".join([f"dim {qf.shape[1]}", f"{ds.protocol} protocol",
+                     *perturbation_text(options.perturbation_fields())])
+    console.print(f"wrote {len(qf)} query and {len(gf)} gallery descriptors ({how}) to {path}")
     return 0
 
 
@@ -262,6 +300,7 @@ def _search(args: argparse.Namespace) -> int:
     from ..deploy import inference_engine, inference_precision
     from ..errors import ConfigError
     from ..evaluation import print_search_results, search_gallery, search_tables
+    from ..evaluation.evaluate import perturbation_text
 
     _check_choices(args)
     if not args.query and args.query_tracklet is None:
@@ -269,8 +308,10 @@ def _search(args: argparse.Namespace) -> int:
                           "(a tracklet of the dataset's query split)")
     if args.grid:
         check_output_file(args.grid, "--grid")
+    perturbations = _perturbation_settings(args)
     console = Console(stderr=args.json, soft_wrap=True)
     model, cfg, options = load_model_from_args(args, console)
+    options = options.replace(**perturbations)
     query, qsource, gallery, gsource = search_tables(lambda: _test_dataset(cfg, args), args.query_tracklet,
                                                      query_dir=args.query, gallery_dir=args.gallery, split=args.split)
     metric = args.metric or cfg.eval.metric
@@ -284,13 +325,15 @@ def _search(args: argparse.Namespace) -> int:
         json.dump({"query": found.query, "query_source": qsource, "query_pid": found.query_pid,
                    "gallery_source": gsource, "metric": metric, "mode": options.mode,
                    "precision": inference_precision(model), "engine": inference_engine(model),
-                   "excluded": found.excluded, "notes": found.notes, "results": found.rows}, sys.stdout, indent=2)
+                   **options.perturbation_fields(), "excluded": found.excluded, "notes": found.notes,
+                   "results": found.rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     who = "" if found.query_pid is None else f", pid {found.query_pid}"
+    how = ", ".join([metric, f"mode {options.mode}", *perturbation_text(options.perturbation_fields())])
     print_search_results(found, console=console,
                          title=f"top {len(found.rows)} of {found.num_gallery} tracklets of {gsource} for query "
-                               f"{found.query}{who} ({metric}, mode {options.mode})")
+                               f"{found.query}{who} ({how})")
     if args.grid:
         console.print(f"grid: {args.grid}", highlight=False, markup=False)
     return 0

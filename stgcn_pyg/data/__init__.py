@@ -6,6 +6,8 @@ from .synth import SynthConfig, default_cache_dir, ensure_synthetic, generate_sy
 from .sampling import RandomIdentitySampler, all_clips, evenly, restricted_random, strided_clips
 from .transforms import CorruptFrameError, TrackletTransform, read_frame
 from .loader import build_test_loader, build_train_loader
+from .misalignment import BoxMisalignment, TestMisalignment, misalign_frame, resample_box
+from .occlusion import TestOcclusion
 
 __all__ = [
     "TrackletData", "tracklet_batch",
@@ -14,4 +16,5 @@ __all__ = [
     "RandomIdentitySampler", "restricted_random", "evenly", "all_clips", "strided_clips",
     "TrackletTransform", "read_frame", "CorruptFrameError",
     "build_train_loader", "build_test_loader",
+    "TestOcclusion", "TestMisalignment", "misalign_frame", "resample_box", "BoxMisalignment",
 ]

@@ -26,7 +26,9 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError, DatasetError
 from .sampling import RandomIdentitySampler, all_clips, evenly, restricted_random, strided_clips
 from ..graphs import TrackletGraph
+from .misalignment import TestMisalignment
 from .occlusion import TestOcclusion
+from .perturbation import PERTURBATION_ORDER
 from .tracklet import TrackletData, resolve_graph
 from .batching import DECODE_MODES, BufferPool, decode_on_device, device_jpeg_decoder, train_batch
 from .transforms import DEFAULT_IMAGE_SIZE, TrackletTransform, load_tracklet_frames, normalize_frames
@@ -224,11 +226,15 @@ class ClipTestSet(Dataset):
     """Test clips; item i -> ``(clip [T, 3, H, W], tracklet index)``."""
 
     def __init__(self, df: pd.DataFrame, seq_len: int, mode: str, transform: TrackletTransform,
-                 occlusion: TestOcclusion | None = None):
+                 occlusion: TestOcclusion | None = None, misalignment: TestMisalignment | None = None):
         self.frames = _frames_column(df)
-        self.occlusion = occlusion  # occluders drawn into the decoded frames, before the transform
-        # A tracklet's occluder is seeded by its row label, so that a shard (df.iloc[rows]) draws what the whole
-        # table would.
+        self.occlusion, self.misalignment = occlusion, misalignment
+        # Test-time perturbations of the decoded frames, before the transform, in PERTURBATION_ORDER: the box
+        # misaligned first, then the occluder drawn into the misaligned frame.
+        given = {"misalignment": misalignment, "occlusion": occlusion}
+        self.perturbations = tuple(given[name] for name in PERTURBATION_ORDER if given[name] is not None)
+        # A tracklet's perturbations are seeded by its row label, so that a shard (df.iloc[rows]) draws what
+        # the whole table would.
         self.keys = ([int(k) for k in df.index] if pd.api.types.is_integer_dtype(df.index)
                      else list(range(len(df))))
         if mode not in TEST_CLIPS:
@@ -242,8 +248,8 @@ class ClipTestSet(Dataset):
     def __getitem__(self, i: int):
         t, idx = self.clips[i]
         imgs, skipped = load_tracklet_frames(self.frames[t], idx)
-        if self.occlusion is not None:
-            imgs = self.occlusion.apply(imgs, idx, self.keys[t], len(self.frames[t]))
+        for perturbation in self.perturbations:
+            imgs = perturbation.apply(imgs, idx, self.keys[t], len(self.frames[t]))
         return self.transform(imgs), t, len(skipped)
 
 
@@ -276,13 +282,16 @@ class TestLoader:
 
 def build_test_loader(df: pd.DataFrame, *, seq_len: int = 8, mode: str = "all", image_size=DEFAULT_IMAGE_SIZE,
                       batch_size: int = 32, num_workers: int = 0, pin_memory=None,
-                      prefetch_factor: int = 4, occlusion: TestOcclusion | None = None) -> TestLoader:
+                      prefetch_factor: int = 4, occlusion: TestOcclusion | None = None,
+                      misalignment: TestMisalignment | None = None) -> TestLoader:
     """Clips of a query or gallery table in tracklet order (memory bounded by ``batch_size``).
 
-    ``occlusion`` draws occluders into a share of every tracklet's frames (:class:`TestOcclusion`)."""
+    ``occlusion`` draws occluders into a share of every tracklet's frames (:class:`TestOcclusion`),
+    ``misalignment`` shifts and scales the box of a share of them (:class:`TestMisalignment`); with both, the
+    box is misaligned first and the occluder drawn into the misaligned frame."""
     if seq_len < 1 or batch_size < 1:
         raise ConfigError(f"seq_len and batch_size must be >= 1, got {seq_len}, {batch_size}")
-    ds = ClipTestSet(df, seq_len, mode, TrackletTransform(image_size, train=False), occlusion)
+    ds = ClipTestSet(df, seq_len, mode, TrackletTransform(image_size, train=False), occlusion, misalignment)
     extra = {"prefetch_factor": prefetch_factor} if num_workers > 0 else {}
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          pin_memory=_pin(pin_memory), **extra)

@@ -12,53 +12,32 @@ run, in any loader worker, on any CPU. docs/evaluation.md shows them.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from .perturbation import TestPerturbation, check_share, perturbed_count
 
-__all__ = ["TestOcclusion", "OCCLUDER_KINDS", "occluded_count"]
+__all__ = ["TestOcclusion", "OCCLUDER_KINDS", "occluded_count", "check_share"]
 
 OCCLUDER_KINDS = ("pole", "car", "passer")
 _VIEWS = ("front", "back", "left", "right")
 
-
-def occluded_count(share: float, num_frames: int) -> int:
-    """Frames of an ``num_frames``-frame tracklet that ``share`` occludes: ``share * num_frames`` rounded half
-    up (0.5 of 5 frames is 3), so share 1 occludes every frame and share 0 none."""
-    return min(num_frames, int(math.floor(share * num_frames + 0.5)))
-
-
-def check_share(share, option: str = "--occlude") -> float:
-    """``share`` as a float in [0, 1], or one ConfigError naming ``option``."""
-    try:
-        value = float(share)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{option}: the share of frames to occlude is a number in [0, 1], got {share!r}") from None
-    if not 0.0 <= value <= 1.0:  # also refuses nan
-        raise ConfigError(f"{option}: the share of frames to occlude is a number in [0, 1], got {share}")
-    return value
+occluded_count = perturbed_count
+"""Frames of an ``num_frames``-frame tracklet that ``share`` occludes (:func:`~.perturbation.perturbed_count`)."""
 
 
 @dataclass(frozen=True)
-class TestOcclusion:
-    """Occlude ``share`` of every tracklet's frames of one split (``split`` names it in the seeding)."""
+class TestOcclusion(TestPerturbation):
+    """Occlude ``share`` of every tracklet's frames of one split (``split`` names it in the seeding): one
+    contiguous run per tracklet, as a real occluder passes."""
 
     __test__ = False  # not a pytest test class
-
-    share: float
-    seed: int = 0
-    split: str = "query"
-
-    def __post_init__(self):
-        object.__setattr__(self, "share", check_share(self.share))
-
-    def generator(self, tracklet: int) -> np.random.Generator:
-        # crc32, not hash(): Python salts str hashes per process.
-        return np.random.default_rng([int(self.seed), zlib.crc32(self.split.encode()), int(tracklet)])
+    OPTION = "--occlude"
+    VERB = "occlude"
+    DONE = "occluded"
+    STREAM = ()  # (seed, split, row): the seeding that came before misalignment, same pixels
 
     def plan(self, tracklet: int, num_frames: int, height: int, width: int) -> dict | None:
         """The occluder of row ``tracklet`` (None when no frame is occluded): the occluded frames
@@ -66,7 +45,7 @@ class TestOcclusion:
         run (pixels of a ``height x width`` frame, linearly in between)."""
         from .synth.attributes import cloth_color, random_identity
 
-        length = occluded_count(self.share, num_frames)
+        length = self.count(num_frames)
         if length == 0:
             return None
         rng = self.generator(tracklet)
@@ -85,6 +64,9 @@ class TestOcclusion:
         """The frame indices of row ``tracklet`` that get the occluder."""
         occ = self.plan(tracklet, num_frames, 1, 1)
         return range(0) if occ is None else range(occ["start"], occ["start"] + occ["length"])
+
+    def affected(self, tracklet: int, num_frames: int) -> list[int]:
+        return list(self.occluded(tracklet, num_frames))
 
     def apply(self, frames: list[torch.Tensor], indices, tracklet: int, num_frames: int) -> list[torch.Tensor]:
         """``frames`` (uint8 [3, H, W], frame ``indices[k]`` of the tracklet) with the occluder drawn into those
@@ -107,6 +89,3 @@ class TestOcclusion:
             draw_occluder(pil, occ, occ["x0"] + (occ["x1"] - occ["x0"]) * along, occ["view"], occ["phase"])
             out[k] = torch.from_numpy(np.array(pil)).permute(2, 0, 1).contiguous()
         return out
-
-    def describe(self) -> str:
-        return f"{self.split} occluded {100 * self.share:g} % of frames (seed {self.seed})"

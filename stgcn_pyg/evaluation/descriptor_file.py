@@ -25,7 +25,9 @@ DESCRIPTOR_KEYS = ("query_features", "gallery_features", "query_pids", "query_ca
                    "gallery_camids")
 """What every descriptor file holds; it also names its ``dataset``, ``root``, ``protocol`` and how the
 descriptors were made (``mode``, ``seq_len``, ``flip``, and ``precision`` and ``engine`` in files written since
-they were added; ``branches`` when the descriptors are some branches' slices of f_all)."""
+they were added; ``branches`` when the descriptors are some branches' slices of f_all; the test-time
+perturbations ``occlude``, ``misalign`` with their ``*_gallery`` and ``*_seed`` when in force, as
+:meth:`~stgcn_pyg.evaluation.TestOptions.perturbation_fields` names them)."""
 
 
 def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.Tensor, dataset,
@@ -57,6 +59,7 @@ def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.T
         blob["engine"] = str(engine)
     if options.branches:
         blob["branches"] = list(options.branches)
+    blob.update(options.perturbation_fields())
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # hidden, and one per writer
     try:
         torch.save(blob, tmp)
@@ -122,4 +125,7 @@ def evaluate_descriptor_file(path: str | os.PathLike, *, protocol: str | None = 
     for key in ("precision", "engine", "branches"):
         if blob.get(key):
             results[key] = blob[key]
+    for name in ("occlude", "misalign"):  # the descriptors' perturbations, for the heading and --json
+        if blob.get(name):
+            results.update({k: blob[k] for k in (name, f"{name}_gallery", f"{name}_seed") if k in blob})
     return results, distmat, descriptor_file_dataset(blob, protocol) if with_dataset else None

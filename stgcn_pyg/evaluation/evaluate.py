@@ -12,6 +12,7 @@ from .options import TestOptions, branch_columns
 
 __all__ = ["evaluate_model", "evaluate_descriptors", "evaluate_dataset_descriptors", "extract_split",
            "extract_query_gallery", "load_test_dataset", "tracklet_ids", "print_results", "print_search_results",
+           "perturbation_text",
            "RANKS", "SCORE_KEYS"]
 
 RANKS = (1, 5, 10, 20)
@@ -135,9 +136,7 @@ def evaluate_dataset_descriptors(qf, gf, dataset, options: TestOptions, *, metri
     results = scored[0] if return_distances else scored
     results.update(mode=options.mode, seq_len=options.seq_len, flip=bool(options.flip),
                    dataset=getattr(dataset, "name", None))
-    if options.occlude:
-        results.update(occlude=options.occlude, occlude_gallery=bool(options.occlude_gallery),
-                       occlude_seed=options.occlude_seed)
+    results.update(options.perturbation_fields())  # occlude*, misalign* when in force
     if options.branches:
         results["branches"] = list(options.branches)
     return scored
@@ -195,6 +194,18 @@ def _mode_text(mode: str, seq_len: int | None) -> str:
     return f"mode {mode}"
 
 
+def perturbation_text(fields: dict) -> list[str]:
+    """The test-time perturbations of a results dict (or :meth:`TestOptions.perturbation_fields`) in words, in
+    the order they are applied: e.g. ``["query misaligned: 50 % of each tracklet's frames (seed 0)"]``."""
+    texts = []
+    for name, done in (("misalign", "misaligned"), ("occlude", "occluded")):
+        if fields.get(name):
+            who = "query and gallery" if fields.get(f"{name}_gallery") else "query"
+            texts.append(f"{who} {done}: {100 * fields[name]:g} % of each tracklet's frames "
+                         f"(seed {fields.get(f'{name}_seed', 0)})")
+    return texts
+
+
 def print_results(results: dict, title: str | None = None, console=None) -> None:
     """Print rank-1/5/10/20, mAP and mINP as a rich table that names the protocol."""
     from rich.console import Console
@@ -212,10 +223,7 @@ def print_results(results: dict, title: str | None = None, console=None) -> None
     if results.get("branches"):
         names = results["branches"]
         extras.append(f"descriptor: the {', '.join(names)} slice{'s' if len(names) > 1 else ''} of f_all")
-    if results.get("occlude"):
-        who = "query and gallery" if results.get("occlude_gallery") else "query"
-        extras.append(f"{who} occluded: {100 * results['occlude']:g} % of each tracklet's frames "
-                      f"(seed {results.get('occlude_seed', 0)})")
+    extras += perturbation_text(results)
     if results.get("precision"):  # a number must say whether bf16 made it, and what ran
         precision = {"bf16": "bf16 autocast"}.get(results["precision"], results["precision"])
         extras.append(f"{precision} in {results['engine']}" if results.get("engine") else precision)

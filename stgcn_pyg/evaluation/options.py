@@ -91,24 +91,61 @@ class TestOptions:
     """Occlude the gallery's tracklets too (with ``occlude`` > 0)."""
     occlude_seed: int = 0
     """Seeds which frames and which occluders: the same seed gives the same pixels in every run."""
+    misalign: float = 0.0
+    """Share of every query tracklet's frames (scattered) whose box is shifted and scaled as a detector errs
+    (:class:`~stgcn_pyg.data.misalignment.TestMisalignment`); 0 = none. With ``occlude``, the box is misaligned
+    first and the occluder drawn into the misaligned frame."""
+    misalign_gallery: bool = False
+    """Misalign the gallery's tracklets too (with ``misalign`` > 0)."""
+    misalign_seed: int = 0
+    """Seeds which frames and which box errors (independent of the occluders of the same seed)."""
     branches: tuple[str, ...] = ()
     """The branches whose slices of f_all make the descriptor, e.g. ``("temporal",)`` (a comma-separated
     string works too); () = the whole f_all, the paper's descriptor (:func:`branch_columns`)."""
 
     def __post_init__(self):
-        from ..data.occlusion import check_share
+        from ..data.misalignment import TestMisalignment
+        from ..data.occlusion import TestOcclusion
+        from ..data.perturbation import check_share
 
-        object.__setattr__(self, "occlude", check_share(self.occlude))
+        for kind in (TestOcclusion, TestMisalignment):
+            name = kind.OPTION.lstrip("-")
+            object.__setattr__(self, name, check_share(getattr(self, name), kind.OPTION, kind.VERB))
         branches = self.branches.split(",") if isinstance(self.branches, str) else self.branches
         object.__setattr__(self, "branches", tuple(dict.fromkeys(b.strip() for b in branches if b.strip())))
+
+    def _perturbation(self, kind, name: str, split: str):
+        """``kind`` (a TestPerturbation class) of ``split`` as the fields ``name``, ``name``_gallery and
+        ``name``_seed set it, or None (share 0, or the gallery when ``name``_gallery is off)."""
+        share = getattr(self, name)
+        if share == 0 or (split != "query" and not getattr(self, f"{name}_gallery")):
+            return None
+        return kind(share, seed=getattr(self, f"{name}_seed"), split=split)
 
     def occlusion(self, split: str = "query"):
         """The :class:`~stgcn_pyg.data.occlusion.TestOcclusion` of ``split`` ("query" or "gallery"), or None."""
         from ..data.occlusion import TestOcclusion
 
-        if self.occlude == 0 or (split != "query" and not self.occlude_gallery):
-            return None
-        return TestOcclusion(self.occlude, seed=self.occlude_seed, split=split)
+        return self._perturbation(TestOcclusion, "occlude", split)
+
+    def misalignment(self, split: str = "query"):
+        """The :class:`~stgcn_pyg.data.misalignment.TestMisalignment` of ``split`` ("query" or "gallery"), or
+        None."""
+        from ..data.misalignment import TestMisalignment
+
+        return self._perturbation(TestMisalignment, "misalign", split)
+
+    def perturbation_fields(self) -> dict:
+        """The test-time perturbations in force, as results, descriptor files and ``search --json`` record them:
+        ``occlude``, ``occlude_gallery``, ``occlude_seed`` when ``occlude`` > 0, the same three of
+        ``misalign``; {} for none."""
+        fields = {}
+        for name in ("occlude", "misalign"):
+            if getattr(self, name):
+                fields.update({name: float(getattr(self, name)),
+                               f"{name}_gallery": bool(getattr(self, f"{name}_gallery")),
+                               f"{name}_seed": int(getattr(self, f"{name}_seed"))})
+        return fields
 
     @classmethod
     def from_config(cls, cfg: Config, **changes) -> "TestOptions":
@@ -130,5 +167,7 @@ class TestOptions:
         settings = dict(seq_len=self.seq_len, mode=self.mode, image_size=self.image_size,
                         batch_size=clips_per_call(self.batch_size, self.seq_len, self.image_size, self.device),
                         num_workers=self.num_workers)
-        occlusion = self.occlusion(split)
-        return settings if occlusion is None else dict(settings, occlusion=occlusion)
+        for name, perturbation in (("occlusion", self.occlusion(split)), ("misalignment", self.misalignment(split))):
+            if perturbation is not None:  # none: today's loader, untouched
+                settings[name] = perturbation
+        return settings

@@ -79,7 +79,9 @@ def search_gallery(model, query: pd.DataFrame, gallery: pd.DataFrame, options: T
     camera stay (a search finds a person wherever they are) and their rows say ``same_camera``; a note says
     that evaluate's protocols ignore them, and ``cross_camera=True`` leaves them out as those do.
     ``query_pid`` gives the query's identity when its table does not know it (its camera then stays
-    unknown); ``gallery_source`` names the gallery in errors and notes.
+    unknown); ``gallery_source`` names the gallery in errors and notes. ``options``' test-time perturbations
+    (``occlude``, ``misalign``) apply to the query as to a query split's, and with ``*_gallery`` to the
+    gallery as to a gallery split's, each seeded by its table's rows.
     """
     if query_pid is not None:
         q_pid, q_cam = query_pid, None
@@ -109,7 +111,7 @@ def search_gallery(model, query: pd.DataFrame, gallery: pd.DataFrame, options: T
         raise ConfigError(f"{gallery_source}: no gallery tracklet left once {what} are left out")
 
     qf = extract_split(model, query, options, description="query")
-    gf = extract_split(model, gallery, options, description="gallery")
+    gf = extract_split(model, gallery, options, description="gallery", split="gallery")
     dist = compute_distance(qf, gf, metric)[0]
     order = rank_order(dist)[:min(topk, len(gallery))].tolist()
 
