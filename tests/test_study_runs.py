@@ -58,3 +58,62 @@ def test_test_occlusion_scores_share_zero_as_the_run_did(study_runs, finished):
     assert scores["mAP_occ75"] != scores["mAP_occ0"]  # the occluders change what the model sees
     assert study_runs.score_test_occlusion(job["output"], shares=(0.75,)) == {
         "mAP_occ75": scores["mAP_occ75"], "rank1_occ75": scores["rank1_occ75"]}  # seeded: the same pixels
+
+
+def test_perturbation_scores_share_zero_as_the_run_did_and_slice_each_branch(study_runs, finished):
+    """The real-data tier's columns: f_all and each branch's slice under occlusion and misalignment."""
+    job, row = finished
+    scores = study_runs.score_test_perturbations(job["output"], shares=(0.0, 0.75))
+    assert set(scores) == {f"{m}_{tag}{s}" for m in ("mAP", "rank1", "global_mAP") for tag in ("occ", "mis")
+                           for s in (0, 75)}
+    for tag in ("occ", "mis"):
+        assert scores[f"mAP_{tag}0"] == row["mAP"] and scores[f"rank1_{tag}0"] == row["rank1"]
+        # a global-only model's f_all is its global slice
+        assert scores[f"global_mAP_{tag}75"] == scores[f"mAP_{tag}75"]
+    assert scores["mAP_mis75"] != scores["mAP_mis0"]  # the shifted boxes change what the model sees
+    assert scores["mAP_occ75"] == study_runs.score_test_occlusion(job["output"], shares=(0.75,))["mAP_occ75"]
+
+
+def test_the_anchor_is_the_untrained_global_branch_scored_as_a_run(study_runs, tmp_path, tiny_root, tiny_overrides):
+    row = study_runs.anchor_row("synthetic", tiny_overrides + [f'data.root="{tiny_root}"'], tmp_path / "anchor-seed0")
+    assert row["variant"] == "anchor" and row["tier"] == "real" and row["seed"] == 0
+    again = study_runs.score_checkpoint(str(tmp_path / "anchor-seed0"))
+    assert row["mAP"] == again["mAP"] and row["mAP_occ0"] == row["mAP"] and row["mAP_mis0"] == row["mAP"]
+    from stgcn_pyg.checkpoint import load_checkpoint
+
+    model, cfg = load_checkpoint(tmp_path / "anchor-seed0" / "last.pt")
+    assert list(model.feature_dims) == ["global"] and cfg.train.seed == 0
+
+
+def test_the_real_report_computes_the_stated_tests(benchmark_module, tmp_path):
+    """Hand-made rows: the primary interval and the temporal-slice test against hand-computed values."""
+    reports = benchmark_module("study_reports")
+    rows = [dict(tier="real", variant="anchor", seed=0, mAP=10.0, rank1=20.0, mAP_allframes=10.0, minutes=1.0,
+                 mAP_occ0=10.0, mAP_occ75=5.0, mAP_mis0=10.0, mAP_mis75=8.0)]
+    for seed, gap in enumerate([1.0, 2.0, 3.0, 4.0]):  # full − global: mean 2.5, sd 1.291, t(3) 3.182 → ±2.05
+        for variant, base in (("global", 40.0), ("full", 40.0 + gap)):
+            occ75 = base - 20 + (gap if variant == "full" else 0)  # the gap doubles at 75 %
+            rows.append(dict(tier="real", variant=variant, seed=seed, mAP=base, rank1=base + 10,
+                             mAP_allframes=base, minutes=30.0, mAP_occ0=base, mAP_occ75=occ75, mAP_mis0=base,
+                             mAP_mis75=base - 5, temporal_mAP_occ75=occ75 + 1.0 + seed))
+    pd.DataFrame(rows).to_csv(tmp_path / "real.csv", index=False)
+    tables = reports.real_tables(pd.read_csv(tmp_path / "real.csv"))
+    assert tables["primary"].iloc[0]["difference (95% CI; seeds above)"] == "+2.5 [+0.4, +4.6]; 4/4"
+    secondary = tables["secondary"].set_index("test")["difference (95% CI; seeds above)"]
+    assert secondary["growth of that gap, occluded 75 % − 0 %"] == "+2.5 [+0.4, +4.6]; 4/4"
+    assert secondary["growth of that gap, misaligned 75 % − 0 %"] == "+0.0 [+0.0, +0.0]; 0/4"
+    assert secondary["full models: temporal slice − f_all, 75 % occluded"] == "+2.5 [+0.4, +4.6]; 4/4"
+    reports.write_real_report("real", tmp_path)
+    text = (tmp_path / "real.md").read_text()
+    assert "| anchor | 1 (0) | 10.0 |" in text and (tmp_path / "real.png").stat().st_size > 0
+
+
+def test_seeds_needed_is_the_first_count_whose_interval_excludes_zero(benchmark_module):
+    from scipy import stats
+
+    reports = benchmark_module("study_reports")
+    gaps = pd.Series([3.0, -1.0, 2.0, -2.0])  # mean 0.5, sd 2.38: the interval includes zero
+    n = int(reports.seeds_needed(gaps))
+    half = lambda k: stats.t.ppf(0.975, k - 1) * gaps.std(ddof=1) / k ** 0.5  # noqa: E731
+    assert half(n) < 0.5 <= half(n - 1)
+    assert reports.seeds_needed(pd.Series([1.0, 2.0, 3.0, 4.0])) == ""  # already excludes zero

@@ -310,8 +310,8 @@ def run_finetune_job(job: dict) -> dict:
             if k in part:
                 row[k] = part[k]
     row["tier"] = tier
-    if tier == "real":  # which code trained it, for the gate and the pairing across commits
-        row["commit"] = _commit()
+    if tier == "real":  # which code and CPU trained it: fp32 training differs in its last digits across CPUs
+        row.update(commit=_commit(), device=device_name("cpu"))
     if job.get("level"):
         row["level"] = job["level"]
         for c in curve:
@@ -339,7 +339,7 @@ def anchor_row(config: str, overrides: list[str], output: Path) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     save_checkpoint(output / "last.pt", {"config": config_to_dict(cfg), "model": model.state_dict()})
     r = score_checkpoint(str(output))
-    row = dict(tier="real", variant="anchor", seed=0, resumed=False, commit=_commit(),
+    row = dict(tier="real", variant="anchor", seed=0, resumed=False, commit=_commit(), device=device_name("cpu"),
                **{k: r[k] for k in ("rank1", "rank5", "mAP", "mINP")})
     row.update(score_all_frames(str(output)))
     row.update(score_test_perturbations(str(output)))
