@@ -34,6 +34,14 @@ class EvaluationError(STGCNError, ValueError):
     """Inputs to an evaluation function that do not fit together, or an unreadable descriptor file."""
 
 
+class CacheGuardError(RuntimeError):
+    """The cache resolved to a folder the test suite guards (``$STGCN_PYG_GUARD_CACHE``: the user's own cache).
+
+    Not an :class:`STGCNError` on purpose: a test that escapes the suite's redirect fails loudly, with a
+    traceback, before anything is written there (tests/conftest.py).
+    """
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, once the user has been told what the interrupted work left behind.
 

@@ -8,17 +8,37 @@ import tempfile
 import time
 from pathlib import Path
 
-from ...errors import DatasetError
+from ...errors import CacheGuardError, DatasetError
 from .plan import SynthConfig
 from .writers import generate_synthetic
 
 __all__ = ["default_cache_dir", "synthetic_set_folder", "ensure_synthetic"]
 
 
+# The test suite (tests/conftest.py) names the user's own cache folders here (os.pathsep-separated) and points
+# $STGCN_PYG_CACHE and $HOME at a folder of its own; a cache that still resolves into a guarded folder is refused
+# before anything is read or written there. Nobody else sets it, so other processes are unaffected.
+GUARD_ENV = "STGCN_PYG_GUARD_CACHE"
+
+
 def default_cache_dir() -> Path:
-    """``$STGCN_PYG_CACHE`` or ``~/.cache/stgcn-pyg``."""
+    """``$STGCN_PYG_CACHE`` or ``~/.cache/stgcn-pyg``.
+
+    Raises:
+        CacheGuardError: the folder is (or lies in) one that ``$STGCN_PYG_GUARD_CACHE`` names: a test escaped
+            the test suite's redirect.
+    """
     env = os.environ.get("STGCN_PYG_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "stgcn-pyg"
+    path = Path(env) if env else Path.home() / ".cache" / "stgcn-pyg"
+    guarded = os.environ.get(GUARD_ENV)
+    if guarded:
+        resolved = Path(os.path.realpath(path))
+        for folder in filter(None, guarded.split(os.pathsep)):
+            if resolved.is_relative_to(os.path.realpath(folder)):
+                raise CacheGuardError(f"{path}: the cache resolves into {folder}, which ${GUARD_ENV} guards (the "
+                                      "user's cache, under the test suite): a test escaped the session's "
+                                      "$STGCN_PYG_CACHE/$HOME redirect")
+    return path
 
 
 def _holds_mars_layout(root: Path) -> bool:
