@@ -9,6 +9,7 @@ completed), ``step``, ``best`` (best mAP so far), ``metrics`` and ``rng``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pickle
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from .config import Config, config_from_dict
-from .errors import CheckpointError, ConfigError, state_mismatch
+from .errors import CheckpointError, ConfigError, OutputError, state_mismatch
 
 __all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "load_checkpoint", "checkpoint_config", "get_rng_state",
            "set_rng_state", "model_config_diff", "load_state_into", "unreadable_reason", "upgrade_config"]
@@ -71,7 +72,8 @@ def _remove_stale_temporaries(path: Path) -> None:
     for tmp in path.parent.glob(f".{path.name}.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
@@ -81,16 +83,29 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     ``.NAME.tmp-PID`` file, which the next save removes.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(path)
         torch.save({"format": FORMAT, **payload}, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save says "open file failed" or "failed writing file"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _write_failure(exc)
+        raise OutputError(f"{path}: cannot write the checkpoint ({reason})") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):  # a folder that became read-only keeps it; the next save removes it
+            tmp.unlink(missing_ok=True)
     return path
+
+
+def _write_failure(exc: BaseException) -> str:
+    """torch.save's RuntimeError in a few words (its message spans lines and names C++ sources)."""
+    text = str(exc).lower()
+    if "open" in text:
+        return "the file cannot be created: no permission, or the folder is gone"
+    if "writ" in text:
+        return "writing failed: the disk may be full"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
 
 
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -165,6 +165,11 @@ def register(subparsers) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
+# The integer flags and their least values, checked before anything is loaded (a zero once divided by zero deep
+# in the loader, or failed only after the extraction).
+_LEAST = {"seq_len": 1, "batch_size": 0, "num_workers": 0, "seed": 0, "max_rank": 1, "topk": 1, "num_grids": 0}
+
+
 def _check_choices(args) -> None:
     from ..data.loader import TEST_MODES
     from ..deploy import ENGINES, PRECISIONS
@@ -176,6 +181,10 @@ def _check_choices(args) -> None:
         value = getattr(args, flag, None)
         if value is not None and value not in allowed:
             raise ConfigError(f"--{flag}: {value!r} is not one of {', '.join(allowed)}")
+    for name, least in _LEAST.items():
+        value = getattr(args, name, None)
+        if value is not None and value < least:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be {'at least 1' if least else '>= 0'}, got {value}")
 
 
 def load_model_from_args(args, console=None, describe: bool = True):

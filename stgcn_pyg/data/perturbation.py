@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["TestPerturbation", "check_share", "perturbed_count", "PERTURBATION_ORDER"]
+__all__ = ["TestPerturbation", "check_share", "check_seed", "perturbed_count", "PERTURBATION_ORDER"]
 
 PERTURBATION_ORDER = ("misalignment", "occlusion")
 """The order the test loader applies perturbations in: the box is misaligned first (the detector's crop),
@@ -44,6 +44,13 @@ def check_share(share, option: str = "--occlude", verb: str = "occlude") -> floa
     return value
 
 
+def check_seed(seed, option: str = "--seed") -> int:
+    """``seed`` as an int >= 0 (numpy's seeding takes no negative words), or one ConfigError naming ``option``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"{option}: the seed of the test-time perturbations is an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
 @dataclass(frozen=True)
 class TestPerturbation:
     """Perturb ``share`` of every tracklet's frames of one split (``split`` names it in the seeding).
@@ -65,6 +72,7 @@ class TestPerturbation:
 
     def __post_init__(self):
         object.__setattr__(self, "share", check_share(self.share, self.OPTION, self.VERB))
+        object.__setattr__(self, "seed", check_seed(self.seed))
 
     def count(self, num_frames: int) -> int:
         """How many of a ``num_frames``-frame tracklet's frames are perturbed (:func:`perturbed_count`)."""

@@ -106,11 +106,19 @@ class TestOptions:
     def __post_init__(self):
         from ..data.misalignment import TestMisalignment
         from ..data.occlusion import TestOcclusion
-        from ..data.perturbation import check_share
+        from ..data.perturbation import check_seed, check_share
+
+        from ..errors import ConfigError
 
         for kind in (TestOcclusion, TestMisalignment):
             name = kind.OPTION.lstrip("-")
             object.__setattr__(self, name, check_share(getattr(self, name), kind.OPTION, kind.VERB))
+            object.__setattr__(self, f"{name}_seed", check_seed(getattr(self, f"{name}_seed")))
+        # Named as the commands' flags: a zero clip length divided by zero deep in the loader.
+        for name, least in (("seq_len", 1), ("batch_size", 0), ("num_workers", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be an integer >= {least}, got {value!r}")
         branches = self.branches.split(",") if isinstance(self.branches, str) else self.branches
         object.__setattr__(self, "branches", tuple(dict.fromkeys(b.strip() for b in branches if b.strip())))
 

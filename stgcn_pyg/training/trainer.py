@@ -22,7 +22,7 @@ import torch
 from ..checkpoint import save_checkpoint
 from ..config import Config
 from ..distributed import DistContext, init_distributed
-from ..errors import Interrupted
+from ..errors import Interrupted, OutputError
 from ..evaluation.evaluate import SCORE_KEYS
 from .run import Run, build_run
 from .run_log import RunLog, epoch_line
@@ -216,9 +216,24 @@ class Trainer:
         # epoch), never a checkpoint whose row is missing for good.
         self.log.epoch(row)
         payload = run.checkpoint(epoch + 1, row)
-        save_checkpoint(self.output / "last.pt", payload)
+        # The folder may become read-only or the disk fill up: one line on what is left and how to go on.
+        try:
+            save_checkpoint(self.output / "last.pt", payload)
+        except OutputError as exc:
+            raise OutputError(f"{exc}; {self._resume_hint(epoch)}") from None
         if improved:
-            save_checkpoint(self.output / "best.pt", payload)
+            try:
+                save_checkpoint(self.output / "best.pt", payload)
+            except OutputError as exc:
+                raise OutputError(f"{exc}; {self._resume_hint(epoch + 1)}") from None
+
+    def _resume_hint(self, saved: int) -> str:
+        """What is left after a failed checkpoint write once last.pt should hold ``saved`` epochs (it is written
+        atomically: the earlier epoch's file stays whole), and how to go on."""
+        last, fix = self.output / "last.pt", f"make {self.output} writable (or free space)"
+        if last.is_file() and (saved > self.run.start_epoch or self.run.resumed_from is not None):
+            return f"{last} holds epoch {saved}; {fix} and continue with: stgcn-pyg train --resume {self.output}"
+        return f"nothing was saved; {fix} and start the run again"
 
     def evaluate(self) -> dict | None:
         """Scores on the dataset's query/gallery split (descriptors extracted by all ranks; None off rank 0)."""
