@@ -102,3 +102,12 @@ def test_no_test_occlusion_report_without_occluded_scores(reports, tmp_path):
     _copy(tmp_path, "ablation_paper_12ep.csv")
     assert reports.write_test_occlusion_report("ablation_paper_12ep", results=tmp_path) is False
     assert not (tmp_path / "ablation_paper_12ep_test_occlusion.md").exists()
+
+
+def test_real_report_regenerates_byte_identical_when_committed(reports, tmp_path):
+    stem = "ablation_real"
+    if not (RESULTS / f"{stem}.md").is_file():
+        pytest.skip("no run of the real-data study has landed yet")
+    _copy(tmp_path, *(f"{stem}{suffix}.csv" for suffix in ("", "_curves") if (RESULTS / f"{stem}{suffix}.csv").is_file()))
+    reports.write_real_report(stem, results=tmp_path)
+    _assert_same(tmp_path, stem)

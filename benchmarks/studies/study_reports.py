@@ -550,10 +550,11 @@ def real_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         gaps = {s: seed_gaps(d, f"mAP_{tag}{s}") for s in shares}
         secondary += [_gap_row(f"full − global, {s} % of query frames {done}", gaps[s]) for s in shares if s]
         secondary.append(_gap_row(f"growth of that gap, {done} {shares[-1]} % − 0 %", gaps[shares[-1]] - gaps[0]))
-    full = d[d.variant == "full"].dropna(subset=["temporal_mAP_occ75", "mAP_occ75"]) if "temporal_mAP_occ75" in d \
-        else d.iloc[:0]
-    secondary.append(_gap_row("full models: temporal slice − f_all, 75 % occluded",
-                              (full.temporal_mAP_occ75 - full.mAP_occ75).reset_index(drop=True)))
+    slice_gap = pd.Series(dtype=float)
+    if {"temporal_mAP_occ75", "mAP_occ75"} <= set(d.columns):
+        full = d[d.variant == "full"].dropna(subset=["temporal_mAP_occ75", "mAP_occ75"])
+        slice_gap = (full.temporal_mAP_occ75 - full.mAP_occ75).reset_index(drop=True)
+    secondary.append(_gap_row("full models: temporal slice − f_all, 75 % occluded", slice_gap))
     branches = pd.DataFrame([_gap_row(f"{a} − {b}, mAP", seed_gaps(d, "mAP", a, b))
                              for a, b in (("full", "+temporal"), ("full", "+spatial"), ("+temporal", "global"),
                                           ("+spatial", "global"), ("+temporal", "+spatial"))
@@ -593,7 +594,12 @@ def write_real_report(stem: str = "ablation_real", results: Path = RESULTS) -> N
         f"`anchor`: the ImageNet backbone's global descriptor, no training. Pre-stated tests: "
         f"docs/ablation-real.md. Rows from commits {commits or 'n/a'}; `--report-only` rewrites this file.\n\n"
         f"{to_markdown(t['scores'])}\n\n"
-        f"Primary test, paired by seed:\n\n{to_markdown(t['primary'])}\n\n"
+        + "".join(f"mAP (mean ± sd over seeds) by share of query frames {done} (`--{option} SHARE --seed 0`); kept: "
+                  f"the mean at the largest share over the mean at 0 %:\n\n"
+                  f"{to_markdown(test_occlusion_tables(df, tag=tag, done=done)[0])}\n\n"
+                  for tag, done, option in (("occ", "occluded", "occlude"), ("mis", "misaligned", "misalign"))
+                  if occlusion_shares(df, tag))
+        + f"Primary test, paired by seed:\n\n{to_markdown(t['primary'])}\n\n"
         f"Pre-stated secondary tests, paired by seed (within each full model for the temporal slice):\n\n"
         f"{to_markdown(t['secondary'])}\n"
         + (f"\nThe single-branch models, paired on the seeds both ran:\n\n{to_markdown(t['branches'])}\n"
@@ -612,7 +618,7 @@ def write_real_report(stem: str = "ablation_real", results: Path = RESULTS) -> N
                 continue
             means = [g[f"mAP_{tag}{s}"].mean() for s in shares]
             halves = [t_half_width(g[f"mAP_{tag}{s}"]) if len(g) > 1 else 0 for s in shares]
-            ax.errorbar(shares, means, yerr=halves, fmt="o-", capsize=4, label=f"{v} ({len(g)})",
+            ax.errorbar(shares, means, yerr=halves, fmt="o", capsize=4, label=f"{v} ({len(g)})",
                         ls="--" if v == "anchor" else "-")
         ax.set_xlabel(f"query frames {done} (%)")
         ax.set_title(f"mAP, query {done} at test time")
