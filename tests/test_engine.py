@@ -257,3 +257,57 @@ def test_evaluate_gives_the_torch_table_and_ranking(run, tiny_root, capsys):
             assert relative_difference(ours, theirs) <= 1e-4
         ranked = compute_distance(blob["query_features"], blob["gallery_features"]).argsort(dim=1, stable=True)
         assert torch.equal(ranked, compute_distance(trained["qf"], trained["gf"]).argsort(dim=1, stable=True))
+
+
+# ---------------------------------------------------------------------- a cache that cannot be written (issue 39)
+def test_a_full_cache_falls_back_to_torch_with_one_line_and_onnxruntime_names_it(run, monkeypatch, tmp_path):
+    import errno
+
+    from stgcn_pyg.deploy import export as export_module
+
+    tmp, ckpt = run
+    monkeypatch.setenv("STGCN_PYG_CACHE", str(tmp_path / "cache"))  # empty: the export is needed
+
+    def full_disk(model, out, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(export_module, "export_model", full_disk)
+    said = []
+    model, _ = load_for_inference(ckpt, "cpu", "fp32", log=said.append)
+    assert isinstance(model, InferenceModel) and inference_engine(model) == "torch"
+    assert said[1:] == [f"engine torch: the ONNX cache {tmp_path / 'cache' / 'onnx'} cannot be written (No space "
+                        "left on device); set $STGCN_PYG_CACHE to a writable folder to run onnxruntime"]
+    with pytest.raises(ExportError, match=r"^--engine onnxruntime: the ONNX cache .* cannot be written \(No space "
+                                          r"left on device\); .*, or use --engine torch \(or auto\)$"):
+        load_for_inference(ckpt, "cpu", "fp32", "onnxruntime", log=lambda line: None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["evaluate", "extract", "search"])
+def test_an_unwritable_cache_means_the_torch_engine_with_one_note(command, run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_outputs import _without_root_override
+
+    tmp, ckpt = run
+    locked = tmp_path / "cache"
+    locked.mkdir(mode=0o555)
+    argv = [command, "--checkpoint", str(ckpt), "--mode", "evenly",
+            *{"evaluate": [], "extract": ["--out", str(tmp_path / "f.pt")],
+              "search": ["--query-tracklet", "0"]}[command]]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "stgcn_pyg", *argv], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "STGCN_PYG_CACHE": str(locked)},
+                              preexec_fn=_without_root_override if os.geteuid() == 0 else None)
+    finally:
+        locked.chmod(0o755)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said
+    notes = [line for line in said.splitlines() if line.startswith("engine torch")]
+    assert notes == [f"engine torch: the ONNX cache {locked / 'onnx'} cannot be written (permission denied); set "
+                     "$STGCN_PYG_CACHE to a writable folder to run onnxruntime"], said
+    assert "Traceback" not in said and "error:" not in said and list(locked.iterdir()) == []
+    if command == "extract":
+        assert (tmp_path / "f.pt").is_file()

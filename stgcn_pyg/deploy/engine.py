@@ -18,6 +18,7 @@ line saying why; ``--engine onnxruntime`` makes each of them an error.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -29,7 +30,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from .exported_file import EXPORT_FORMAT_TAG, ExportError
 from .wrapper import ModelWrapper
 
@@ -93,7 +94,8 @@ def cached_onnx(model, config, checkpoint: str | os.PathLike, seq_len: int, imag
             log(f"{exc}; exporting the cached model again")
         else:
             if encoder.metadata.get("cache_key") == key:
-                os.utime(path)  # recently used: the last to be pruned
+                with contextlib.suppress(OSError):  # a read-only cache still serves what it holds
+                    os.utime(path)  # recently used: the last to be pruned
                 return encoder
             log(f"{path}: the cached model was exported from another checkpoint or with other settings; "
                 "exporting it again")
@@ -118,7 +120,8 @@ def _prune(folder: Path, keep: Path) -> None:
     files = sorted((f for f in folder.glob("*.onnx") if not f.name.startswith(".") and f != keep), key=used,
                    reverse=True)
     for old in files[CACHE_KEEP - 1:]:
-        old.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            old.unlink(missing_ok=True)
 
 
 class EngineChoice(NamedTuple):
@@ -226,11 +229,18 @@ def use_onnxruntime(model, torch_model, config, checkpoint: str | os.PathLike, s
     onnxruntime (:class:`OnnxRuntimeModel`), or ``torch_model`` itself, with a line to ``log`` saying why, when
     the export fails (an error instead when ``strict``)."""
     try:
-        try:
-            encoder = cached_onnx(model, config, checkpoint, seq_len, image_size, log=log)
-        except OSError as exc:  # a cache folder that cannot be written
-            raise ExportError(f"{exc.filename or engine_cache_dir()}: cannot write the ONNX cache "
-                              f"({exc.strerror or exc}); set $STGCN_PYG_CACHE to a writable folder") from None
+        encoder = cached_onnx(model, config, checkpoint, seq_len, image_size, log=log)
+    except (OSError, OutputError) as exc:  # a cache folder that cannot be written, or a full disk
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+        else:  # check_output_file's "PATH: cannot write in FOLDER (permission denied)", "PATH: ... is a file"
+            reason = "permission denied" if "permission denied" in str(exc) else str(exc).split(": ", 1)[-1]
+        problem = (f"the ONNX cache {engine_cache_dir()} cannot be written ({reason}); set $STGCN_PYG_CACHE to a "
+                   "writable folder to run onnxruntime")
+        if strict:
+            raise ExportError(f"--engine onnxruntime: {problem}, or use --engine torch (or auto)") from None
+        log(f"engine torch: {problem}")
+        return torch_model
     except ExportError as exc:
         if strict:
             raise
