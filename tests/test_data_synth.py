@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -181,7 +182,7 @@ def test_info_accepts_the_paths_it_prints_and_checks_a_folder_before_generating(
     (other / "cat.jpg").write_bytes(b"x")
     assert main(["data", "info", "--dataset", "synthetic", "--root", str(other)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert f"{other}: not a synthetic dataset" in err and "Traceback" not in err
+    assert f"{other}: no synthetic set here" in err and "Traceback" not in err
     with pytest.raises(DatasetError, match="without the MARS layout"):
         duke_only = tmp_path / "duke-only"
         monkeypatch.undo()
@@ -276,3 +277,62 @@ def test_a_runs_config_sets_the_knobs_of_its_synthetic_set():
     data = load_config("synthetic", ["data.synthetic_occlusion=0.9", "data.synthetic_misalignment=2"]).data
     assert synthetic_options(data)["occlusion_prob"] == 0.9 and synthetic_options(data)["misalignment"] == 2.0
     assert SynthConfig(**synthetic_options(load_config("synthetic").data)).key() == DEFAULT_SET_KEY
+
+
+# ----------------------------------------------------------------- reading writes nothing into a user's folder
+def test_reading_a_folder_without_a_set_writes_nothing_into_it(tmp_path, capsys, untrained_checkpoint):
+    """Issue 39: `data info --root EMPTYDIR` replaced the folder (mode 755 became 700) and drew 12,000 frames
+    into it."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    empty.chmod(0o751)
+    before = empty.stat()
+    ckpt = untrained_checkpoint(tmp_path / "ckpt")
+    for argv in (["data", "info", "--dataset", "synthetic", "--root", str(empty)],
+                 ["data", "info", "--dataset", "synthetic", "--root", str(tmp_path / "missing")],
+                 ["evaluate", "--checkpoint", str(ckpt), "--engine", "torch", "--root", str(empty)],
+                 ["extract", "--checkpoint", str(ckpt), "--engine", "torch", "--root", str(empty),
+                  "--out", str(tmp_path / "f.pt")]):
+        assert main(argv) == 2, argv
+        err = " ".join(capsys.readouterr().err.split())
+        root = argv[argv.index("--root") + 1]
+        assert err.count("error:") == 1 and "Traceback" not in err
+        assert f"error: {root}: no synthetic set here" in err and f"stgcn-pyg synth --out {root}" in err, err
+    after = empty.stat()
+    assert list(empty.iterdir()) == [] and (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "f.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "empty"]
+
+
+def test_generating_into_a_folder_keeps_it_and_its_mode(tmp_path):
+    small = {k: v for k, v in SMALL_SET.items() if k != "num_ids"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    empty.chmod(0o751)
+    before = empty.stat()
+    assert ensure_synthetic(empty, num_ids=3, progress=False, workers=1, **small) == empty
+    after = empty.stat()
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert sorted(p.name for p in empty.iterdir()) == ["mars", "synth.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    new = ensure_synthetic(tmp_path / "new", num_ids=3, progress=False, workers=1, **small)
+    assert new.stat().st_mode & 0o777 == 0o777 & ~umask  # a new folder's mode, not a temporary folder's 700
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "new"]
+
+
+@pytest.mark.slow
+def test_train_naming_an_empty_folder_generates_the_set_into_it(tmp_path, tiny_overrides, capsys):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    empty.chmod(0o751)
+    before = empty.stat()
+    argv = ["train", "--epochs", "1", "--output", str(tmp_path / "run"), "--root", str(empty)]
+    argv += [a for o in tiny_overrides for a in ("--set", o)]
+    assert main(argv) == 0
+    assert f"generating the synthetic set (6 identities; first use only) into {empty}" in capsys.readouterr().out
+    after = empty.stat()
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert (empty / "synth.json").is_file() and (empty / "mars" / "info" / "query_IDX.mat").is_file()
+    # and what train wrote, the readers read
+    assert main(["data", "info", "--dataset", "synthetic", "--root", str(empty)]) == 0

@@ -76,7 +76,8 @@ def load_data(cfg: Config, ctx: DistContext | None = None):
     if ctx is not None and ctx.enabled and not ctx.is_main:
         ctx.barrier()  # let rank 0 generate / index first
     try:
-        return load_configured_dataset(cfg.data, progress=ctx is None or ctx.is_main)
+        # create: training is the one reader asked to generate the synthetic set into a data.root it names
+        return load_configured_dataset(cfg.data, progress=ctx is None or ctx.is_main, create=True)
     finally:
         if ctx is not None and ctx.enabled and ctx.is_main:
             ctx.barrier()

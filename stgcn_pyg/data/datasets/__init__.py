@@ -14,6 +14,7 @@ __all__ = ["load_dataset", "load_configured_dataset", "synthetic_options", "ReID
 def _synthetic(root, protocol="standard", **kwargs) -> ReIDDataset:
     from ..synth import ensure_synthetic
 
+    kwargs.setdefault("create", False)  # reading writes nothing into a user's folder
     path = ensure_synthetic(root, **kwargs)
     ds = load_mars(path, protocol=protocol, name="synthetic")
     ds.notes.append("built-in synthetic pedestrians, MARS layout")
@@ -56,7 +57,8 @@ def load_dataset(name: str, root=None, protocol: str = "standard", **kwargs) -> 
 
     Names: "mars", "dukemtmc-videoreid", "ilids-vid", "prid2011", "folder"
     and "synthetic" (the built-in set; ``root=None`` uses the cache folder and
-    generates it on first use; keyword arguments go to
+    generates it on first use; a given ``root`` must hold a set, unless
+    ``create=True``; keyword arguments go to
     :func:`~stgcn_pyg.data.ensure_synthetic`). ``protocol`` is "standard"
     (default) or "official" (MARS and the synthetic set; see the README).
     Other keyword arguments go to the reader (e.g. ``split_id`` for iLIDS-VID
@@ -86,18 +88,19 @@ def synthetic_options(data) -> dict:
                 occlusion_prob=data.synthetic_occlusion, misalignment=data.synthetic_misalignment)
 
 
-def load_configured_dataset(data, *, progress: bool = True) -> ReIDDataset:
+def load_configured_dataset(data, *, progress: bool = True, create: bool = False) -> ReIDDataset:
     """The dataset that a config's ``data`` section (:class:`~stgcn_pyg.config.DataConfig`) names.
 
     The synthetic set is generated on first use with the section's
-    ``synthetic_*`` sizes (into the cache when ``data.root`` is ""); any other
-    dataset needs its root folder.
+    ``synthetic_*`` sizes into the cache when ``data.root`` is "", and into
+    ``data.root`` only with ``create`` (training; reading writes nothing into a
+    user's folder); any other dataset needs its root folder.
     """
     key = _ALIASES.get(data.dataset.lower(), data.dataset.lower())
     root = str(Path(data.root).expanduser()) if data.root else None
     kwargs = {}
     if key == "synthetic":
-        kwargs = dict(synthetic_options(data), progress=progress)
+        kwargs = dict(synthetic_options(data), progress=progress, create=create)
     elif root is None:
         raise ConfigError(f"data.root: dataset {data.dataset!r} needs its root folder (--root DIR)")
     elif not Path(root).is_dir():
