@@ -85,10 +85,11 @@ def to_markdown(df: pd.DataFrame, index: bool = False, floatfmt: str = ".2f") ->
 def write_table(results: Path, stem: str, title: str, description: str, df: pd.DataFrame, script: str,
                 floatfmt: str = ".3g") -> str:
     """``stem``.csv and ``stem``.md (title, description, where and when measured, the table) under ``results``;
-    returns the markdown."""
+    ``script`` is the writing script's ``__file__``, named from the repository root. Returns the markdown."""
     results.mkdir(exist_ok=True)
     df.to_csv(results / f"{stem}.csv", index=False)
-    text = (f"# {title}\n\n{description} Measured by `python benchmarks/{script}` on {device_name('cpu')}, "
+    script = Path(script).resolve().relative_to(Path(__file__).resolve().parents[1]).as_posix()
+    text = (f"# {title}\n\n{description} Measured by `python {script}` on {device_name('cpu')}, "
             f"{time.strftime('%Y-%m-%d')}.\n\n" + to_markdown(df, floatfmt=floatfmt) + "\n")
     (results / f"{stem}.md").write_text(text)
     return text
@@ -107,6 +108,11 @@ def parse_run(run_dir: Path) -> tuple[str, int]:
     if not (run_dir / "last.pt").is_file():
         raise SystemExit(f"{run_dir}: no last.pt (the run did not finish)")
     return m["variant"], int(m["seed"])
+
+
+def parse_no_options(doc: str, argv=None) -> None:
+    """The command line of a script that takes no options: ``--help`` prints ``doc``, anything else is an error."""
+    argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
 
 
 def run_folder_parser(doc: str, out: str) -> argparse.ArgumentParser:

@@ -118,7 +118,7 @@ def main(argv=None) -> None:
         "Median seconds per training step (data loading excluded) with `torch.set_flush_denormal` on and "
         "off (each in a fresh process, one after the other); `denormal_grad_share`: denormal entries among the "
         "backbone's non-zero weight gradients after an unflushed step (where it is 0, the denormals are in "
-        "intermediate values: activation gradients).", pd.DataFrame(rows), "train_cpu.py"))
+        "intermediate values: activation gradients).", pd.DataFrame(rows), __file__))
 
 
 if __name__ == "__main__":

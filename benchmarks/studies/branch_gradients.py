@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `benchmarks` is a package
 from benchmarks.studies.study_variants import TIERS, VARIANTS  # noqa: E402
-from benchmarks.common import write_table  # noqa: E402
+from benchmarks.common import parse_no_options, write_table  # noqa: E402
 
 from stgcn_pyg.data import build_train_loader  # noqa: E402
 from stgcn_pyg.models import STGCN, STGCNLoss, STGCNOutput  # noqa: E402
@@ -68,6 +68,7 @@ def branch_gradient_norms(overrides: list[str], seed: int = 0) -> list[dict]:
 
 
 def main() -> None:
+    parse_no_options(__doc__)
     torch.set_flush_denormal(True)
     rows = []
     for name, overrides in SETTINGS.items():
@@ -79,7 +80,7 @@ def main() -> None:
     print(write_table(
         RESULTS, "branch_gradients", "Each branch's pull on the backbone at the start of training",
         "Backbone gradient norm from each branch's own triplet + cross-entropy loss on seed 0's first batch, "
-        "the model as it starts training.", pd.DataFrame(rows), "branch_gradients.py"))
+        "the model as it starts training.", pd.DataFrame(rows), __file__))
 
 
 if __name__ == "__main__":

@@ -252,7 +252,7 @@ def main(argv=None) -> None:
         "a_ii, `neg` the share of the neighbour weight on negative scores, `eff` the effective neighbours as a "
         "fraction of the degree (1 = uniform, as GCNConv). Per-seed rows: "
         f"`{stem}_runs.csv`; plot `{stem}.png`.",
-        summarise(runs), "dropin.py", floatfmt=".2f"))
+        summarise(runs), __file__, floatfmt=".2f"))
 
 
 if __name__ == "__main__":

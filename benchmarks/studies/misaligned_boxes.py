@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `benchmarks` is a package
-from benchmarks.common import to_markdown  # noqa: E402
+from benchmarks.common import parse_no_options, to_markdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -90,6 +90,7 @@ def examples(path: Path, frames: int = 8, tracklets: int = 3) -> None:
 
 
 def main() -> None:
+    parse_no_options(__doc__)
     table = box_table()
     table.to_csv(RESULTS / "test_misalignment_boxes.csv", index=False)
     (RESULTS / "test_misalignment_boxes.md").write_text(

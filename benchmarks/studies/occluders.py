@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `benchmarks` is a package
-from benchmarks.common import to_markdown  # noqa: E402
+from benchmarks.common import parse_no_options, to_markdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -95,6 +95,7 @@ def examples(path: Path, tracklets: int = 3, frames: int = 8) -> None:
 
 
 def main() -> None:
+    parse_no_options(__doc__)
     table = coverage()
     table.to_csv(RESULTS / "test_occlusion_coverage.csv", index=False)
     (RESULTS / "test_occlusion_coverage.md").write_text(
