@@ -5,6 +5,9 @@ dict), ``model`` (state dict), ``optimizer``, ``scheduler``, ``epoch`` (epochs
 completed), ``step``, ``best`` (best mAP so far), ``metrics`` and ``rng``
 (CPU/CUDA/numpy/python generator states as tensors and ints), so that
 ``torch.load(path, weights_only=True)`` reads it without unpickling code.
+A run's ``best.pt`` is its ``last.pt`` (a hard link) while the last epoch is
+the best, and a file of its own with only :data:`EVALUATION_KEYS` (no
+optimiser state: a third of the size with Adam) once a later epoch is worse.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from .config import Config, config_from_dict
 from .errors import CheckpointError, ConfigError, OutputError, state_mismatch
 
-__all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "load_checkpoint", "checkpoint_config", "get_rng_state",
+__all__ = ["FORMAT", "EVALUATION_KEYS", "evaluation_payload", "link_checkpoint", "same_file", "save_checkpoint", "read_checkpoint", "load_checkpoint", "checkpoint_config", "get_rng_state",
            "set_rng_state", "model_config_diff", "load_state_into", "unreadable_reason", "upgrade_config"]
 
 FORMAT = "stgcn-pyg/checkpoint-1"
@@ -96,6 +99,40 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
         with contextlib.suppress(OSError):  # a folder that became read-only keeps it; the next save removes it
             tmp.unlink(missing_ok=True)
     return path
+
+
+# What evaluation (and export, extract, search) reads: best.pt, once it is a file of its own, holds only these.
+EVALUATION_KEYS = ("config", "model", "epoch", "step", "best", "best_epoch", "metrics")
+
+
+def evaluation_payload(ckpt: dict) -> dict:
+    """``ckpt`` without what only resuming needs (optimiser and schedule state, random generators): the weights
+    and the run's config, a third of a checkpoint trained with Adam."""
+    return {k: ckpt[k] for k in EVALUATION_KEYS if k in ckpt}
+
+
+def link_checkpoint(source: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Make ``path`` the same file as ``source`` (a hard link, replacing ``path`` atomically): no bytes written.
+    False where the file system has no hard links (``path`` is then left as it was)."""
+    source, path = Path(source), Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when both paths exist and are one file (hard links of each other)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _write_failure(exc: BaseException) -> str:

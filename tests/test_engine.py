@@ -191,6 +191,23 @@ def test_the_cache_keeps_the_most_recently_used_exports(tmp_path):
     assert left == sorted([".run0-0123.tmp-42.onnx", "run0-0123.onnx", *newest])
 
 
+def test_the_cache_keeps_within_its_size_bound(tmp_path, monkeypatch):
+    import os
+
+    for i, size in enumerate([600_000, 300_000, 300_000, 300_000]):  # run3 the newest
+        (tmp_path / f"run{i}-0123.onnx").write_bytes(b"x" * size)
+        os.utime(tmp_path / f"run{i}-0123.onnx", (i, i))
+    monkeypatch.setenv(engine.CACHE_MB_ENV, str(1_000_000 / 2**20))  # 1 MB: the one in use and two more
+    engine._prune(tmp_path, keep=tmp_path / "run0-0123.onnx")  # in use, the oldest: it stays whatever its size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run0-0123.onnx", "run3-0123.onnx"]
+    monkeypatch.setenv(engine.CACHE_MB_ENV, "0")  # only the one in use
+    engine._prune(tmp_path, keep=tmp_path / "run3-0123.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run3-0123.onnx"]
+    monkeypatch.setenv(engine.CACHE_MB_ENV, "lots")
+    with pytest.raises(ConfigError, match=r"\$STGCN_PYG_ONNX_CACHE_MB: .* a number >= 0, got 'lots'"):
+        engine.cache_bound()
+
+
 # ---------------------------------------------------------------------- the commands
 def cli(capsys, argv):
     code = main(argv)

@@ -284,3 +284,48 @@ def test_frozen_backbone_epochs_train_only_the_heads_first(tiny_config, tmp_path
     assert any(not torch.equal(second[k], first[k]) for k in backbone if k.endswith("conv1.weight"))
     with pytest.raises(ConfigError, match="optim.backbone_lr_scale"):
         tiny_config(tmp_path / "bad", "optim.backbone_lr_scale=0")
+
+
+def test_best_pt_is_last_pt_while_the_last_epoch_is_best_and_the_weights_alone_after(tiny_config, tmp_path,
+                                                                                      monkeypatch):
+    """Issue 39: best.pt and last.pt were two full copies (optimiser state included), 153 MB each on the default
+    run. mAP by epoch here: 50, 40 (worse: best.pt becomes epoch 1's weights alone), 60 (best again)."""
+    from stgcn_pyg.checkpoint import EVALUATION_KEYS, same_file
+
+    maps, seen = iter([50.0, 40.0, 60.0]), []
+    real_evaluate, real_end_epoch = Trainer.evaluate, Trainer._end_epoch
+
+    def evaluate(self):
+        return {**real_evaluate(self), "mAP": next(maps)}
+
+    def end_epoch(self, epoch, row):
+        real_end_epoch(self, epoch, row)
+        last, best = self.output / "last.pt", self.output / "best.pt"
+        seen.append((same_file(last, best), torch.load(best, weights_only=True), last.stat().st_size,
+                     best.stat().st_size))
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    monkeypatch.setattr(Trainer, "_end_epoch", end_epoch)
+    out = tmp_path / "run"
+    train(tiny_config(out, "train.epochs=3", "train.eval_every=1"))
+    (linked1, best1, _, _), (linked2, best2, last2, size2), (linked3, best3, _, _) = seen
+    assert linked1 and best1["epoch"] == 1 and "optimizer" in best1
+    assert not linked2 and best2["epoch"] == 1 and best2["best"] == 50.0
+    assert set(best2) == {"format", *EVALUATION_KEYS} and size2 < last2 / 2  # no optimiser, schedule or rng
+    for k, v in best1["model"].items():
+        assert torch.equal(best2["model"][k], v), k
+    assert linked3 and best3["epoch"] == 3 and best3["best"] == 60.0
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_weights_only_best_pt_evaluates_but_does_not_resume(tiny_config, untrained_checkpoint, tmp_path, capsys):
+    from stgcn_pyg.checkpoint import evaluation_payload, read_checkpoint, save_checkpoint
+
+    full = read_checkpoint(untrained_checkpoint(tmp_path))
+    best = save_checkpoint(tmp_path / "best.pt", evaluation_payload({**full, "optimizer": {}, "rng": {}}))
+    model, _ = load_checkpoint(best)
+    assert main(["evaluate", "--checkpoint", str(best), "--engine", "torch", "--mode", "evenly", "--json"]) == 0
+    assert "mAP" in json.loads(capsys.readouterr().out)
+    assert main(["train", "--resume", str(best)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: {best}: holds the weights for evaluation only" in err and "resume from the run's last.pt" in err

@@ -13,7 +13,7 @@ import sys
 
 from ..errors import Interrupted, STGCNError
 
-_COMMAND_MODULES = ["train", "data", "evaluate", "export"]
+_COMMAND_MODULES = ["train", "data", "evaluate", "export", "cache"]
 
 
 def build_parser() -> argparse.ArgumentParser:

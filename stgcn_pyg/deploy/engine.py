@@ -40,8 +40,11 @@ __all__ = ["ENGINES", "PARITY_TOLERANCE", "EngineChoice", "OnnxRuntimeModel", "e
 ENGINES = ("auto", "torch", "onnxruntime")
 # The bar of "the same numbers": evaluate's table must stay train's (which runs torch).
 PARITY_TOLERANCE = 1e-4
-# Cached exports kept (the most recently used): every epoch's last.pt is a new checkpoint, 50-200 MB each.
-CACHE_KEEP = 8
+# Cached exports kept (the most recently used): every epoch's last.pt is a new checkpoint, 50-200 MB each. At most
+# CACHE_KEEP files and cache_bound() bytes in all ($STGCN_PYG_ONNX_CACHE_MB, default 256), the one in use always kept.
+CACHE_KEEP = 4
+CACHE_MB_ENV = "STGCN_PYG_ONNX_CACHE_MB"
+CACHE_MB_DEFAULT = 256
 # Exporting needs the first two, running the third.
 ENGINE_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 
@@ -108,20 +111,43 @@ def cached_onnx(model, config, checkpoint: str | os.PathLike, seq_len: int, imag
     return load_exported(path, "onnx")
 
 
+def cache_bound() -> int:
+    """The ONNX cache's size bound in bytes: ``$STGCN_PYG_ONNX_CACHE_MB`` (default 256) MiB.
+
+    Raises:
+        ConfigError: a value that is not a number >= 0.
+    """
+    raw = os.environ.get(CACHE_MB_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else CACHE_MB_DEFAULT
+    except ValueError:
+        mb = -1.0
+    if not mb >= 0:
+        raise ConfigError(f"${CACHE_MB_ENV}: the ONNX cache's size bound in MiB is a number >= 0, got {raw!r}")
+    return int(mb * 2**20)
+
+
 def _prune(folder: Path, keep: Path) -> None:
-    """Remove all but the CACHE_KEEP most recently used exports (``keep`` among them)."""
-    def used(f: Path) -> float:
+    """Remove the least recently used exports until at most CACHE_KEEP remain within :func:`cache_bound` bytes
+    (``keep``, the one just written, always stays)."""
+    def stat(f: Path):
         try:
-            return f.stat().st_mtime
+            st = f.stat()
+            return st.st_mtime, st.st_size
         except OSError:  # removed meanwhile by another process
-            return 0.0
+            return 0.0, 0
 
     # not the hidden temporaries of an export in progress (export_model's .NAME.tmp-PID.onnx)
-    files = sorted((f for f in folder.glob("*.onnx") if not f.name.startswith(".") and f != keep), key=used,
-                   reverse=True)
-    for old in files[CACHE_KEEP - 1:]:
-        with contextlib.suppress(OSError):
-            old.unlink(missing_ok=True)
+    files = sorted(((stat(f), f) for f in folder.glob("*.onnx") if not f.name.startswith(".") and f != keep),
+                   key=lambda item: item[0][0], reverse=True)
+    total, bound, kept, full = stat(keep)[1], cache_bound(), 1, False
+    for (_, size), old in files:
+        full = full or kept >= CACHE_KEEP or total + size > bound  # from here on, every older one goes
+        if full:
+            with contextlib.suppress(OSError):
+                old.unlink(missing_ok=True)
+        else:
+            kept, total = kept + 1, total + size
 
 
 class EngineChoice(NamedTuple):

@@ -187,6 +187,9 @@ def build_run(cfg: Config, *, resume: str | os.PathLike | None = None, ctx: Dist
     ckpt = None
     if resume is not None:
         ckpt = read_checkpoint(resume)
+        if "optimizer" not in ckpt or "rng" not in ckpt:
+            raise CheckpointError(f"{resume}: holds the weights for evaluation only (a best.pt of an earlier epoch "
+                                  "than the last, or a checkpoint written by hand); resume from the run's last.pt")
         _check_resumable(ckpt, cfg, resume)
     t = cfg.train
     asked = output = Path(t.output).expanduser()

@@ -3,7 +3,8 @@
 :func:`train` builds the run (:func:`~stgcn_pyg.training.run.build_run`:
 data, P x K loader, model, optimiser, step schedule) and trains it epoch by
 epoch, evaluating as ``train.eval_every`` says. Every epoch ends with the
-checkpoint ``last.pt`` (and ``best.pt`` at the best mAP), each written
+checkpoint ``last.pt`` (and ``best.pt`` at the best mAP: the same file while
+the last epoch is the best, the weights alone once a later one is worse), each written
 atomically, and a row in the run's log (:class:`~stgcn_pyg.training.run_log.RunLog`).
 ``resume`` continues a run exactly: model, optimiser, schedule and random
 generators come back as they were at the end of the last completed epoch,
@@ -19,7 +20,7 @@ import time
 
 import torch
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import evaluation_payload, link_checkpoint, same_file, save_checkpoint
 from ..config import Config
 from ..distributed import DistContext, init_distributed
 from ..errors import Interrupted, OutputError
@@ -216,14 +217,18 @@ class Trainer:
         # epoch), never a checkpoint whose row is missing for good.
         self.log.epoch(row)
         payload = run.checkpoint(epoch + 1, row)
+        last, best = self.output / "last.pt", self.output / "best.pt"
         # The folder may become read-only or the disk fill up: one line on what is left and how to go on.
         try:
-            save_checkpoint(self.output / "last.pt", payload)
+            if not improved and same_file(best, last):
+                # best.pt is last.pt's file, which this epoch replaces: best.pt keeps what evaluation needs
+                save_checkpoint(best, evaluation_payload(torch.load(last, map_location="cpu", weights_only=True)))
+            save_checkpoint(last, payload)
         except OutputError as exc:
             raise OutputError(f"{exc}; {self._resume_hint(epoch)}") from None
-        if improved:
+        if improved and not link_checkpoint(last, best):  # the same epoch: the same file, no bytes written
             try:
-                save_checkpoint(self.output / "best.pt", payload)
+                save_checkpoint(best, evaluation_payload(payload))
             except OutputError as exc:
                 raise OutputError(f"{exc}; {self._resume_hint(epoch + 1)}") from None
 
