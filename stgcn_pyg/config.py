@@ -302,6 +302,8 @@ class Config:
         _non_negative("model.temporal_width", m.temporal_width)
         _non_negative("model.spatial_width", m.spatial_width)
         _non_negative("model.seq_len", m.seq_len)
+        _positive("data.seq_len", d.seq_len)  # before the comparisons below, which would name eval.seq_len
+        _positive("eval.seq_len", e.seq_len)
         if m.seq_len and m.seq_len != d.seq_len:
             raise ConfigError(f"model.seq_len: the model is built for clips of {m.seq_len} frames, data.seq_len "
                               f"asks for {d.seq_len}")
@@ -317,6 +319,9 @@ class Config:
         if len(d.image_size) != 2 or any(s < 16 for s in d.image_size):
             raise ConfigError(f"data.image_size: expected [height, width], each >= 16, got {d.image_size}")
         _positive("data.num_ids", d.num_ids)
+        if d.num_ids < 2 and lo.triplet_weight > 0:
+            raise ConfigError(f"data.num_ids: the triplet loss needs at least 2 identities per batch (negatives), "
+                              f"got {d.num_ids}; or set loss.triplet_weight=0")
         _positive("data.num_instances", d.num_instances)
         _non_negative("data.num_workers", d.num_workers)
         _choice("data.decode", d.decode, DECODE_MODES)

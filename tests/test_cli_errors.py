@@ -151,3 +151,14 @@ def test_a_failed_checkpoint_write_in_the_first_epoch_says_nothing_was_saved(tin
                                  f"full); nothing was saved; make {out} writable (or free space) and start the run "
                                  "again")
     assert not (out / "last.pt").exists() and not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("override, said", [
+    ("data.seq_len=0", "data.seq_len: must be a positive integer, got 0"),
+    ("data.num_ids=1", "data.num_ids: the triplet loss needs at least 2 identities per batch"),
+])
+def test_config_values_are_named_as_themselves(override, said):
+    from stgcn_pyg.config import load_config
+
+    with pytest.raises(ConfigError, match=f"^--set: {said}"):
+        load_config("synthetic", [override])
