@@ -52,11 +52,7 @@ def box_table(draws: int = 100_000) -> pd.DataFrame:
 
 
 def examples(path: Path, frames: int = 8, tracklets: int = 3) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from benchmarks.studies.occluders import frame_grid
     from stgcn_pyg.data import TestMisalignment, load_dataset
     from stgcn_pyg.data.loader import load_tracklet_frames
     from stgcn_pyg.data.sampling import evenly
@@ -73,20 +69,7 @@ def examples(path: Path, frames: int = 8, tracklets: int = 3) -> None:
             affected = set(mis.affected(r, len(paths)))
             rows.append((f"row {r}, share {share:g}\n({len(paths)} frames, {len(affected)} misaligned)",
                          mis.apply(imgs, idx, r, len(paths)), [int(i) in affected for i in idx]))
-    fig, axes = plt.subplots(len(rows), frames, figsize=(frames * 0.9, len(rows) * 1.75), squeeze=False)
-    for ax_row, (label, imgs, flags) in zip(axes, rows):
-        for ax, img, flag in zip(ax_row, imgs, flags):
-            ax.imshow(img.permute(1, 2, 0).numpy())
-            ax.set_xticks([]), ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_color("red" if flag else "lightgrey")
-                side.set_linewidth(2 if flag else 1)
-        ax_row[0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
-    fig.suptitle("stgcn-pyg evaluate --misalign: query frames as the model sees them (red: misaligned box)",
-                 fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    frame_grid(rows, path, "stgcn-pyg evaluate --misalign: query frames as the model sees them (red: misaligned box)")
 
 
 def main() -> None:

@@ -49,11 +49,6 @@ def coverage(sizes=((128, 64), (256, 128)), draws: int = 2000) -> pd.DataFrame:
 
 
 def examples(path: Path, tracklets: int = 3, frames: int = 8) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from stgcn_pyg.data import load_dataset
     from stgcn_pyg.data.loader import load_tracklet_frames
     from stgcn_pyg.data.occlusion import OCCLUDER_KINDS, TestOcclusion
@@ -78,6 +73,18 @@ def examples(path: Path, tracklets: int = 3, frames: int = 8) -> None:
         idx = evenly(len(paths), frames)
         imgs, _ = load_tracklet_frames(paths, idx)
         rows.append((f"{kind} (row {r}, share 1)", occ.apply(imgs, idx, r, len(paths)), [True] * len(idx)))
+    frame_grid(rows, path, "stgcn-pyg evaluate --occlude: query frames as the model sees them (red: occluded frame)")
+
+
+def frame_grid(rows: list, path: Path, title: str) -> None:
+    """A PNG of tracklets, one a row: ``rows`` of (label, uint8 frames [3, H, W], flags); a flagged frame (one
+    the perturbation changed) is framed in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = max(len(imgs) for _, imgs, _ in rows)
     fig, axes = plt.subplots(len(rows), frames, figsize=(frames * 0.9, len(rows) * 1.75), squeeze=False)
     for ax_row, (label, imgs, flags) in zip(axes, rows):
         for ax, img, flag in zip(ax_row, imgs, flags):
@@ -87,8 +94,7 @@ def examples(path: Path, tracklets: int = 3, frames: int = 8) -> None:
                 side.set_color("red" if flag else "lightgrey")
                 side.set_linewidth(2 if flag else 1)
         ax_row[0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
-    fig.suptitle("stgcn-pyg evaluate --occlude: query frames as the model sees them (red: occluded frame)",
-                 fontsize=8)
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
