@@ -16,8 +16,27 @@ from ..errors import Interrupted, STGCNError
 _COMMAND_MODULES = ["train", "data", "evaluate", "export", "cache"]
 
 
+class _SubcommandParsers(argparse._SubParsersAction):
+    """Subcommands that refuse arguments they do not know with their own usage (``stgcn-pyg extract: error:
+    ...``), where argparse hands the leftovers up to the top-level parser, whose usage names no option."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        extras = getattr(namespace, argparse._UNRECOGNIZED_ARGS_ATTR, None)
+        if extras:
+            self._name_parser_map[values[0]].error(f"unrecognized arguments: {' '.join(extras)}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """The command's parsers (add_parser makes its subcommands of the same class)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _SubcommandParsers)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stgcn-pyg",
         description="STGCN for video-based person re-identification (PyTorch Geometric).",
     )

@@ -9,7 +9,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("data", help="inspect a dataset on disk",
                               description="Inspect a video re-ID dataset on disk.")
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
-    info = sub.add_parser("info", help="ids, tracklets and frames per split (a table)")
+    info = sub.add_parser("info", help="ids, tracklets and frames per split (a table)",
+                          description="Count a dataset's identities, tracklets and frames per split (train, "
+                                      "query, gallery), with the frames per tracklet (min, median, max), the "
+                                      "junk and distractor tracklets and the cameras. Reads only; writes nothing.")
     info.add_argument("--dataset", default="synthetic",
                       help="mars, dukemtmc-videoreid, ilids-vid, prid2011, folder or synthetic (default)")
     info.add_argument("--root", default=None, help="dataset folder (synthetic: the cache when omitted)")
@@ -24,16 +27,19 @@ def register(subparsers) -> None:
                               description="Write the built-in synthetic pedestrian tracklets in the MARS "
                                           "and/or DukeMTMC-VideoReID layout (deterministic by seed).")
     s.add_argument("--out", required=True, help="output folder (gets mars/ and/or dukemtmc-videoreid/)")
-    s.add_argument("--layout", default="mars", choices=["mars", "duke", "both"])
+    s.add_argument("--layout", default="mars", choices=["mars", "duke", "both"],
+                   help="folder and file names of MARS (default), DukeMTMC-VideoReID, or both")
     s.add_argument("--duke-style", default="plain", choices=["plain", "underscore"],
                    help="Duke frame names 0001C6F0099X30823.jpg (plain) or 0001_C6_F0099_X30823.jpg")
     s.add_argument("--num-ids", type=int, default=100, help="identities seen by >= 2 cameras (default 100)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--num-cameras", type=int, default=6)
+    s.add_argument("--seed", type=int, default=0,
+                   help="random seed: the same seed writes the same frames (default 0)")
+    s.add_argument("--num-cameras", type=int, default=6, help="cameras, 2 to 9 (default 6)")
     s.add_argument("--height", type=int, default=128, help="image height in pixels (default 128)")
     s.add_argument("--width", type=int, default=64, help="image width in pixels (default 64)")
-    s.add_argument("--min-frames", type=int, default=8)
-    s.add_argument("--max-frames", type=int, default=24)
+    s.add_argument("--min-frames", type=int, default=8,
+                   help="fewest frames in a tracklet (default 8; lengths are drawn uniformly in [min, max])")
+    s.add_argument("--max-frames", type=int, default=24, help="most frames in a tracklet (default 24, at most 999)")
     s.add_argument("--occlusion-prob", type=float, default=0.35,
                    help="share of tracklets with an occluder (default 0.35: about a fifth of the frames)")
     s.add_argument("--misalignment", type=float, default=1.0,

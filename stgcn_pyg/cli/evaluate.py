@@ -155,7 +155,7 @@ def register(subparsers) -> None:
     se.add_argument("--cross-camera", action="store_true",
                     help="leave out the query identity's tracklets from the query's own camera, as evaluate's "
                          "protocols do (default: keep them, marked in a note and as same_camera in --json)")
-    se.add_argument("--topk", type=int, default=10)
+    se.add_argument("--topk", type=int, default=10, help="gallery tracklets to list, best first (default 10)")
     se.add_argument("--metric", default=None, help="distance: euclidean (default) or cosine")
     se.add_argument("--grid", default=None, metavar="PNG", help="write the ranked-results grid here")
     se.add_argument("--json", action="store_true", help="print the ranking as JSON")
