@@ -106,3 +106,30 @@ def test_cli_errors_before_any_work(checkpoint, tmp_path, capsys):
     assert err.count("error:") == 1 and "'tempral' is not a branch of this model" in err
     assert main(["evaluate", "--features", str(tmp_path / "f.pt"), "--branches", "temporal"]) == 2
     assert "not --features" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("command", ["evaluate", "extract", "search"])
+def test_a_bad_branch_is_refused_before_any_export_or_data(checkpoint, tmp_path, capsys, monkeypatch, command):
+    import stgcn_pyg.deploy.engine as engine
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the engine was set up (an ONNX export) before the branch names were checked")
+
+    monkeypatch.setattr(engine, "choose_engine", no_engine)
+    monkeypatch.setattr(engine, "cached_onnx", no_engine)
+    extra = {"evaluate": [], "extract": ["--out", str(tmp_path / "f.pt")], "search": ["--query-tracklet", "0"]}
+    assert main([command, "--checkpoint", str(checkpoint), "--engine", "onnxruntime", "--branches", "tempral",
+                 "--dataset", "mars", "--root", str(tmp_path / "nowhere"), *extra[command]]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("error:") == 1 and "'tempral' is not a branch of this model" in err
+    assert not (tmp_path / "f.pt").exists()
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", " , "])
+def test_branches_naming_nothing_is_one_error(tmp_path, capsys, value):
+    # before the checkpoint is read: the file need not exist
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--branches", value]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("error:") == 1 and "--branches: no branch named" in err
+    assert main(["evaluate", "--features", str(tmp_path / "f.pt"), "--branches", value]) == 2
+    assert "--branches: no branch named" in capsys.readouterr().err

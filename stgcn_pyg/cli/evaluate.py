@@ -181,6 +181,10 @@ def _check_choices(args) -> None:
         value = getattr(args, flag, None)
         if value is not None and value not in allowed:
             raise ConfigError(f"--{flag}: {value!r} is not one of {', '.join(allowed)}")
+    branches = getattr(args, "branches", None)
+    if branches is not None and not any(b.strip() for b in branches.split(",")):
+        raise ConfigError(f"--branches: no branch named in {branches!r}: name one or more of the model's branches, "
+                          "comma-separated (e.g. temporal), or leave out --branches for the whole descriptor")
     for name, least in _LEAST.items():
         value = getattr(args, name, None)
         if value is not None and value < least:
@@ -194,12 +198,13 @@ def load_model_from_args(args, console=None, describe: bool = True):
     one on the engine and setting the model runs in."""
     from ..deploy import describe_inference, load_for_inference
     from ..distributed import resolve_device
-    from ..evaluation import TestOptions, branch_columns
+    from ..evaluation import TestOptions
 
     device = resolve_device(args.device, option="--device")
     log = None if console is None else (lambda line: _print_lines(console, [line]))
+    branches = tuple(b.strip() for b in (args.branches or "").split(",") if b.strip())
     model, cfg = load_for_inference(args.checkpoint, device, args.precision, args.engine, seq_len=args.seq_len,
-                                    log=log)
+                                    branches=branches, log=log)  # a bad branch name fails before any export
     if console is not None and describe:
         _print_lines(console, [describe_inference(model, args.precision, args.engine)])
     options = TestOptions.from_config(
@@ -207,7 +212,6 @@ def load_model_from_args(args, console=None, describe: bool = True):
         branches=args.branches,
         mode=args.mode,  # the documented default (all), not the checkpoint's eval.mode: say which ran
         device=device, progress=not getattr(args, "json", False))
-    branch_columns(getattr(model, "feature_dims", None), options.branches)  # a bad name fails before the data
     return model, cfg, options
 
 

@@ -148,7 +148,7 @@ def prepare_for_inference(model, device, precision: str = "auto"):
 
 
 def load_for_inference(path, device, precision: str = "fp32", engine: str = "auto", *, seq_len: int | None = None,
-                       image_size=None, log=None):
+                       image_size=None, branches=(), log=None):
     """``(model, config)`` of a checkpoint or an exported file (:func:`~stgcn_pyg.deploy.load_model_file`),
     the model set up on ``device``: what ``extract``, ``search`` and ``evaluate`` run.
 
@@ -156,11 +156,15 @@ def load_for_inference(path, device, precision: str = "fp32", engine: str = "aut
     ("auto", "torch" or "onnxruntime"): onnxruntime (:class:`~stgcn_pyg.deploy.engine.OnnxRuntimeModel`, for
     clips of ``seq_len`` frames of ``image_size``, default the config's ``eval.seq_len`` and
     ``data.image_size``) or torch (:func:`prepare_for_inference` with ``precision``). ``log`` (default: stderr)
-    gets one line for each export into the cache and each fallback to torch.
+    gets one line for each export into the cache and each fallback to torch. ``branches`` (names of the model's
+    branches, as ``--branches`` gives them) are checked against the model before any engine is set up: a bad
+    name is refused before an export into the cache, which takes seconds.
     """
+    from ..evaluation.options import branch_columns
     from .engine import _stderr, choose_engine, use_onnxruntime
 
     model, config = load_model_file(path, map_location="cpu")
+    branch_columns(getattr(model, "feature_dims", None), tuple(branches or ()))
     if isinstance(model, ExportedEncoder):
         model.check_seq_len(seq_len)
         changed = model.shape_change()
