@@ -178,3 +178,34 @@ def test_an_exported_model_is_occluded_like_its_checkpoint(checkpoint, tmp_path,
     assert deployed["occlude"] == 0.5 and deployed["occlude_seed"] == 1
     for key in ("rank1", "mAP", "mINP"):
         assert deployed[key] == pytest.approx(eager[key], abs=1e-6), key
+
+
+def test_the_fields_count_the_frames_the_share_came_to():
+    import pandas as pd
+
+    from stgcn_pyg.evaluation import perturbation_text
+
+    query = pd.DataFrame({"frames": [["f"] * 10, ["f"] * 20]})  # 30 frames
+    gallery = pd.DataFrame({"frames": [["f"] * 40]})
+    tables = {"query": query, "gallery": gallery}
+    one = TestOptions(occlude=0.01).perturbation_fields(tables)
+    assert one["occlude_frames"] == [0, 30]  # 1 % of 10 and of 20 frames both round to none
+    assert TestOptions(occlude=0.25, occlude_gallery=True).perturbation_fields(tables)["occlude_frames"] == [
+        3 + 5 + 10, 70]  # 2.5 -> 3, 5, 10
+    assert TestOptions(misalign=0.5).perturbation_fields(tables)["misalign_frames"] == [15, 30]
+    assert "occlude_frames" not in TestOptions(occlude=0.01).perturbation_fields()  # no tables, no count
+    # the heading says what the share came to where that differs, and only there
+    assert perturbation_text(one) == ["query occluded: 1 % of each tracklet's frames (seed 0), rounded per "
+                                      "tracklet to 0 of 30 frames (0.0 %)"]
+    assert perturbation_text(TestOptions(misalign=0.5).perturbation_fields(tables)) == [
+        "query misaligned: 50 % of each tracklet's frames (seed 0)"]
+
+
+def test_a_share_that_rounds_to_no_frame_says_so(checkpoint, capsys):
+    got = evaluate_json(capsys, "--checkpoint", str(checkpoint), "--engine", "torch", "--occlude", "0.01")
+    assert got["occlude"] == 0.01 and got["occlude_frames"][0] == 0 and got["occlude_frames"][1] > 0
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--mode", "evenly", "--engine", "torch",
+                 "--occlude", "0.01"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert (f"query occluded: 1 % of each tracklet's frames (seed 0), rounded per tracklet to 0 of "
+            f"{got['occlude_frames'][1]:,} frames (0.0 %)") in out

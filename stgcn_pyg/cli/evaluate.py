@@ -302,7 +302,7 @@ def _extract(args: argparse.Namespace) -> int:
     path = write_descriptor_file(args.out, qf, gf, ds, options, precision=inference_precision(model),
                                  engine=inference_engine(model))
     how = ", ".join([f"dim {qf.shape[1]}", f"{ds.protocol} protocol",
-                     *perturbation_text(options.perturbation_fields())])
+                     *perturbation_text(options.perturbation_fields({"query": ds.query, "gallery": ds.gallery}))])
     console.print(f"wrote {len(qf)} query and {len(gf)} gallery descriptors ({how}) to {path}")
     return 0
 
@@ -330,6 +330,7 @@ def _search(args: argparse.Namespace) -> int:
     metric = args.metric or cfg.eval.metric
     found = search_gallery(model, query, gallery, options, metric=metric, topk=args.topk,
                            query_pid=args.query_pid, gallery_source=gsource, cross_camera=args.cross_camera)
+    perturbed = options.perturbation_fields({"query": query, "gallery": gallery})  # and the frames it came to
     if args.grid:
         from ..viz import plot_search_results
 
@@ -338,12 +339,12 @@ def _search(args: argparse.Namespace) -> int:
         json.dump({"query": found.query, "query_source": qsource, "query_pid": found.query_pid,
                    "gallery_source": gsource, "metric": metric, "mode": options.mode,
                    "precision": inference_precision(model), "engine": inference_engine(model),
-                   **options.perturbation_fields(), "excluded": found.excluded, "notes": found.notes,
+                   **perturbed, "excluded": found.excluded, "notes": found.notes,
                    "results": found.rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     who = "" if found.query_pid is None else f", pid {found.query_pid}"
-    how = ", ".join([metric, f"mode {options.mode}", *perturbation_text(options.perturbation_fields())])
+    how = ", ".join([metric, f"mode {options.mode}", *perturbation_text(perturbed)])
     print_search_results(found, console=console,
                          title=f"top {len(found.rows)} of {found.num_gallery} tracklets of {gsource} for query "
                                f"{found.query}{who} ({how})")

@@ -26,7 +26,8 @@ DESCRIPTOR_KEYS = ("query_features", "gallery_features", "query_pids", "query_ca
 """What every descriptor file holds; it also names its ``dataset``, ``root``, ``protocol`` and how the
 descriptors were made (``mode``, ``seq_len``, ``flip``, and ``precision`` and ``engine`` in files written since
 they were added; ``branches`` when the descriptors are some branches' slices of f_all; the test-time
-perturbations ``occlude``, ``misalign`` with their ``*_gallery`` and ``*_seed`` when in force, as
+perturbations ``occlude``, ``misalign`` with their ``*_gallery`` and ``*_seed`` when in force, and in files
+written since it was added ``*_frames`` (the frames perturbed, of all), as
 :meth:`~stgcn_pyg.evaluation.TestOptions.perturbation_fields` names them)."""
 
 
@@ -59,7 +60,7 @@ def write_descriptor_file(path: str | os.PathLike, qf: torch.Tensor, gf: torch.T
         blob["engine"] = str(engine)
     if options.branches:
         blob["branches"] = list(options.branches)
-    blob.update(options.perturbation_fields())
+    blob.update(options.perturbation_fields({"query": dataset.query, "gallery": dataset.gallery}))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # hidden, and one per writer
     try:
         torch.save(blob, tmp)
@@ -127,5 +128,6 @@ def evaluate_descriptor_file(path: str | os.PathLike, *, protocol: str | None = 
             results[key] = blob[key]
     for name in ("occlude", "misalign"):  # the descriptors' perturbations, for the heading and --json
         if blob.get(name):
-            results.update({k: blob[k] for k in (name, f"{name}_gallery", f"{name}_seed") if k in blob})
+            results.update({k: blob[k] for k in (name, f"{name}_gallery", f"{name}_seed", f"{name}_frames")
+                            if k in blob})
     return results, distmat, descriptor_file_dataset(blob, protocol) if with_dataset else None

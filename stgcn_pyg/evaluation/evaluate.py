@@ -136,7 +136,8 @@ def evaluate_dataset_descriptors(qf, gf, dataset, options: TestOptions, *, metri
     results = scored[0] if return_distances else scored
     results.update(mode=options.mode, seq_len=options.seq_len, flip=bool(options.flip),
                    dataset=getattr(dataset, "name", None))
-    results.update(options.perturbation_fields())  # occlude*, misalign* when in force
+    # occlude*, misalign* when in force, with the frames they came to (occlude_frames: [perturbed, total])
+    results.update(options.perturbation_fields({"query": q, "gallery": g}))
     if options.branches:
         results["branches"] = list(options.branches)
     return scored
@@ -201,8 +202,17 @@ def perturbation_text(fields: dict) -> list[str]:
     for name, done in (("misalign", "misaligned"), ("occlude", "occluded")):
         if fields.get(name):
             who = "query and gallery" if fields.get(f"{name}_gallery") else "query"
-            texts.append(f"{who} {done}: {100 * fields[name]:g} % of each tracklet's frames "
-                         f"(seed {fields.get(f'{name}_seed', 0)})")
+            text = (f"{who} {done}: {100 * fields[name]:g} % of each tracklet's frames "
+                    f"(seed {fields.get(f'{name}_seed', 0)})")
+            counted = fields.get(f"{name}_frames")  # [perturbed, total], where the tables were at hand
+            if counted and counted[1]:
+                # The share is rounded per tracklet: say what it came to where that is not what it says
+                # (1 % of tracklets under 50 frames is no frame at all).
+                actual = counted[0] / counted[1]
+                if counted[0] == 0 or abs(actual - fields[name]) >= 0.005:
+                    text += (f", rounded per tracklet to {counted[0]:,} of {counted[1]:,} frames "
+                             f"({100 * actual:.1f} %)")
+            texts.append(text)
     return texts
 
 

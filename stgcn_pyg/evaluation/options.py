@@ -143,16 +143,30 @@ class TestOptions:
 
         return self._perturbation(TestMisalignment, "misalign", split)
 
-    def perturbation_fields(self) -> dict:
+    def perturbation_fields(self, tables: dict | None = None) -> dict:
         """The test-time perturbations in force, as results, descriptor files and ``search --json`` record them:
         ``occlude``, ``occlude_gallery``, ``occlude_seed`` when ``occlude`` > 0, the same three of
-        ``misalign``; {} for none."""
+        ``misalign``; {} for none.
+
+        With ``tables`` (split name -> tracklet table: the "query" and "gallery" tables perturbed), also
+        ``occlude_frames`` (and ``misalign_frames``): ``[perturbed, total]``, the frames perturbed of those
+        tables' frames. The share is rounded per tracklet (:func:`~stgcn_pyg.data.perturbation.perturbed_count`),
+        so a small share of short tracklets perturbs fewer frames than it says, or none (1 % of tracklets
+        under 50 frames)."""
+        from ..data.perturbation import perturbed_count
+
         fields = {}
         for name in ("occlude", "misalign"):
-            if getattr(self, name):
-                fields.update({name: float(getattr(self, name)),
-                               f"{name}_gallery": bool(getattr(self, f"{name}_gallery")),
-                               f"{name}_seed": int(getattr(self, f"{name}_seed"))})
+            share = getattr(self, name)
+            if not share:
+                continue
+            gallery = bool(getattr(self, f"{name}_gallery"))
+            fields.update({name: float(share), f"{name}_gallery": gallery,
+                           f"{name}_seed": int(getattr(self, f"{name}_seed"))})
+            if tables is not None:
+                lengths = [len(frames) for split in (("query", "gallery") if gallery else ("query",))
+                           if tables.get(split) is not None for frames in tables[split]["frames"]]
+                fields[f"{name}_frames"] = [sum(perturbed_count(share, n) for n in lengths), sum(lengths)]
         return fields
 
     @classmethod
