@@ -196,6 +196,15 @@ def test_evaluate_model_end_to_end_with_fakes(fake_loader, protocol):
     assert model.calls == -(-10 // 3) + -(-16 // 3)
 
 
+def test_the_progress_says_its_frame_count_is_of_padded_clips(fake_loader, capsys):
+    # 37 frames on disk (what `data info` counts) make 10 clips of 4: 40 frames encoded, and the line says why
+    assert int(FakeDataset().query["num_frames"].sum()) == 37
+    evaluate_model(FakeModel(), FakeDataset(), seq_len=4, image_size=(4, 2), batch_size=1, progress=True)
+    lines = capsys.readouterr().out.splitlines()  # captured: not a terminal, so plain lines
+    assert any(line.startswith("query descriptors: 3 tracklets, 40 clip frames (clips of 4, each tracklet's last "
+                               "one padded with its own frames) in ") for line in lines), lines
+
+
 def test_evaluate_descriptors_matches_evaluate_rank_and_rerank_option():
     rng = np.random.default_rng(0)
     qf, gf = torch.randn(6, 5), torch.randn(30, 5)

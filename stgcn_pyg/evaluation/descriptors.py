@@ -28,11 +28,13 @@ class _Progress:
     the start, since a bar there only leaves blank lines. Both end a long one with a line of frames, time and
     frames/s. On stdout, with the command's output."""
 
-    def __init__(self, total: int | None, num_tracklets: int, description: str, console=None):
+    def __init__(self, total: int | None, num_tracklets: int, description: str, console=None,
+                 frames_note: str | None = None):
         from rich.console import Console
 
         self.console = console or Console(soft_wrap=True)
         self.total, self.num_tracklets, self.description = total, num_tracklets, description
+        self.frames_note = frames_note
         self.frames, self.bar, self.task = 0, None, None
         self.lines = not self.console.is_terminal and (total is None or total >= PLAIN_LINES_FROM_BATCHES)
 
@@ -62,7 +64,9 @@ class _Progress:
         if done and (self.lines or (self.bar is not None and (self.total is None
                                                               or self.total >= PLAIN_LINES_FROM_BATCHES))):
             seconds = time.perf_counter() - self.started
-            self._line(f"{self.description}: {_tracklets(self.num_tracklets)}, {self.frames:,} frames in "
+            # the frames encoded, padding included: more than a dataset's count (data info) where clips are padded
+            what = f"clip frames ({self.frames_note})" if self.frames_note else "frames"
+            self._line(f"{self.description}: {_tracklets(self.num_tracklets)}, {self.frames:,} {what} in "
                        f"{seconds:.1f} s ({self.frames / max(seconds, 1e-9):,.0f} frames/s)")
 
     def _line(self, text: str) -> None:
@@ -83,6 +87,7 @@ def extract_descriptors(
     *,
     progress: bool = True,
     description: str = "descriptors",
+    frames_note: str | None = None,
 ) -> torch.Tensor:
     """Average the clip descriptors of each tracklet: ``[num_tracklets, D]`` on the CPU.
 
@@ -97,6 +102,10 @@ def extract_descriptors(
             descriptors (the flip test).
         progress: show a rich progress bar with frames/s (over ``len(loader)`` when known) on a terminal,
             else a plain line at the start and one at the end.
+        description: what the progress names the extraction ("query descriptors").
+        frames_note: how the frames counted at the end make the clips (e.g. "clips of 8, each tracklet's last
+            one padded"): the count is the frames encoded, so padding and repeats count, and it can exceed the
+            dataset's own count of frames.
 
     Raises:
         EvaluationError: an index out of range, a descriptor of the wrong
@@ -109,7 +118,7 @@ def extract_descriptors(
         total = len(loader)  # type: ignore[arg-type]
     except TypeError:
         total = None
-    bar = _Progress(total, num_tracklets, description) if progress else None
+    bar = _Progress(total, num_tracklets, description, frames_note=frames_note) if progress else None
     if bar is not None:
         bar.start()
     done = False

@@ -45,7 +45,8 @@ def extract_split(model, df, options: TestOptions | None = None, *, description:
     columns = branch_columns(getattr(model, "feature_dims", None), options.branches)  # checked before the work
     loader = build_test_loader(df, **options.loader_settings(split))
     descriptors = extract_descriptors(model.encode, loader, len(df), options.device, flip=options.flip,
-                                      progress=options.progress, description=description)
+                                      progress=options.progress, description=description,
+                                      frames_note=_clip_frames_note(options.mode, options.seq_len))
     return descriptors if columns is None else descriptors[:, columns]
 
 
@@ -181,6 +182,14 @@ def evaluate_model(
     if return_features:
         (scored[0] if return_distances else scored).update(qf=qf, gf=gf)
     return scored
+
+
+def _clip_frames_note(mode: str, seq_len: int) -> str | None:
+    """How a test mode's clips count a tracklet's frames, for the progress's count of the frames encoded: padded
+    or repeated frames count, so it can exceed `stgcn-pyg data info`'s count of the dataset's frames."""
+    return {"all": f"clips of {seq_len}, each tracklet's last one padded with its own frames",
+            "evenly": f"one clip of {seq_len} evenly spaced frames per tracklet, repeated in a shorter one",
+            "strided": f"clips of {seq_len} spread over each tracklet, padded with repeated frames"}.get(mode)
 
 
 def _mode_text(mode: str, seq_len: int | None) -> str:
