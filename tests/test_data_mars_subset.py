@@ -186,3 +186,22 @@ def _train_then_evaluate(run, capsys, tiny_overrides):
         cmc = np.asarray(res["cmc"])
         assert len(cmc) == 50 and np.all(np.diff(cmc) >= 0) and 0 <= cmc[0] and cmc[-1] <= 1
         assert cmc[0] * 100 == pytest.approx(ranks[0])
+
+
+def test_no_frame_of_the_subset_is_in_the_repository():
+    """MARS is for research use only: no tracked file has the bytes of a subset file, and no JPEG is tracked."""
+    import hashlib
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    subset = {hashlib.sha1(p.read_bytes()).hexdigest() for p in SUBSET.rglob("*") if p.is_file()}
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, check=True).stdout
+    copied, jpegs = [], []
+    for name in filter(None, tracked.decode().split("\0")):
+        path = repo / name
+        if name.lower().endswith((".jpg", ".jpeg")):
+            jpegs.append(name)
+        if path.is_file() and hashlib.sha1(path.read_bytes()).hexdigest() in subset:
+            copied.append(name)
+    assert not copied, f"files of the MARS subset are in the repository: {copied}"
+    assert not jpegs, f"JPEG files are tracked (the project draws its pictures as PNG): {jpegs}"
