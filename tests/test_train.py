@@ -329,3 +329,31 @@ def test_a_weights_only_best_pt_evaluates_but_does_not_resume(tiny_config, untra
     assert main(["train", "--resume", str(best)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"error: {best}: holds the weights for evaluation only" in err and "resume from the run's last.pt" in err
+
+
+def test_on_a_terminal_the_bars_stop_for_the_evaluation_and_each_epoch_leaves_its_line(tiny_config, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=100, record=True)
+    trainer = Trainer(tiny_config(tmp_path / "run", "train.epochs=3", "train.eval_every=1", "train.progress=true"),
+                      console=console)
+    assert trainer.shows_progress_bars
+    live_during_evaluation = []
+    evaluate = trainer.evaluate
+
+    def watched():
+        # the training bars' live display, stopped while the evaluation draws its own
+        live_during_evaluation.append(bool(getattr(console, "_live_stack", None) or getattr(console, "_live", None)))
+        return evaluate()
+
+    trainer.evaluate = watched
+    trainer.fit()
+    assert live_during_evaluation == [False, False, False]
+    import re
+
+    # the loss on a line of its own (epoch_line), one per epoch, on a terminal as in a log (the record holds the
+    # bars' renders too, without the cursor moves that clear them)
+    epochs = re.findall(r"epoch (\d)/3  loss \d+\.\d{3}  lr \S+  \d+ img/s", console.export_text())
+    assert epochs == ["1", "2", "3"]

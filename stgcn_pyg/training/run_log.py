@@ -102,7 +102,8 @@ def duration(seconds: float) -> str:
 
 
 def epoch_line(row: dict, epochs: int, eta_seconds: float) -> str:
-    """One console line per epoch, for logs and CI where progress bars do not show."""
+    """One console line per epoch: in logs and CI, where progress bars do not show, and above the bars on a
+    terminal (they are transient)."""
     line = (f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.3f}  lr {row['lr']:.2e}  "
             f"{row['images_per_s']:.0f} img/s  {duration(row['seconds'])}")
     if "mAP" in row:

@@ -110,10 +110,13 @@ class Trainer:
             if run.start_epoch >= t.epochs:
                 self.log.info(f"nothing to train: {run.start_epoch} epochs done, train.epochs = {t.epochs} "
                               f"(raise it with --epochs)", echo=True)
+            # Transient: the bars go when they stop, and each epoch leaves its line (epoch_line) above them. They
+            # stop while the evaluation shows its own: two live displays on one terminal overwrite each other's
+            # lines ("loss 24.228gallery descriptors") and leave stale ones ("epochs 2/3" above "epochs 3/3").
             progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
-                disable=not self.shows_progress_bars, transient=False,
+                disable=not self.shows_progress_bars, transient=True,
             )
             fit_start = time.perf_counter()
             with progress:
@@ -123,7 +126,11 @@ class Trainer:
                     run.scheduler.step()
                     due = t.eval_every and (epoch + 1) % t.eval_every == 0
                     if due or epoch + 1 == t.epochs:
-                        results = self.evaluate()
+                        progress.stop()  # the evaluation's bars are a live display of their own
+                        try:
+                            results = self.evaluate()
+                        finally:
+                            progress.start()
                         if results is not None:
                             row.update({k: round(results[k], 4) for k in SCORE_KEYS})
                             self.last_results = results
@@ -132,7 +139,7 @@ class Trainer:
                     self._end_epoch(epoch, row)
                     progress.update(epochs_task, advance=1,
                                     info=f"loss {row['loss']:.3f}" + (f"  mAP {row['mAP']:.1f}" if "mAP" in row else ""))
-                    if self.ctx.is_main and not self.shows_progress_bars:
+                    if self.ctx.is_main:  # on a terminal too: the loss on its own line, above the bars
                         done = epoch + 1 - run.start_epoch
                         eta = (time.perf_counter() - fit_start) / done * (t.epochs - epoch - 1)
                         self.console.print(epoch_line(row, t.epochs, eta), highlight=False, markup=False,
