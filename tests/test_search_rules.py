@@ -84,5 +84,6 @@ def test_extract_ends_with_frames_time_and_rate_in_a_terminal_too(setup, capsys,
     out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "\n", capsys.readouterr().out)  # the bars redraw in place (carriage returns)
     assert code == 0
     n = len(load_dataset("mars", root).gallery)  # 17 batches (the query's 9 are too few for a line, as in a log)
-    assert re.search(rf"^gallery descriptors: {n} tracklets, {2 * n} frames in \d+\.\d s \([\d,]+ frames/s\)$",
+    assert re.search(rf"^gallery descriptors: {n} tracklets, {2 * n} clip frames \(one clip of 2 evenly spaced frames "
+                     rf"per tracklet, repeated in a shorter one\) in \d+\.\d s \([\d,]+ frames/s\)$",
                      out, re.MULTILINE), out
