@@ -30,6 +30,7 @@ else:  # pragma: no cover
 __all__ = [
     "OPTIMIZERS",
     "AMP_MODES",
+    "CHANNELS_LAST_MODES",
     "ModelConfig",
     "DataConfig",
     "LossConfig",
@@ -53,6 +54,9 @@ RENAMED_KEYS = {
                       "from the second layer on; model.residual_first_layer = true adds the first layer's too",
 }
 AMP_MODES = ("auto", "bf16", "off")
+CHANNELS_LAST_MODES = ("auto", "on", "off")
+# Switches that became modes: what an earlier version's true / false means now.
+BOOLEANS_BECAME_MODES = {"train.channels_last": {True: "auto", False: "off"}}
 
 
 @dataclass
@@ -195,6 +199,10 @@ class OptimConfig:
     backbone_lr_scale: float = 1.0
     """The backbone's learning rate as a fraction of lr (below 1 shields pretrained features from the pull of
     freshly initialised heads and graph layers)."""
+    fused: bool = False
+    """One fused kernel updates all the weights per step (torch's ``fused=True``, CPU and CUDA): on the CPU
+    ResNet-18's Adam step takes a quarter of the time. The weights differ from the default by float rounding
+    (1e-8 after 20 steps), so it is off by default: earlier runs keep their digits."""
 
 
 @dataclass
@@ -210,9 +218,14 @@ class TrainConfig:
     deterministic: bool = False
     """Deterministic algorithms (slower on the GPU; CPU runs are reproducible anyway)."""
     amp: str = "auto"
-    """Mixed precision: auto (bf16 on CUDA, off on CPU), bf16 or off."""
-    channels_last: bool = True
-    """channels_last memory format on CUDA."""
+    """Mixed precision: auto (bf16 on CUDA, off on CPU), bf16 (on every device) or off. On the CPU, bf16 pays
+    only with native bf16 (avx512_bf16 or AMX); elsewhere it is emulated and slower (docs/configuration.md)."""
+    channels_last: str = "auto"
+    """channels_last memory format of frames and convolutions: auto (on CUDA only), on (every device) or off.
+    Configs written before it had modes say true (= auto) or false (= off)."""
+    compile: bool = False
+    """``torch.compile`` the model for the training steps (evaluation stays eager): the first steps compile for
+    a minute or more, and a C++ compiler is needed on the CPU."""
     freeze_backbone_epochs: int = 0
     """Train only the heads and graph layers, the backbone frozen (weights and batch-norm statistics), for the
     first N epochs, then everything: linear probing then fine-tuning (LP-FT). 0 = never frozen."""
@@ -355,6 +368,7 @@ class Config:
         _non_negative("train.freeze_backbone_epochs", t.freeze_backbone_epochs)
         _positive("train.epochs", t.epochs)
         _choice("train.amp", t.amp, AMP_MODES)
+        _choice("train.channels_last", t.channels_last, CHANNELS_LAST_MODES)
         if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
             raise ConfigError(f"train.device: expected auto, cpu, cuda or cuda:N, got {t.device!r}")
         _non_negative("train.eval_every", t.eval_every)
@@ -435,6 +449,8 @@ def _merge_section(obj: Any, raw: Any, prefix: str, source: str) -> None:
             raise ConfigError(
                 f"{source}: unknown key '{prefix}.{key}'; keys of [{prefix}]: {', '.join(names)}"
             )
+        if isinstance(value, bool) and f"{prefix}.{key}" in BOOLEANS_BECAME_MODES:
+            value = BOOLEANS_BECAME_MODES[f"{prefix}.{key}"][value]  # a config (or checkpoint) written before
         try:
             setattr(obj, key, _coerce(f"{prefix}.{key}", value, hints[key]))
         except ConfigError as exc:

@@ -335,7 +335,7 @@ class STGCN(nn.Module):
         self._check_clip_length(nf)
         device = next(self.parameters()).device
         frames = frames.to(device, non_blocking=True)
-        if self.channels_last and device.type == "cuda":
+        if self.channels_last:
             frames = frames.contiguous(memory_format=torch.channels_last)
         maps = self.backbone(frames)  # [sum T, C, h, w]
         C = maps.size(1)

@@ -62,11 +62,13 @@ def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     if cfg.backbone_lr_scale != 1.0 and backbone:
         params = [{"params": [p for p in params if id(p) in backbone], "lr": cfg.lr * cfg.backbone_lr_scale},
                   {"params": [p for p in params if id(p) not in backbone]}]
+    fused = {"fused": True} if cfg.fused else {}  # else torch's own choice (foreach)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True,
+                           **fused)
 
 
 def load_data(cfg: Config, ctx: DistContext | None = None):
@@ -127,7 +129,7 @@ class Run:
     loader: object
     model: torch.nn.Module
     net: torch.nn.Module
-    """The model, or its DDP wrapper: what the training steps call."""
+    """The model, or its DDP wrapper, compiled with ``train.compile``: what the training steps call."""
     criterion: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -246,7 +248,7 @@ def _build(cfg: Config, ckpt, resume, ctx: DistContext, output: Path, asked: Pat
         )
     # A resumed run's weights are in the checkpoint: no download.
     model = STGCN(dataclasses.replace(m, weights="none") if ckpt is not None else m).to(device)
-    if device.type == "cuda" and t.channels_last:
+    if t.channels_last == "on" or (t.channels_last == "auto" and device.type == "cuda"):
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
     optimizer = build_optimizer(model, cfg.optim)
@@ -268,14 +270,21 @@ def _build(cfg: Config, ckpt, resume, ctx: DistContext, output: Path, asked: Pat
             raise ConfigError("train.freeze_backbone_epochs: not supported with DistributedDataParallel "
                               "(it fixes the trained parameters when it wraps the model); train on one device")
         run.net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.compile:
+        # The training steps call the compiled net; evaluation and the checkpoints use the model itself, so
+        # the state dict keeps its names and evaluating (other shapes, eval mode) compiles nothing.
+        run.net = torch.compile(run.net)
     return run
 
 
 def _restore(run: Run, ckpt: dict, resume) -> None:
     """Continue ``run`` from the checkpoint: weights, optimiser, schedule, counters and random generators."""
     load_state_into(run.model, ckpt["model"], str(resume))
+    asked = [{k: g.get(k) for k in ("fused", "foreach")} for g in run.optimizer.param_groups]
     try:
         run.optimizer.load_state_dict(ckpt["optimizer"])
+        for group, kernels in zip(run.optimizer.param_groups, asked):
+            group.update(kernels)  # the kernels this run's config asks for (optim.fused), not the checkpoint's
         run.scheduler.load_state_dict(ckpt["scheduler"])
     except (ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{resume}: optimizer state does not fit this run ({exc})") from None
