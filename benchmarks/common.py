@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import platform
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +19,15 @@ def device_name(device: torch.device | str) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{cpu_model() or platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def git(*args: str) -> str:
+    """``git ARGS`` in this repository: its output, stripped ("" outside git or when git fails)."""
+    try:
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
 
 
 def cpu_model() -> str | None:

@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # `benchmarks` is a package
+from benchmarks.common import cpu_model, git  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON_PATH = RESULTS / "default_run.json"
 BEGIN = "<!-- default-run figures: written by benchmarks/speed/readme_figures.py from benchmarks/speed/results/default_run.json -->"
@@ -40,23 +43,6 @@ END = "<!-- end of default-run figures -->"
 METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 _TABLE_ROWS = {"rank-1": "rank1", "rank-5": "rank5", "rank-10": "rank10", "rank-20": "rank20", "mAP": "mAP",
                "mINP": "mINP"}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
 
 
 def _children_cpu_seconds() -> float:
@@ -97,8 +83,8 @@ def measure() -> dict:
     python = sys.executable
     load_before = os.getloadavg()[0]
     # The code the runs use: the commit at the start, and whether the package differs from it.
-    commit = _git("rev-parse", "--short", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", "stgcn_pyg"))
+    commit = git("rev-parse", "--short", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "stgcn_pyg"))
     with tempfile.TemporaryDirectory(prefix="readme-figures-") as tmp:
         tmp = Path(tmp)
         env = {**os.environ, "STGCN_PYG_CACHE": str(tmp / "cache")}
@@ -118,7 +104,7 @@ def measure() -> dict:
         "date": dt.date.today().isoformat(),
         "commit": commit,
         "uncommitted_changes_in_package": dirty,
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_model() or platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "arch": platform.machine(), "python": platform.python_version(), "torch": torch.__version__},
         "niceness": os.nice(0),
         "load_average_before": round(load_before, 2),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.common import device_name
+from benchmarks.common import device_name, git
 from benchmarks.studies.frozen_tier import affinity_stats
 from benchmarks.studies.study_reports import (
     write_occlusion_report, write_outputs, write_pretrained_report, write_real_report, write_study_report,
@@ -349,17 +349,8 @@ def anchor_row(config: str, overrides: list[str], output: Path) -> dict:
 
 def _commit() -> str:
     """The checkout's commit (short), with "+" when it has uncommitted changes ("" outside git)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return head + ("+" if dirty else "")
+    head = git("rev-parse", "--short", "HEAD")
+    return head + ("+" if head and git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def score_all_frames(run_dir: str) -> dict:
