@@ -148,8 +148,6 @@ def staged_step(model, criterion, optimizer, batch, amp=None) -> tuple[dict, tor
     alone; the gradients (and so the step) are those of ``train_step``. Static graphs only (every
     training clip has the config's T frames), as the model runs them.
     """
-    from stgcn_pyg.models.stgcn import STGCNOutput
-
     amp = amp if amp is not None else contextlib.nullcontext()
     seconds: dict[str, float] = {}
 
@@ -193,18 +191,7 @@ def staged_step(model, criterion, optimizer, batch, amp=None) -> tuple[dict, tor
                     *model._static_spatial_graphs(nodes_in[b], T)).reshape(B, T, model.num_stripes, -1).amax(2)))
     heads_in = {b: leaf(features[b]) for b in model.branches}
     with amp:
-        def heads_and_losses():
-            normed, logits = [], {}
-            for name in model.branches:
-                bn, lg = model.heads[name](heads_in[name], with_logits=True)
-                normed.append(bn)
-                if lg is not None:
-                    logits[name] = lg
-            descriptor = torch.cat(normed, dim=1)
-            if model.all_classifier is not None:
-                logits["all"] = model.all_classifier(descriptor)
-            return criterion(STGCNOutput(features=heads_in, logits=logits, descriptor=descriptor), labels)[0]
-        loss = timed("heads + losses forward", heads_and_losses)
+        loss = timed("heads + losses forward", lambda: criterion(model._heads(heads_in, with_logits=True), labels)[0])
     timed("heads + losses backward", loss.backward)
     for b in graph_branches:
         timed(f"{b} backward", lambda: features[b].backward(heads_in[b].grad))

@@ -374,8 +374,10 @@ class STGCN(nn.Module):
                 else:
                     features["spatial"] = scatter(per_frame, frame_graph, 0, dim_size=B,
                                                   reduce=self.cfg.frame_fusion)
-        if with_logits is None:
-            with_logits = self.training
+        return self._heads(features, self.training if with_logits is None else with_logits)
+
+    def _heads(self, features: dict[str, torch.Tensor], with_logits: bool) -> STGCNOutput:
+        """Each branch's features through its BN neck (and classifier): the descriptor f_all and the logits."""
         logits: dict[str, torch.Tensor] = {}
         normed = []
         for name in self.branches:
