@@ -64,7 +64,11 @@ def test_quick_run_writes_the_step_table_profile_and_plot(bench, tiny_root, tmp_
     for setting in settings:
         shares = [float(p["share_pct"]) for p in profile if p["setting"] == setting]
         assert len(shares) == 11 and sum(shares) == pytest.approx(100.0)
+    with open(out / "train_step_quick_operators.csv", newline="") as fh:
+        operators = list(csv.DictReader(fh))
+    assert 0 < len(operators) <= 12 and float(operators[0]["ms"]) >= float(operators[-1]["ms"])
+    assert any(op["operator"].startswith("aten::") for op in operators)
     md = (out / "train_step_quick.md").read_text()
-    assert "## Where an eager step's time goes (ms)" in md and "| default run | full STGCN |" in md
+    assert "## Where an eager step's time goes (ms)" in md and "## The eager fp32 step's largest operators" in md and "| default run | full STGCN |" in md
     assert "flags" in md or "CPU" in md
     assert (out / "train_step_quick.png").stat().st_size > 0

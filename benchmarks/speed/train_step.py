@@ -99,6 +99,21 @@ def step_flops(run, batch) -> float:
     return float(counter.get_total_flops())
 
 
+def top_operators(run, batch, top: int) -> list[dict]:
+    """torch.profiler's operators of one eager training step by self CPU time (the ``top`` largest)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from stgcn_pyg.training.trainer import train_step
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step(run.net, run.criterion, run.optimizer, batch, run.device, run.autocast())
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [dict(operator=e.key, calls=e.count, ms=e.self_cpu_time_total / 1000,
+                 share_pct=100 * e.self_cpu_time_total / total) for e in events[:top]]
+
+
 def time_steps(overrides: list[str], threads: int, steps: int, warmup: int, batches: int, root: str | None,
                count_flops: bool, profile: bool) -> dict:
     """Median seconds per step of the run of ``overrides`` on ``threads`` threads; run in a fresh process."""
@@ -128,6 +143,8 @@ def time_steps(overrides: list[str], threads: int, steps: int, warmup: int, batc
         result = dict(s_per_step=statistics.median(times), frames=frames, first_step_s=first)
         if count_flops:
             result["flops"] = step_flops(run, held[0])
+            if profile:
+                result["operators"] = top_operators(run, held[0], top=12)
         if profile:
             parts = [staged_step(run.model, run.criterion, run.optimizer, held[i % batches], run.autocast())[0]
                      for i in range(max(steps, 1))]
@@ -246,7 +263,7 @@ def main(argv=None) -> int:
     from rich.console import Console
 
     console = Console()
-    rows, profile_rows = [], []
+    rows, profile_rows, operator_rows = [], [], []
     peak = {n: peaks(n, args.quick) for n in args.threads}
     for config in args.configs:
         for model in args.models:
@@ -268,6 +285,8 @@ def main(argv=None) -> int:
                         gflop_per_s=rate, peak_dtype=dtype, peak_gflop_per_s=peak[n].get(dtype, float("nan")),
                         pct_of_peak=100 * rate / peak[n].get(dtype, float("nan")), first_step_s=r["first_step_s"],
                     ))
+                    for op in r.get("operators", []):
+                        operator_rows.append(dict(config=config, model=model, threads=n, **op))
                     for part, s in r.get("profile", {}).items():
                         profile_rows.append(dict(config=config, model=model, setting=setting, threads=n, part=part,
                                                  ms=1000 * s))
@@ -279,11 +298,13 @@ def main(argv=None) -> int:
     if len(prof):
         total = prof.groupby(["config", "model", "setting", "threads"]).ms.transform("sum")
         prof["share_pct"] = 100 * prof.ms / total
-    write_results(args.out, "train_step_quick" if args.quick else "train_step", df, prof, peak)
+    write_results(args.out, "train_step_quick" if args.quick else "train_step", df, prof, peak,
+                  pd.DataFrame(operator_rows))
     return 0
 
 
-def write_results(out: Path, stem: str, df: pd.DataFrame, prof: pd.DataFrame, peak: dict) -> None:
+def write_results(out: Path, stem: str, df: pd.DataFrame, prof: pd.DataFrame, peak: dict,
+                  operators: pd.DataFrame) -> None:
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / f"{stem}.csv", index=False)
     if len(prof):
@@ -312,6 +333,14 @@ def write_results(out: Path, stem: str, df: pd.DataFrame, prof: pd.DataFrame, pe
                   "A staged step: each part's forward and backward alone (the parts' outputs detached and fed to "
                   "the next as leaves; the gradients are the whole step's).", "",
                   to_markdown(wide, floatfmt=".0f"), ""]
+    if len(operators):
+        operators.to_csv(out / f"{stem}_operators.csv", index=False)
+        lines += ["## The eager fp32 step's largest operators", "",
+                  "torch.profiler's self CPU time of one step (the profiler's own overhead included), largest first.",
+                  ""]
+        for (config, model, threads), part in operators.groupby(["config", "model", "threads"], sort=False):
+            lines += [f"**{config}, {model}, {threads} thread(s)**", "",
+                      to_markdown(part[["operator", "calls", "ms", "share_pct"]], floatfmt=".1f"), ""]
     (out / f"{stem}.md").write_text("\n".join(lines))
     write_plot(df, out / f"{stem}.png", where)
 
