@@ -264,6 +264,7 @@ def main(argv=None) -> int:
 
     console = Console()
     rows, profile_rows, operator_rows = [], [], []
+    stem = "train_step_quick" if args.quick else "train_step"
     peak = {n: peaks(n, args.quick) for n in args.threads}
     for config in args.configs:
         for model in args.models:
@@ -293,14 +294,17 @@ def main(argv=None) -> int:
                     console.print(f"{config}, {model}, {setting}, {n} thread(s): {1000 * r['s_per_step']:.0f} ms/step, "
                                   f"{rows[-1]['frames_per_s']:.1f} frames/s ({rows[-1]['speedup']:.2f}x), "
                                   f"{rate:.1f} GFLOP/s = {rows[-1]['pct_of_peak']:.0f} % of the {dtype} peak")
-    df = pd.DataFrame(rows)
+                    write_partial(args.out, stem, rows, profile_rows, operator_rows, peak)
+    return 0
+
+
+def write_partial(out: Path, stem: str, rows, profile_rows, operator_rows, peak) -> None:
+    """The tables of the measurements so far (rewritten after each, so an interrupted run keeps them)."""
     prof = pd.DataFrame(profile_rows)
     if len(prof):
         total = prof.groupby(["config", "model", "setting", "threads"]).ms.transform("sum")
         prof["share_pct"] = 100 * prof.ms / total
-    write_results(args.out, "train_step_quick" if args.quick else "train_step", df, prof, peak,
-                  pd.DataFrame(operator_rows))
-    return 0
+    write_results(out, stem, pd.DataFrame(rows), prof, peak, pd.DataFrame(operator_rows))
 
 
 def write_results(out: Path, stem: str, df: pd.DataFrame, prof: pd.DataFrame, peak: dict,
