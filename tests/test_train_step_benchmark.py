@@ -72,3 +72,10 @@ def test_quick_run_writes_the_step_table_profile_and_plot(bench, tiny_root, tmp_
     assert "## Where an eager step's time goes (ms)" in md and "## The eager fp32 step's largest operators" in md and "| default run | full STGCN |" in md
     assert "flags" in md or "CPU" in md
     assert (out / "train_step_quick.png").stat().st_size > 0
+    # --recount-flops times nothing and rewrites the FLOP columns with the same counter: the same numbers.
+    assert bench.main(["--quick", "--recount-flops", "--root", str(tiny_root), "--out", str(out)]) == 0
+    with open(out / "train_step_quick.csv", newline="") as fh:
+        recounted = list(csv.DictReader(fh))
+    for before, after in zip(rows, recounted):
+        assert after["ms_per_step"] == before["ms_per_step"]
+        assert float(after["gflop_per_step"]) == pytest.approx(float(before["gflop_per_step"]), rel=1e-9)

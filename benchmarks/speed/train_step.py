@@ -18,8 +18,8 @@ threads) is measured in a fresh process, one after the other:
 * 1 and 2 threads.
 
 Reported: ms per step (median), frames/s, the speed-up over eager fp32 of
-the same row, the step's FLOPs (forward and backward, counted by torch's
-FlopCounterMode on one eager fp32 step) per second, and that rate as a share
+the same row, the step's FLOPs (3 x the forward's, counted by torch's
+FlopCounterMode: see ``step_flops``) per second, and that rate as a share
 of the measured matmul peak of the dtype the setting computes in (the peak
 the inference table uses). ``--profile`` adds a split of the eager steps:
 backbone forward/backward, each graph branch's forward/backward, the pooling
@@ -89,14 +89,17 @@ def build(overrides: list[str], root: str | None, out: str):
 
 
 def step_flops(run, batch) -> float:
-    """FLOPs of one eager training step's forward and backward (2 per multiply-add)."""
+    """FLOPs of one training step (2 per multiply-add): 3 x the forward's with its losses, counted by torch's
+    FlopCounterMode. Not the backward counted directly: the counter ignores ``groups`` in a convolution's
+    weight gradient, which overcounts MobileNetV2's depthwise layers about a thousandfold. A backward
+    computes two products per forward product (the input's and the weight's gradients), so 3 x forward; the
+    frames' own gradient is not computed, which makes this a slight overcount."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from stgcn_pyg.training.trainer import train_step
-
-    with FlopCounterMode(display=False) as counter:
-        train_step(run.model, run.criterion, run.optimizer, batch, run.device, run.autocast())
-    return float(counter.get_total_flops())
+    labels = batch.label.to(run.device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), run.autocast():
+        run.criterion(run.model(batch), labels)
+    return 3.0 * counter.get_total_flops()
 
 
 def top_operators(run, batch, top: int) -> list[dict]:
@@ -250,6 +253,8 @@ def parse_args(argv=None):
     p.add_argument("--root", default=None, help="data.root (default: the synthetic set's cache)")
     p.add_argument("--quick", action="store_true", help="a tiny default run (for tests): numbers mean nothing")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/speed/results)")
+    p.add_argument("--recount-flops", action="store_true",
+                   help="time nothing: count each row's FLOPs again with this script's counter and rewrite the tables")
     args = p.parse_args(argv)
     if BASELINE not in args.settings:
         args.settings.insert(0, BASELINE)
@@ -258,8 +263,31 @@ def parse_args(argv=None):
     return args
 
 
+def recount_flops(args) -> int:
+    """Rewrite the FLOP columns of the saved tables with :func:`step_flops` (the timings stay as measured)."""
+    stem = "train_step_quick" if args.quick else "train_step"
+    df = pd.read_csv(args.out / f"{stem}.csv")
+    read = lambda name: pd.read_csv(args.out / name) if (args.out / name).exists() else pd.DataFrame()  # noqa: E731
+    flops = {}
+    for config, model in df[["config", "model"]].drop_duplicates().itertuples(index=False):
+        overrides = CONFIGS[config] + MODELS[model] + (QUICK if args.quick else [])
+        with tempfile.TemporaryDirectory() as out:
+            run = build(overrides, args.root, out)
+            run.model.train()
+            flops[config, model] = step_flops(run, next(iter(run.loader)))
+            run.release_output()
+    df["gflop_per_step"] = [flops[c, m] / 1e9 for c, m in zip(df.config, df.model)]
+    df["gflop_per_s"] = df.gflop_per_step / (df.ms_per_step / 1000)
+    df["pct_of_peak"] = 100 * df.gflop_per_s / df.peak_gflop_per_s
+    peak = {n: dict(zip(part.peak_dtype, part.peak_gflop_per_s)) for n, part in df.groupby("threads")}
+    write_results(args.out, stem, df, read(f"{stem}_profile.csv"), peak, read(f"{stem}_operators.csv"))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.recount_flops:
+        return recount_flops(args)
     from rich.console import Console
 
     console = Console()
@@ -321,8 +349,8 @@ def write_results(out: Path, stem: str, df: pd.DataFrame, prof: pd.DataFrame, pe
         "# CPU training steps: where the time goes, and what bf16, channels_last and torch.compile buy", "",
         "Whole optimiser steps as `stgcn-pyg train` runs them, on batches already in memory (no reading or "
         "decoding), each row in a fresh process; median of the timed steps. `speedup`: over eager fp32 of the same "
-        "config, model and threads. `gflop_per_s`: the step's forward and backward FLOPs (counted on the eager "
-        "fp32 step) per second; `pct_of_peak`: of the measured matmul peak of the dtype the setting computes in "
+        "config, model and threads. `gflop_per_s`: the step's FLOPs (3 x the forward's with its losses, "
+        "counted by torch's FlopCounterMode) per second; `pct_of_peak`: of the measured matmul peak of the dtype the setting computes in "
         f"({', '.join(f'{n} thread(s): ' + ', '.join(f'{d} {v:.0f}' for d, v in p.items()) for n, p in peak.items())}"
         " GFLOP/s). `first_step_s`: the first step, compiling included.",
         "", f"Measured by `python benchmarks/speed/train_step.py` on {where}.", "",
