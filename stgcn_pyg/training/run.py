@@ -62,7 +62,7 @@ def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     if cfg.backbone_lr_scale != 1.0 and backbone:
         params = [{"params": [p for p in params if id(p) in backbone], "lr": cfg.lr * cfg.backbone_lr_scale},
                   {"params": [p for p in params if id(p) not in backbone]}]
-    fused = {"fused": True} if cfg.fused else {}  # else torch's own choice (foreach)
+    fused = {"fused": True} if cfg.fused else {}  # else torch's default: on the CPU a loop over the tensors
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adamw":
