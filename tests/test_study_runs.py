@@ -117,3 +117,66 @@ def test_seeds_needed_is_the_first_count_whose_interval_excludes_zero(benchmark_
     half = lambda k: stats.t.ppf(0.975, k - 1) * gaps.std(ddof=1) / k ** 0.5  # noqa: E731
     assert half(n) < 0.5 <= half(n - 1)
     assert reports.seeds_needed(pd.Series([1.0, 2.0, 3.0, 4.0])) == ""  # already excludes zero
+
+
+def _settings_rows(tmp_path, gaps, devices=None):
+    """Baseline and settings runs of `full`, paired by seed; the settings' mAP differs by ``gaps``."""
+    base, fast, base_curves, fast_curves = [], [], [], []
+    for seed, gap in enumerate(gaps):
+        device = (devices or ["cpu A"] * len(gaps))[seed]
+        common = dict(tier="real", variant="full", seed=seed, rank1=50.0, mAP_allframes=40.0, mAP_occ75=30.0)
+        base.append(dict(common, mAP=40.0 + seed, minutes=30.0, device="cpu A", mAP_mis75=35.0))
+        fast.append(dict(common, mAP=40.0 + seed + gap, minutes=20.0, device=device, mAP_mis75=35.0 + 2 * gap))
+        for epoch in (1, 2):
+            base_curves.append(dict(variant="full", seed=seed, epoch=epoch, mAP=1.0, images_per_s=40.0))
+            fast_curves.append(dict(variant="full", seed=seed, epoch=epoch, mAP=1.0, images_per_s=60.0))
+    anchor = dict(tier="real", variant="anchor", seed=0, mAP=16.0, rank1=20.0, minutes=1.0, device="cpu A")
+    pd.DataFrame([anchor] + base).to_csv(tmp_path / "real.csv", index=False)
+    pd.DataFrame([anchor] + fast).to_csv(tmp_path / "fast.csv", index=False)
+    pd.DataFrame(base_curves).to_csv(tmp_path / "real_curves.csv", index=False)
+    pd.DataFrame(fast_curves).to_csv(tmp_path / "fast_curves.csv", index=False)
+
+
+def test_settings_check_pairs_by_seed_and_applies_the_rule(benchmark_module, tmp_path):
+    """Hand-computed: gaps 0, -1, +1 have mean 0, sd 1, t(2) 4.303 → ±2.5; the rule's lower end −2.5 fails."""
+    reports = benchmark_module("study_reports")
+    _settings_rows(tmp_path, [0.0, -1.0, 1.0])
+    t = reports.settings_check_tables(pd.read_csv(tmp_path / "fast.csv"), pd.read_csv(tmp_path / "real.csv"))
+    scores = t["scores"].set_index("score")
+    assert scores.loc["mAP", "difference (95% CI; runs above)"] == "+0.0 [-2.5, +2.5]; 1/3"
+    assert scores.loc["mAP", "baseline"] == "41.0 ± 1.0" and scores.loc["mAP", "paired runs"] == 3
+    assert scores.loc["mAP, 75 % of query frames misaligned", "difference (95% CI; runs above)"] == \
+        "+0.0 [-5.0, +5.0]; 1/3"
+    assert t["verdict"].startswith("lower end -2.5 mAP not above -1.0")
+    reports.write_settings_check_report("fast", "real", ["optim.fused=true"], tmp_path)
+    text = (tmp_path / "fast.md").read_text()
+    assert "# Settings check: `optim.fused=true`" in text and "60.0 frames/s with the settings against 40.0 (1.50x)" in text
+    assert "minutes per run with its evaluation after each epoch 20.0 against 30.0" in text
+
+    _settings_rows(tmp_path, [0.4, 0.5, 0.6])  # mean 0.5, sd 0.1: [+0.25, +0.75], above −1.0
+    t = reports.settings_check_tables(pd.read_csv(tmp_path / "fast.csv"), pd.read_csv(tmp_path / "real.csv"))
+    assert t["verdict"] == "lower end +0.3 mAP above -1.0: the settings may become a default"
+
+
+def test_settings_check_never_pairs_runs_from_different_cpus(benchmark_module, tmp_path):
+    reports = benchmark_module("study_reports")
+    _settings_rows(tmp_path, [1.0, 2.0, 3.0], devices=["cpu A", "cpu B", "cpu A"])
+    t = reports.settings_check_tables(pd.read_csv(tmp_path / "fast.csv"), pd.read_csv(tmp_path / "real.csv"))
+    assert t["scores"].set_index("score").loc["mAP", "difference (95% CI; runs above)"] == "+2.0 [-10.7, +14.7]; 2/2"
+    reports.write_settings_check_report("fast", "real", [], tmp_path)
+    assert "Not paired (no baseline run of the same variant and seed on the same CPU): full seed 1." in \
+        (tmp_path / "fast.md").read_text()
+    _settings_rows(tmp_path, [1.0], devices=["cpu B"])
+    t = reports.settings_check_tables(pd.read_csv(tmp_path / "fast.csv"), pd.read_csv(tmp_path / "real.csv"))
+    assert t["verdict"] == "no paired runs"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--paired-with", "ablation_real", "--out", "fast"], "--paired-with checks settings on the real-data study"),
+    (["--tier", "real", "--root", "x", "--paired-with", "ablation_real"], "a file stem of their own with --out"),
+])
+def test_paired_with_refuses_what_it_cannot_check(benchmark_module, capsys, argv, message):
+    ablation = benchmark_module("ablation")
+    with pytest.raises(SystemExit):
+        ablation.main(argv)
+    assert message in capsys.readouterr().err

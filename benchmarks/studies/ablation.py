@@ -71,7 +71,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `benchmarks` is a package
 from benchmarks.studies.study_reports import (  # noqa: E402
     write_affinity_figure, write_occlusion_report, write_pretrained_report, write_real_report,
-    write_test_occlusion_report,
+    write_settings_check_report, write_test_occlusion_report,
 )
 from benchmarks.studies.study_runs import run_study, run_tier  # noqa: E402
 from benchmarks.studies.study_variants import (  # noqa: E402
@@ -105,6 +105,9 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--runs-dir", default="runs/ablation")
     parser.add_argument("--out", default="ablation_synthetic", help="file stem under benchmarks/results")
+    parser.add_argument("--paired-with", metavar="STEM", default=None,
+                        help="with --tier real: report these runs (trained with --set's settings, written to --out) "
+                             "paired by variant and seed with STEM's runs, as a settings check")
     parser.add_argument("--no-breakdown", dest="breakdown", action="store_false",
                         help="skip scoring each branch's slice of the descriptor after the runs")
     parser.add_argument("--append", action="store_true",
@@ -113,6 +116,8 @@ def main(argv=None):
     parser.add_argument("--breakdown-only", action="store_true",
                         help="only re-score the finished runs in --runs-dir (no training)")
     args = parser.parse_args(argv)
+    if args.paired_with and args.tier != "real":
+        parser.error("--paired-with checks settings on the real-data study's runs: give --tier real")
     if args.tier:
         if args.out == parser.get_default("out"):
             args.out = REAL_RESULTS if args.tier == "real" else PRETRAINED_RESULTS
@@ -122,7 +127,12 @@ def main(argv=None):
             parser.error("--occlusion runs the fine-tune tier: give --tier finetune")
         if args.reuse_default and "default" not in (args.occlusion or []):
             parser.error("--reuse-default fills the occlusion sweep's default level: give --occlusion ... default")
-        if args.report_only and args.tier == "real":
+        if args.paired_with and args.out == REAL_RESULTS:
+            parser.error(f"--paired-with writes its own runs: give them a file stem of their own with --out, "
+                         f"not the study's {REAL_RESULTS}")
+        if args.report_only and args.paired_with:
+            write_settings_check_report(args.out, args.paired_with, args.overrides)
+        elif args.report_only and args.tier == "real":
             write_real_report(args.out)
         elif args.report_only and args.occlusion:
             write_occlusion_report(args.out, args.config, TIERS[args.tier]["overrides"] + args.overrides)

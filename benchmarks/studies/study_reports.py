@@ -628,3 +628,72 @@ def write_real_report(stem: str = "ablation_real", results: Path = RESULTS) -> N
     fig.tight_layout()
     fig.savefig(results / f"{stem}.png", dpi=110)
     plt.close(fig)
+
+
+# What a settings check compares, paired by (variant, seed): the primary score first.
+SETTINGS_METRICS = (("mAP", "mAP"), ("rank1", "rank-1"), ("mAP_allframes", "mAP, all frames"),
+                    ("mAP_occ75", "mAP, 75 % of query frames occluded"),
+                    ("mAP_mis75", "mAP, 75 % of query frames misaligned"))
+
+
+def settings_check_tables(df: pd.DataFrame, baseline: pd.DataFrame, floor: float = -1.0) -> dict[str, pd.DataFrame]:
+    """Runs trained with other settings (``df``) against the same (variant, seed) of ``baseline``.
+
+    Rows pair only where both name the same ``device`` (fp32 training differs in its last bits between CPUs,
+    docs/ablation-real.md's gate). ``verdict``: whether the mAP interval's lower end lies above ``floor``,
+    the rule a default must pass (issue 40: −1.0 mAP).
+    """
+    keys = ["variant", "seed"] + (["device"] if {"device"} <= set(df.columns) & set(baseline.columns) else [])
+    runs = df[df.variant != "anchor"]
+    pairs = runs.merge(baseline[baseline.variant != "anchor"], on=keys, suffixes=("", "_base"))
+    rows = []
+    for col, label in SETTINGS_METRICS:
+        if col not in pairs or f"{col}_base" not in pairs:
+            continue
+        p = pairs.dropna(subset=[col, f"{col}_base"])
+        rows.append({"score": label, "paired runs": len(p), "baseline": mean_text(p[f"{col}_base"], len(p)),
+                     "with the settings": mean_text(p[col], len(p)),
+                     "difference (95% CI; runs above)": interval_text(p[col] - p[f"{col}_base"])})
+    gaps = (pairs.mAP - pairs.mAP_base).dropna()
+    low = gaps.mean() - t_half_width(gaps) if len(gaps) > 1 else float("nan")
+    verdict = ("no paired runs" if gaps.empty else "fewer than 2 paired runs: no interval" if len(gaps) < 2
+               else f"lower end {low:+.1f} mAP {'above' if low > floor else 'not above'} {floor:+.1f}: the "
+                    f"settings {'may' if low > floor else 'may not'} become a default")
+    return dict(scores=pd.DataFrame(rows), pairs=pairs, verdict=verdict,
+                unpaired=runs.merge(pairs[keys], on=keys, how="left", indicator=True).query("_merge == 'left_only'"))
+
+
+def write_settings_check_report(stem: str, baseline: str, settings: list[str], results: Path = RESULTS) -> None:
+    """``{stem}.md``: ``{stem}.csv``'s runs, trained with ``settings``, paired with ``{baseline}.csv``'s runs.
+
+    The accuracy a faster setting costs (issue 40: a CPU default may change only if the paired mAP interval's
+    lower end lies above −1.0), and the speed it buys (training frames/s from both studies' curves).
+    """
+    df = pd.read_csv(results / f"{stem}.csv")
+    base = pd.read_csv(results / f"{baseline}.csv")
+    t = settings_check_tables(df, base)
+    speed = ""
+    curves = {name: results / f"{name}_curves.csv" for name in (stem, baseline)}
+    if all(p.is_file() for p in curves.values()) and len(t["pairs"]):
+        c = {name: pd.read_csv(p).merge(t["pairs"][["variant", "seed"]], on=["variant", "seed"])
+             for name, p in curves.items()}
+        if all("images_per_s" in v and len(v) for v in c.values()):
+            fast, slow = c[stem].images_per_s.median(), c[baseline].images_per_s.median()
+            minutes = t["pairs"].minutes.median(), t["pairs"].minutes_base.median()
+            speed = (f"\nTraining speed of the paired runs (median epoch; one thread per run, two runs at a time): "
+                     f"{fast:.1f} frames/s with the settings against {slow:.1f} ({fast / slow:.2f}x); minutes per "
+                     f"run with its evaluation after each epoch {minutes[0]:.1f} against {minutes[1]:.1f}.\n")
+    unpaired = ""
+    if len(t["unpaired"]):
+        unpaired = (f"\nNot paired (no baseline run of the same variant and seed on the same CPU): "
+                    + ", ".join(f"{r.variant} seed {int(r.seed)}" for r in t["unpaired"].itertuples()) + ".\n")
+    commits = ", ".join(sorted(set(str(x) for x in df.get("commit", pd.Series(dtype=str)).dropna())))
+    devices = ", ".join(sorted(set(str(x) for x in t["pairs"].get("device", pd.Series(dtype=str)).dropna())))
+    text = (f"# Settings check: {' '.join(f'`{s}`' for s in settings) or 'no settings given'}\n\n"
+            f"Runs of `{stem}.csv` (commits {commits or 'n/a'}) paired by variant and seed with `{baseline}.csv`, "
+            f"which trained with the study's stated settings; CPU: {devices or 'n/a'}. Differences are the "
+            f"settings' runs minus the baseline's, with the t-interval over the pairs. Written by "
+            f"`benchmarks/studies/ablation.py --paired-with {baseline}`.\n\n"
+            f"{to_markdown(t['scores'])}\n\n**Rule (a default may change only if the mAP interval's lower end lies "
+            f"above −1.0):** {t['verdict']}.\n" + speed + unpaired)
+    (results / f"{stem}.md").write_text(text)

@@ -19,8 +19,8 @@ import pandas as pd
 from benchmarks.common import device_name, git
 from benchmarks.studies.frozen_tier import affinity_stats
 from benchmarks.studies.study_reports import (
-    write_occlusion_report, write_outputs, write_pretrained_report, write_real_report, write_study_report,
-    write_test_occlusion_report,
+    write_occlusion_report, write_outputs, write_pretrained_report, write_real_report, write_settings_check_report,
+    write_study_report, write_test_occlusion_report,
 )
 from benchmarks.studies.study_variants import CPU_BUDGET, OCCLUSION_LEVELS, RESULTS, TIERS, VARIANTS
 
@@ -431,6 +431,8 @@ def run_tier(args, results: Path = RESULTS) -> None:
             progress.advance(task)
     if args.occlusion:
         write_occlusion_report(args.out, args.config, base, results)
+    elif getattr(args, "paired_with", None):
+        write_settings_check_report(args.out, args.paired_with, args.overrides, results)
     elif args.tier == "real":
         write_real_report(args.out, results)
     else:
