@@ -108,6 +108,19 @@ def test_the_real_report_computes_the_stated_tests(benchmark_module, tmp_path):
     assert "| anchor | 1 (0) | 10.0 |" in text and (tmp_path / "real.png").stat().st_size > 0
 
 
+def test_the_real_report_times_only_runs_never_stopped(benchmark_module, tmp_path):
+    """A resumed run's minutes are its last process's only: the median leaves it out (30 and 40 → 35.0)."""
+    reports = benchmark_module("study_reports")
+    rows = [dict(tier="real", variant="global", seed=s, mAP=40.0, rank1=50.0, mAP_allframes=40.0, minutes=m,
+                 resumed=r)
+            for s, (m, r) in enumerate([(30.0, False), (40.0, False), (1.0, True)])]
+    pd.DataFrame(rows).to_csv(tmp_path / "real.csv", index=False)
+    pd.DataFrame([dict(variant="global", seed=s, epoch=1, mAP=40.0, images_per_s=40.0 + s) for s in range(3)]
+                 ).to_csv(tmp_path / "real_curves.csv", index=False)
+    reports.write_real_report("real", tmp_path)
+    assert "| global | 41.00 | 35.00 |" in (tmp_path / "real.md").read_text()
+
+
 def test_seeds_needed_is_the_first_count_whose_interval_excludes_zero(benchmark_module):
     from scipy import stats
 
@@ -150,7 +163,8 @@ def test_settings_check_pairs_by_seed_and_applies_the_rule(benchmark_module, tmp
     assert t["verdict"].startswith("lower end -2.5 mAP not above -1.0")
     reports.write_settings_check_report("fast", "real", ["optim.fused=true"], tmp_path)
     text = (tmp_path / "fast.md").read_text()
-    assert "# Settings check: `optim.fused=true`" in text and "60.0 frames/s with the settings against 40.0 (1.50x)" in text
+    assert "# Settings check: `optim.fused=true`" in text
+    assert "60.0 frames/s with the settings against 40.0 (1.50x)" in text
     assert "minutes per run with its evaluation after each epoch 20.0 against 30.0" in text
 
     _settings_rows(tmp_path, [0.4, 0.5, 0.6])  # mean 0.5, sd 0.1: [+0.25, +0.75], above −1.0

@@ -580,11 +580,13 @@ def write_real_report(stem: str = "ablation_real", results: Path = RESULTS) -> N
     speed = ""
     if len(curves) and "images_per_s" in curves:
         per_variant = curves.groupby("variant").agg(frames_per_s=("images_per_s", "median"))
-        minutes = trained.groupby("variant").minutes.median()
+        whole = trained[~trained.resumed.astype(bool)] if "resumed" in trained else trained  # a resumed run's
+        minutes = whole.groupby("variant").minutes.median()  # minutes are its last process's only
         speed_table = per_variant.join(minutes).reset_index().rename(
             columns={"frames_per_s": "training frames/s (median epoch)", "minutes": "minutes per run (median)"})
         speed = (f"\nTraining speed (one thread per run, two runs at a time; frames/s of the epochs, minutes of the "
-                 f"whole run with its evaluation after each epoch, before the scoring under perturbations):\n\n"
+                 f"whole run with its evaluation after each epoch, before the scoring under perturbations, over the "
+                 f"runs never stopped):\n\n"
                  f"{to_markdown(speed_table.round(1))}\n")
     text = (
         f"# Real MARS tracklets: the paper's model against the global branch\n\n"
