@@ -18,7 +18,12 @@ def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_model() or platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{cpu_name()} CPU, {torch.get_num_threads()} threads"
+
+
+def cpu_name() -> str:
+    """The CPU's model name, or what the platform says where /proc/cpuinfo has none."""
+    return cpu_model() or platform.processor() or platform.machine()
 
 
 def git(*args: str) -> str:

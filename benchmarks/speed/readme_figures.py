@@ -34,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # `benchmarks` is a package
-from benchmarks.common import cpu_model, git  # noqa: E402
+from benchmarks.common import cpu_name, git  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON_PATH = RESULTS / "default_run.json"
@@ -104,7 +104,7 @@ def measure() -> dict:
         "date": dt.date.today().isoformat(),
         "commit": commit,
         "uncommitted_changes_in_package": dirty,
-        "machine": {"cpu": cpu_model() or platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(),
                     "arch": platform.machine(), "python": platform.python_version(), "torch": torch.__version__},
         "niceness": os.nice(0),
