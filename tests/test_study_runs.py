@@ -143,7 +143,10 @@ def _settings_rows(tmp_path, gaps, devices=None):
         for epoch in (1, 2):
             base_curves.append(dict(variant="full", seed=seed, epoch=epoch, mAP=1.0, images_per_s=40.0))
             fast_curves.append(dict(variant="full", seed=seed, epoch=epoch, mAP=1.0, images_per_s=60.0))
-    anchor = dict(tier="real", variant="anchor", seed=0, mAP=16.0, rank1=20.0, minutes=1.0, device="cpu A")
+    anchor = dict(tier="real", variant="anchor", seed=0, mAP=16.0, rank1=20.0, minutes=1.0, device="cpu A",
+                  commit="old")
+    for row in fast:
+        row["commit"] = "new"
     pd.DataFrame([anchor] + base).to_csv(tmp_path / "real.csv", index=False)
     pd.DataFrame([anchor] + fast).to_csv(tmp_path / "fast.csv", index=False)
     pd.DataFrame(base_curves).to_csv(tmp_path / "real_curves.csv", index=False)
@@ -163,7 +166,7 @@ def test_settings_check_pairs_by_seed_and_applies_the_rule(benchmark_module, tmp
     assert t["verdict"].startswith("lower end -2.5 mAP not above -1.0")
     reports.write_settings_check_report("fast", "real", ["optim.fused=true"], tmp_path)
     text = (tmp_path / "fast.md").read_text()
-    assert "# Settings check: `optim.fused=true`" in text
+    assert "# Settings check: `optim.fused=true`" in text and "(commits new)" in text  # the anchor's is not theirs
     assert "60.0 frames/s with the settings against 40.0 (1.50x)" in text
     assert "minutes per run with its evaluation after each epoch 20.0 against 30.0" in text
 

@@ -689,8 +689,10 @@ def write_settings_check_report(stem: str, baseline: str, settings: list[str], r
     if len(t["unpaired"]):
         unpaired = (f"\nNot paired (no baseline run of the same variant and seed on the same CPU): "
                     + ", ".join(f"{r.variant} seed {int(r.seed)}" for r in t["unpaired"].itertuples()) + ".\n")
-    commits = ", ".join(sorted(set(str(x) for x in df.get("commit", pd.Series(dtype=str)).dropna())))
-    devices = ", ".join(sorted(set(str(x) for x in t["pairs"].get("device", pd.Series(dtype=str)).dropna())))
+    def names(rows: pd.DataFrame, col: str) -> str:
+        return ", ".join(sorted(set(str(x) for x in rows.get(col, pd.Series(dtype=str)).dropna())))
+
+    commits, devices = names(df[df.variant != "anchor"], "commit"), names(t["pairs"], "device")
     text = (f"# Settings check: {' '.join(f'`{s}`' for s in settings) or 'no settings given'}\n\n"
             f"Runs of `{stem}.csv` (commits {commits or 'n/a'}) paired by variant and seed with `{baseline}.csv`, "
             f"which trained with the study's stated settings; CPU: {devices or 'n/a'}. Differences are the "
