@@ -111,3 +111,12 @@ def test_real_report_regenerates_byte_identical_when_committed(reports, tmp_path
     _copy(tmp_path, *(f"{stem}{suffix}.csv" for suffix in ("", "_curves") if (RESULTS / f"{stem}{suffix}.csv").is_file()))
     reports.write_real_report(stem, results=tmp_path)
     _assert_same(tmp_path, stem)
+
+
+def test_settings_check_report_regenerates_byte_identical_when_committed(reports, tmp_path):
+    stem, baseline = "ablation_real_fast", "ablation_real"
+    if not (RESULTS / f"{stem}.md").is_file():
+        pytest.skip("the settings check has not been committed")
+    _copy(tmp_path, *(f"{name}{suffix}.csv" for name in (stem, baseline) for suffix in ("", "_curves")))
+    reports.write_settings_check_report(stem, baseline, ["train.channels_last=on", "optim.fused=true"], tmp_path)
+    assert (tmp_path / f"{stem}.md").read_bytes() == (RESULTS / f"{stem}.md").read_bytes()
