@@ -118,7 +118,8 @@ def test_the_real_report_times_only_runs_never_stopped(benchmark_module, tmp_pat
     pd.DataFrame([dict(variant="global", seed=s, epoch=1, mAP=40.0, images_per_s=40.0 + s) for s in range(3)]
                  ).to_csv(tmp_path / "real_curves.csv", index=False)
     reports.write_real_report("real", tmp_path)
-    assert "| global | 41.00 | 35.00 |" in (tmp_path / "real.md").read_text()
+    text = (tmp_path / "real.md").read_text()
+    assert "| global | 41.00 | 35.00 |" in text and "4 tracklets, 80 steps)" in text  # one epoch of 80 steps
 
 
 def test_seeds_needed_is_the_first_count_whose_interval_excludes_zero(benchmark_module):
