@@ -562,6 +562,11 @@ def real_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return dict(scores=scores, primary=primary, secondary=pd.DataFrame(secondary), branches=branches)
 
 
+def distinct_values(rows: pd.DataFrame, col: str) -> str:
+    """The distinct values of ``rows[col]``, sorted and comma-separated ("" where the column is absent)."""
+    return ", ".join(sorted(set(str(x) for x in rows.get(col, pd.Series(dtype=str)).dropna())))
+
+
 def write_real_report(stem: str = "ablation_real", results: Path = RESULTS) -> None:
     """``{stem}.md`` and ``.png`` from ``{stem}.csv`` and ``{stem}_curves.csv``: the real-data study."""
     import matplotlib
@@ -574,7 +579,7 @@ def write_real_report(stem: str = "ablation_real", results: Path = RESULTS) -> N
     curves = pd.read_csv(curves_path) if curves_path.is_file() else pd.DataFrame(columns=["variant", "epoch", "mAP"])
     t = real_tables(df)
     trained = df[df.variant != "anchor"]
-    commits = ", ".join(sorted(set(str(c) for c in df.get("commit", pd.Series(dtype=str)).dropna())))
+    commits = distinct_values(df, "commit")
     curve_table = (curves.groupby(["variant", "epoch"]).mAP.mean().unstack("epoch").round(1)
                    .rename(columns=lambda e: f"epoch {e}").reset_index() if len(curves) else pd.DataFrame())
     steps = 80 * int(curves.epoch.max()) if len(curves) else 480  # epochs of 80 steps: 6 in the stated study
@@ -690,10 +695,7 @@ def write_settings_check_report(stem: str, baseline: str, settings: list[str], r
     if len(t["unpaired"]):
         unpaired = (f"\nNot paired (no baseline run of the same variant and seed on the same CPU): "
                     + ", ".join(f"{r.variant} seed {int(r.seed)}" for r in t["unpaired"].itertuples()) + ".\n")
-    def names(rows: pd.DataFrame, col: str) -> str:
-        return ", ".join(sorted(set(str(x) for x in rows.get(col, pd.Series(dtype=str)).dropna())))
-
-    commits, devices = names(df[df.variant != "anchor"], "commit"), names(t["pairs"], "device")
+    commits, devices = distinct_values(df[df.variant != "anchor"], "commit"), distinct_values(t["pairs"], "device")
     text = (f"# Settings check: {' '.join(f'`{s}`' for s in settings) or 'no settings given'}\n\n"
             f"Runs of `{stem}.csv` (commits {commits or 'n/a'}) paired by variant and seed with `{baseline}.csv`, "
             f"which trained with the study's stated settings; CPU: {devices or 'n/a'}. Differences are the "
