@@ -104,12 +104,13 @@ def test_no_test_occlusion_report_without_occluded_scores(reports, tmp_path):
     assert not (tmp_path / "ablation_paper_12ep_test_occlusion.md").exists()
 
 
-def test_real_report_regenerates_byte_identical_when_committed(reports, tmp_path):
-    stem = "ablation_real"
+@pytest.mark.parametrize("stem, baseline", [("ablation_real", None), ("ablation_real_960", "ablation_real")])
+def test_real_report_regenerates_byte_identical_when_committed(reports, tmp_path, stem, baseline):
     if not (RESULTS / f"{stem}.md").is_file():
-        pytest.skip("no run of the real-data study has landed yet")
-    _copy(tmp_path, *(f"{stem}{suffix}.csv" for suffix in ("", "_curves") if (RESULTS / f"{stem}{suffix}.csv").is_file()))
-    reports.write_real_report(stem, results=tmp_path)
+        pytest.skip(f"no run of {stem} has landed yet")
+    _copy(tmp_path, *(f"{name}{suffix}.csv" for name in filter(None, (stem, baseline)) for suffix in ("", "_curves")
+                      if (RESULTS / f"{name}{suffix}.csv").is_file()))
+    reports.write_real_report(stem, results=tmp_path, baseline=baseline)
     _assert_same(tmp_path, stem)
 
 

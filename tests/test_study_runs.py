@@ -122,6 +122,41 @@ def test_the_real_report_times_only_runs_never_stopped(benchmark_module, tmp_pat
     assert "| global | 41.00 | 35.00 |" in text and "4 tracklets, 80 steps)" in text  # one epoch of 80 steps
 
 
+def test_a_longer_budget_is_paired_run_by_run_with_the_stated_study(benchmark_module, tmp_path):
+    """Each variant's change and the full − global gap's change, on the (variant, seed) pairs of one CPU."""
+    reports = benchmark_module("study_reports")
+    cpu, other = "Intel CPU, 2 threads", "AMD CPU, 2 threads"
+
+    def row(variant, seed, mAP, device=cpu):
+        return dict(tier="real", variant=variant, seed=seed, device=device, mAP=mAP, rank1=mAP + 10,
+                    mAP_allframes=mAP, minutes=30.0, mAP_occ0=mAP, mAP_occ75=mAP / 2, mAP_mis0=mAP, mAP_mis75=mAP - 5)
+
+    base = [row("anchor", 0, 10.0)] + [row(v, s, m) for s, (g, f) in enumerate([(40, 41), (42, 42), (44, 45)])
+                                        for v, m in (("global", g), ("full", f))]
+    # global gains 1, 2, 3; full gains 3, 5, 4 (seed 2 of full ran on another CPU: not paired)
+    longer = [row("anchor", 0, 10.0), row("global", 0, 41), row("global", 1, 44), row("global", 2, 47),
+              row("full", 0, 44), row("full", 1, 47), row("full", 2, 49, other)]
+    pd.DataFrame(base).to_csv(tmp_path / "real.csv", index=False)
+    pd.DataFrame(longer).to_csv(tmp_path / "real_960.csv", index=False)
+    table = reports.budget_table(pd.read_csv(tmp_path / "real_960.csv"), pd.read_csv(tmp_path / "real.csv"))
+    table = table.set_index("change")
+    assert list(table.index) == ["global: this − baseline", "full: this − baseline", "full − global gap: this − baseline"]
+    assert list(table["paired seeds"]) == [3, 2, 2]
+    # global: 1, 2, 3 → mean 2, sd 1, t(2) 4.303 → ±2.48; full: 3, 5 → mean 4, sd 1.414, t(1) 12.706 → ±12.7
+    assert table.loc["global: this − baseline", "mAP"] == "+2.0 [-0.5, +4.5]; 3/3"
+    assert table.loc["full: this − baseline", "mAP"] == "+4.0 [-8.7, +16.7]; 2/2"
+    # the gap's change on seeds 0 and 1: 3 − 1, 5 − 2 → 2, 3 (mean 2.5, sd 0.707 → ±6.35); at 75 % halved
+    assert table.loc["full − global gap: this − baseline", "mAP"] == "+2.5 [-3.9, +8.9]; 2/2"
+    assert table.loc["full − global gap: this − baseline", "mAP, 75 % occluded"] == "+1.2 [-1.9, +4.4]; 2/2"
+    reports.write_real_report("real_960", tmp_path, baseline="real")
+    text = (tmp_path / "real_960.md").read_text()
+    assert "Exploratory, and said so" in text and "| full − global gap: this − baseline | 2 | +2.5 [-3.9, +8.9]; 2/2 |" in text
+    (tmp_path / "alone").mkdir()
+    pd.DataFrame(longer).to_csv(tmp_path / "alone" / "real_960.csv", index=False)
+    reports.write_real_report("real_960", tmp_path / "alone", baseline="real")  # no baseline CSV there
+    assert "Exploratory" not in (tmp_path / "alone" / "real_960.md").read_text()
+
+
 def test_seeds_needed_is_the_first_count_whose_interval_excludes_zero(benchmark_module):
     from scipy import stats
 

@@ -133,7 +133,7 @@ def main(argv=None):
         if args.report_only and args.paired_with:
             write_settings_check_report(args.out, args.paired_with, args.overrides)
         elif args.report_only and args.tier == "real":
-            write_real_report(args.out)
+            write_real_report(args.out, baseline=None if args.out == REAL_RESULTS else REAL_RESULTS)
         elif args.report_only and args.occlusion:
             write_occlusion_report(args.out, args.config, TIERS[args.tier]["overrides"] + args.overrides)
         elif args.report_only:

@@ -22,7 +22,7 @@ from benchmarks.studies.study_reports import (
     write_occlusion_report, write_outputs, write_pretrained_report, write_real_report, write_settings_check_report,
     write_study_report, write_test_occlusion_report,
 )
-from benchmarks.studies.study_variants import CPU_BUDGET, OCCLUSION_LEVELS, RESULTS, TIERS, VARIANTS
+from benchmarks.studies.study_variants import CPU_BUDGET, OCCLUSION_LEVELS, REAL_RESULTS, RESULTS, TIERS, VARIANTS
 
 
 def run_one(job: dict) -> dict:
@@ -434,7 +434,7 @@ def run_tier(args, results: Path = RESULTS) -> None:
     elif getattr(args, "paired_with", None):
         write_settings_check_report(args.out, args.paired_with, args.overrides, results)
     elif args.tier == "real":
-        write_real_report(args.out, results)
+        write_real_report(args.out, results, baseline=None if args.out == REAL_RESULTS else REAL_RESULTS)
     else:
         write_pretrained_report(args.out, args.overrides, results)
         if args.tier == "finetune":
