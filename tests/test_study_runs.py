@@ -85,6 +85,17 @@ def test_the_anchor_is_the_untrained_global_branch_scored_as_a_run(study_runs, t
     assert list(model.feature_dims) == ["global"] and cfg.train.seed == 0
 
 
+def test_the_anchor_is_scored_once_per_real_results_file_and_not_for_a_settings_check(study_runs):
+    from types import SimpleNamespace as Args
+
+    scored = {("real", "", "anchor", 0)}
+    assert study_runs.anchor_wanted(Args(tier="real", force=False, paired_with=None), set())
+    assert not study_runs.anchor_wanted(Args(tier="real", force=False, paired_with=None), scored)
+    assert study_runs.anchor_wanted(Args(tier="real", force=True, paired_with=None), scored)
+    assert not study_runs.anchor_wanted(Args(tier="real", force=False, paired_with="ablation_real"), set())
+    assert not study_runs.anchor_wanted(Args(tier="finetune", force=True), set())
+
+
 def test_the_real_report_computes_the_stated_tests(benchmark_module, tmp_path):
     """Hand-made rows: the primary interval and the temporal-slice test against hand-computed values."""
     reports = benchmark_module("study_reports")

@@ -319,6 +319,13 @@ def run_finetune_job(job: dict) -> dict:
     return dict(row=row, curve=curve)
 
 
+def anchor_wanted(args, done: set) -> bool:
+    """Whether ``run_tier`` scores the untrained backbone first: once per real-tier results file, as every
+    trained run's floor; a settings check (``--paired-with``) reports trained pairs only, so it gets none."""
+    return (args.tier == "real" and not getattr(args, "paired_with", None)
+            and (args.force or ("real", "", "anchor", 0) not in done))
+
+
 def anchor_row(config: str, overrides: list[str], output: Path) -> dict:
     """The real-data study's floor: the ImageNet backbone with no training on the data, scored as every run is.
 
@@ -406,7 +413,7 @@ def run_tier(args, results: Path = RESULTS) -> None:
     for level in levels:  # each level's set generated once, before the workers race for it
         if OCCLUSION_LEVELS.get(level):
             load_data(load_config(config, base + OCCLUSION_LEVELS[level]))
-    if args.tier == "real" and (args.force or ("real", "", "anchor", 0) not in done):
+    if anchor_wanted(args, done):
         _merge_rows(csv_path, [anchor_row(config, base, Path(args.runs_dir) / args.tier / "anchor-seed0")])
     if args.tier == "frozen":
         from benchmarks.studies import frozen_tier
