@@ -263,11 +263,14 @@ def parse_args(argv=None):
     return args
 
 
+def _read_if_saved(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()  # saved by a --profile run only
+
+
 def recount_flops(args) -> int:
     """Rewrite the FLOP columns of the saved tables with :func:`step_flops` (the timings stay as measured)."""
     stem = "train_step_quick" if args.quick else "train_step"
     df = pd.read_csv(args.out / f"{stem}.csv")
-    read = lambda name: pd.read_csv(args.out / name) if (args.out / name).exists() else pd.DataFrame()  # noqa: E731
     flops = {}
     for config, model in df[["config", "model"]].drop_duplicates().itertuples(index=False):
         overrides = CONFIGS[config] + MODELS[model] + (QUICK if args.quick else [])
@@ -280,7 +283,8 @@ def recount_flops(args) -> int:
     df["gflop_per_s"] = df.gflop_per_step / (df.ms_per_step / 1000)
     df["pct_of_peak"] = 100 * df.gflop_per_s / df.peak_gflop_per_s
     peak = {n: dict(zip(part.peak_dtype, part.peak_gflop_per_s)) for n, part in df.groupby("threads")}
-    write_results(args.out, stem, df, read(f"{stem}_profile.csv"), peak, read(f"{stem}_operators.csv"))
+    write_results(args.out, stem, df, _read_if_saved(args.out / f"{stem}_profile.csv"), peak,
+                  _read_if_saved(args.out / f"{stem}_operators.csv"))
     return 0
 
 
