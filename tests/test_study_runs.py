@@ -162,10 +162,34 @@ def test_a_longer_budget_is_paired_run_by_run_with_the_stated_study(benchmark_mo
     reports.write_real_report("real_960", tmp_path, baseline="real")
     text = (tmp_path / "real_960.md").read_text()
     assert "Exploratory, and said so" in text and "| full − global gap: this − baseline | 2 | +2.5 [-3.9, +8.9]; 2/2 |" in text
+    assert "Step for step" not in text  # no curves, no step-for-step check
     (tmp_path / "alone").mkdir()
     pd.DataFrame(longer).to_csv(tmp_path / "alone" / "real_960.csv", index=False)
     reports.write_real_report("real_960", tmp_path / "alone", baseline="real")  # no baseline CSV there
     assert "Exploratory" not in (tmp_path / "alone" / "real_960.md").read_text()
+
+
+def test_a_longer_run_is_checked_to_repeat_its_baseline_run_until_the_schedules_part(benchmark_module, tmp_path):
+    reports = benchmark_module("study_reports")
+
+    def curve(variant, seed, losses):
+        return [dict(variant=variant, seed=seed, epoch=e, loss=x, mAP=50.0 - x, images_per_s=40.0)
+                for e, x in enumerate(losses, 1)]
+
+    base = curve("global", 0, [6.0, 5.0, 4.0]) + curve("full", 0, [9.0, 8.0, 7.0]) + curve("full", 1, [9.5, 8.5, 7.5])
+    longer = (curve("global", 0, [6.0, 5.0, 4.5, 4.2])  # parts after epoch 2
+              + curve("full", 0, [9.0, 8.0, 7.0, 6.0, 5.0])  # the baseline's 3 epochs repeated, then more
+              + curve("full", 1, [9.4, 8.5, 7.5]))  # differs from the first epoch: not the same run
+    through = reports.identical_through(pd.DataFrame(longer), pd.DataFrame(base))
+    assert through.to_dict() == {("full", 0): 3, ("full", 1): 0, ("global", 0): 2}
+    row = dict(tier="real", seed=0, mAP=40.0, rank1=50.0, mAP_allframes=40.0, minutes=30.0)
+    pd.DataFrame([dict(row, variant="global"), dict(row, variant="full")]).to_csv(tmp_path / "real.csv", index=False)
+    pd.DataFrame([dict(row, variant="global")]).to_csv(tmp_path / "real_960.csv", index=False)
+    pd.DataFrame(base).to_csv(tmp_path / "real_curves.csv", index=False)
+    pd.DataFrame(longer).to_csv(tmp_path / "real_960_curves.csv", index=False)
+    reports.write_real_report("real_960", tmp_path, baseline="real")
+    assert ("identical to the baseline run's through epoch 0 in 1 of 3 runs, through epoch 2 in 1 of 3 runs, "
+            "through epoch 3 in 1 of 3 runs.") in (tmp_path / "real_960.md").read_text()
 
 
 def test_seeds_needed_is_the_first_count_whose_interval_excludes_zero(benchmark_module):

@@ -594,6 +594,27 @@ def budget_table(df: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def identical_through(curves: pd.DataFrame, baseline_curves: pd.DataFrame) -> pd.Series:
+    """For each (variant, seed) in both: the last epoch through which its curve repeats the baseline's exactly.
+
+    Runs of the same code, data, seed and CPU take the same steps until their schedules part (a longer budget
+    decays later), so their loss and mAP after each epoch are identical until then: the check that a longer
+    run is the baseline run continued, not a different one (0: already the first epoch differs).
+    """
+    cols = ["variant", "seed", "epoch"]
+    both = curves[cols + ["loss", "mAP"]].merge(baseline_curves[cols + ["loss", "mAP"]], on=cols,
+                                                suffixes=("", "_base"))
+    through = {}
+    for key, g in both.sort_values("epoch").groupby(["variant", "seed"]):
+        last = 0
+        for epoch, same in zip(g.epoch, (g.loss == g.loss_base) & (g.mAP == g.mAP_base)):
+            if not same or epoch != last + 1:
+                break
+            last = int(epoch)
+        through[key] = last
+    return pd.Series(through, dtype=int)
+
+
 def write_real_report(stem: str = "ablation_real", results: Path = RESULTS, baseline: str | None = None) -> None:
     """``{stem}.md`` and ``.png`` from ``{stem}.csv`` and ``{stem}_curves.csv``: the real-data study.
 
@@ -656,6 +677,15 @@ def write_real_report(stem: str = "ablation_real", results: Path = RESULTS, base
         text += (f"\nAgainst `{baseline}.csv` (this run − the baseline's run, paired by variant, seed and CPU; 95% "
                  f"t-interval and the seeds above zero):\n\n"
                  + (to_markdown(table) if len(table) else "no run pairs with a baseline run yet") + "\n")
+        base_curves = results / f"{baseline}_curves.csv"
+        through = identical_through(curves, pd.read_csv(base_curves)) if len(curves) and base_curves.is_file() else []
+        if len(through):
+            counts = through.value_counts().sort_index()
+            text += (f"\nStep for step (the same code, data, seed and CPU take the same steps until the schedules "
+                     f"part at the baseline's decay): loss and mAP after each epoch are identical to the baseline "
+                     f"run's "
+                     + ", ".join(f"through epoch {e} in {n} of {len(through)} runs" for e, n in counts.items())
+                     + ".\n")
     (results / f"{stem}.md").write_text(text)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
