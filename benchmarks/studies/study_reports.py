@@ -567,6 +567,14 @@ def distinct_values(rows: pd.DataFrame, col: str) -> str:
     return ", ".join(sorted(set(str(x) for x in rows.get(col, pd.Series(dtype=str)).dropna())))
 
 
+def pair_runs(df: pd.DataFrame, baseline: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
+    """The trained runs of ``df`` merged with ``baseline``'s of the same variant, seed and, where both name it,
+    CPU (``device``; fp32 training differs in its last bits between CPUs); baseline columns get ``_base``."""
+    keys = ["variant", "seed"] + (["device"] if {"device"} <= set(df.columns) & set(baseline.columns) else [])
+    pairs = df[df.variant != "anchor"].merge(baseline[baseline.variant != "anchor"], on=keys, suffixes=("", "_base"))
+    return keys, pairs
+
+
 # Scores a longer budget is compared on, run by run: the primary score first.
 BUDGET_METRICS = (("mAP", "mAP"), ("rank1", "rank-1"), ("mAP_occ75", "mAP, 75 % occluded"),
                   ("mAP_mis75", "mAP, 75 % misaligned"))
@@ -579,8 +587,7 @@ def budget_table(df: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
     ``global`` paired, the change of the full − global gap: does the answer at the stated budget hold with
     longer training? Pairs need the same ``device``, as in a settings check (fp32 differs between CPUs).
     """
-    keys = ["variant", "seed"] + (["device"] if {"device"} <= set(df.columns) & set(baseline.columns) else [])
-    pairs = df[df.variant != "anchor"].merge(baseline[baseline.variant != "anchor"], on=keys, suffixes=("", "_base"))
+    _, pairs = pair_runs(df, baseline)
     metrics = [(c, label) for c, label in BUDGET_METRICS if c in pairs and f"{c}_base" in pairs]
     change = pairs.assign(**{c: pairs[c] - pairs[f"{c}_base"] for c, _ in metrics})
     rows = [{"change": f"{v}: this − baseline", "paired seeds": len(g),
@@ -722,9 +729,8 @@ def settings_check_tables(df: pd.DataFrame, baseline: pd.DataFrame, floor: float
     docs/ablation-real.md's gate). ``verdict``: whether the mAP interval's lower end lies above ``floor``,
     the rule a default must pass (issue 40: −1.0 mAP).
     """
-    keys = ["variant", "seed"] + (["device"] if {"device"} <= set(df.columns) & set(baseline.columns) else [])
+    keys, pairs = pair_runs(df, baseline)
     runs = df[df.variant != "anchor"]
-    pairs = runs.merge(baseline[baseline.variant != "anchor"], on=keys, suffixes=("", "_base"))
     rows = []
     for col, label in SETTINGS_METRICS:
         if col not in pairs or f"{col}_base" not in pairs:
